@@ -1,0 +1,15 @@
+#!/usr/bin/env bash
+# Runs the test suites: unit tests (no root, no devices) and the bats suites (root, loop devices).
+# Usage: test/run.sh [unit|bats|all] [bats-file...]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+what=${1:-all}; shift || true
+npx tsc -p tsconfig.json
+if [[ $what == unit || $what == all ]]; then
+  mapfile -t units < <(find dist -name '*.test.js' | sort)
+  node --test --test-reporter=spec "${units[@]}"
+fi
+if [[ $what == bats || $what == all ]]; then
+  if [[ $# -gt 0 ]]; then files=("$@"); else mapfile -t files < <(ls test/bats/*.bats | sort); fi
+  npx bats --timing --print-output-on-failure "${files[@]}"
+fi
