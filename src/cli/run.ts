@@ -1,0 +1,88 @@
+// Entry for every command: parse argv, run the command, one exit handler for all outcomes.
+import { Command, CommanderError } from 'commander';
+import { EXIT_CODES, FusedError } from '../errors.js';
+import { formatError } from '../ui/messages.js';
+
+/** What a command module gives the entry: its commander program. Actions return an exit code. */
+export interface CommandModule {
+  build(ctx: CommandContext): Command;
+}
+
+export interface CommandContext {
+  name: string;
+  /** Record the exit code the process ends with (the highest-priority one wins if called twice). */
+  exit(code: number): void;
+}
+
+const COMMANDS: Record<string, () => Promise<CommandModule>> = {
+  fusedctl: () => import('../commands/fusedctl.js'),
+  fusedmap: () => import('../commands/fusedmap.js'),
+};
+
+export async function main(name: string): Promise<void> {
+  let exitCode = 0;
+  const ctx: CommandContext = {
+    name,
+    exit(code) {
+      if (exitCode === 0 || code === EXIT_CODES.usage) exitCode = code;
+    },
+  };
+  // A closed pipe on stdout (`fusedmap f | head -1`) ends the command quietly.
+  process.stdout.on('error', (err: NodeJS.ErrnoException) => {
+    if (err.code === 'EPIPE') process.exit(exitCode);
+    throw err;
+  });
+  process.on('unhandledRejection', (err) => finish(name, err));
+  try {
+    const load = COMMANDS[name];
+    if (!load) throw new FusedError('usage', 'unknown command', name);
+    const program = (await load()).build(ctx);
+    configure(program, name);
+    await program.parseAsync(process.argv);
+  } catch (err) {
+    return finish(name, err);
+  }
+  return flushAndExit(exitCode);
+}
+
+/** Commander: help on stdout, misuse as one line plus a hint, never its own process.exit. */
+function configure(cmd: Command, name: string): void {
+  cmd.exitOverride();
+  cmd.configureOutput({
+    writeOut: (s) => process.stdout.write(s),
+    writeErr: (s) => process.stderr.write(s),
+    outputError: () => {}, // the exit handler prints misuse in our format
+  });
+  cmd.showSuggestionAfterError(true);
+  for (const sub of cmd.commands) configure(sub, name);
+}
+
+function finish(name: string, err: unknown): Promise<void> {
+  if (err instanceof CommanderError) {
+    if (err.code === 'commander.helpDisplayed' || err.code === 'commander.version' || err.exitCode === 0) {
+      return flushAndExit(0);
+    }
+    if (err.code === 'commander.executeSubCommandAsync' || err.code === 'commander.help') return flushAndExit(err.exitCode);
+    process.stderr.write(`${name}: ${err.message.replace(/^error: /, '')}\nTry '${name} --help' for more information.\n`);
+    return flushAndExit(EXIT_CODES.usage);
+  }
+  if (err instanceof FusedError && err.kind === 'usage') {
+    process.stderr.write(`${formatError(name, err)}\nTry '${name} --help' for more information.\n`);
+    return flushAndExit(EXIT_CODES.usage);
+  }
+  process.stderr.write(formatError(name, err) + '\n');
+  if (!(err instanceof FusedError) && process.env.FUSED_DEBUG) process.stderr.write(String((err as Error)?.stack) + '\n');
+  return flushAndExit(err instanceof FusedError ? EXIT_CODES[err.kind] : EXIT_CODES.failure);
+}
+
+/** Exit only after stdout and stderr are written out (a pipe may still hold our last lines). */
+function flushAndExit(code: number): Promise<void> {
+  return new Promise(() => {
+    let pending = 2;
+    const done = () => {
+      if (--pending === 0) process.exit(code);
+    };
+    process.stdout.write('', done);
+    process.stderr.write('', done);
+  });
+}

@@ -1,0 +1,63 @@
+// Reading a volume's bytes straight from the client's own path to the disk, with O_DIRECT.
+import { FusedError, errorMessage } from '../errors.js';
+import { alignedBuffer, close, deviceInfo, openDirect, pread, type DeviceInfo } from '../native/index.js';
+import { PROBE_BYTES, probeSuperblock } from '../volume/superblock.js';
+
+export const ALIGN = 4096;
+export const alignDown = (n: number): number => Math.floor(n / ALIGN) * ALIGN;
+export const alignUp = (n: number): number => Math.ceil(n / ALIGN) * ALIGN;
+
+/** An open device whose superblock UUID was checked when it was opened. */
+export class Device {
+  private constructor(
+    readonly path: string,
+    readonly fd: number,
+    readonly info: DeviceInfo,
+  ) {}
+
+  /** Open read-only with O_DIRECT and check the superblock UUID before any other byte is trusted. */
+  static async open(path: string, expectUuid: string): Promise<Device> {
+    let fd: number;
+    try {
+      fd = await openDirect(path);
+    } catch (err) {
+      throw new FusedError('failure', `cannot open device: ${errorMessage(err)}`, path);
+    }
+    try {
+      const info = await deviceInfo(fd);
+      const head = alignedBuffer(PROBE_BYTES);
+      const n = await pread(fd, head, 0, PROBE_BYTES, 0);
+      const id = probeSuperblock(Buffer.from(head.subarray(0, n)));
+      if (!id || id.uuid !== expectUuid) {
+        throw new FusedError('refused', `device UUID ${id?.uuid ?? 'unknown'} differs from the volume's UUID ${expectUuid}`, path);
+      }
+      return new Device(path, fd, info);
+    } catch (err) {
+      await close(fd).catch(() => {});
+      if (err instanceof FusedError) throw err;
+      throw new FusedError('failure', `cannot read device: ${errorMessage(err)}`, path);
+    }
+  }
+
+  /** Read [position, position+length) into `scratch` (aligned, large enough for the aligned span); returns the
+   *  view of exactly the requested bytes inside scratch. Short reads past the device end are an error. */
+  async readInto(scratch: Buffer, position: number, length: number): Promise<Buffer> {
+    const start = alignDown(position);
+    const span = alignUp(position + length) - start;
+    if (span > scratch.length) throw new RangeError(`read of ${span} bytes does not fit a ${scratch.length}-byte buffer`);
+    let done = 0;
+    while (done < span) {
+      const n = await pread(this.fd, scratch, done, span - done, start + done);
+      if (n === 0) break;
+      done += n;
+    }
+    if (done < position + length - start) {
+      throw new FusedError('failure', `short read at byte ${start + done} (device is ${this.info.size} bytes)`, this.path);
+    }
+    return scratch.subarray(position - start, position - start + length);
+  }
+
+  async close(): Promise<void> {
+    await close(this.fd).catch(() => {});
+  }
+}

@@ -1,0 +1,294 @@
+// A client session with a map server: connect, authenticate, ask, and hear recalls.
+import { EventEmitter } from 'node:events';
+import net from 'node:net';
+import { FusedError } from '../errors.js';
+import {
+  DEFAULT_PORT,
+  LIMITS,
+  LineFramer,
+  PROTOCOL_VERSION,
+  authProof,
+  decodeBytes,
+  formatRequest,
+  parseExtent,
+  parseGreeting,
+  parseNumber,
+  parseReplyLine,
+  type Fields,
+  type Request,
+  type WireExtent,
+} from '../protocol/index.js';
+import type { VolumeIdentity } from '../volume/superblock.js';
+
+export interface ServerAddress { host: string; port: number }
+
+/** Parse HOST:PORT, [V6]:PORT or HOST (default port). */
+export function parseServerAddress(s: string): ServerAddress {
+  const m = /^\[([^\]]+)\](?::(\d+))?$/.exec(s) ?? /^([^:]+)(?::(\d+))?$/.exec(s);
+  const port = m?.[2] === undefined ? DEFAULT_PORT : Number(m[2]);
+  if (!m || !m[1] || !Number.isInteger(port) || port < 1 || port > 65535) {
+    throw new FusedError('usage', 'expected HOST:PORT', s);
+  }
+  return { host: m[1], port };
+}
+
+export function formatServerAddress(a: ServerAddress): string {
+  return a.host.includes(':') ? `[${a.host}]:${a.port}` : `${a.host}:${a.port}`;
+}
+
+export interface VolumeInfo extends Pick<VolumeIdentity, 'uuid' | 'label' | 'blockSize' | 'sizeBytes'> {
+  name: string;
+  fstype: string;
+  access: 'ro' | 'rw';
+}
+
+export interface FileMap {
+  lease: string;
+  size: number;
+  blockSize: number;
+  change: string;
+  extents: WireExtent[];
+  /** Why the server marked the whole file NETWORK, if it did. */
+  networkReason?: string;
+}
+
+interface Pending {
+  resolve: (r: { head: Fields; data: string[] }) => void;
+  reject: (e: Error) => void;
+  multi: boolean;
+  head?: Fields;
+  data: string[];
+}
+
+/** Requests whose OK reply is followed by data lines and END. */
+const MULTI_LINE = new Set(['VOLUMES', 'MAP']);
+
+export interface SessionEvents {
+  recall: [lease: string, reason: string];
+  close: [reason: string];
+}
+
+export class Session extends EventEmitter<SessionEvents> {
+  private readonly framer = new LineFramer(LIMITS.maxLineBytes);
+  private readonly pending: Pending[] = [];
+  private greeting: ((line: string) => void) | undefined;
+  private closed = false;
+  serverNode = '';
+  access: 'ro' | 'rw' = 'ro';
+
+  private constructor(private readonly socket: net.Socket, readonly address: ServerAddress) {
+    super();
+    socket.setNoDelay(true);
+    socket.on('data', (chunk: Buffer) => {
+      for (const ev of this.framer.push(chunk)) {
+        if ('error' in ev) this.fail(new FusedError('failure', `bad line from server: ${ev.error.message}`));
+        else this.onLine(ev.line);
+      }
+    });
+    socket.on('error', (err) => this.fail(unreachable(address, err.message)));
+    socket.on('close', () => this.fail(unreachable(address, 'connection closed')));
+  }
+
+  /** Connect, check the greeting, HELLO and AUTH. Errors: kind 'unreachable'. */
+  static async open(
+    address: ServerAddress,
+    opts: { node: string; secret: Buffer; timeoutMs?: number },
+  ): Promise<Session> {
+    const timeoutMs = opts.timeoutMs ?? 5000;
+    const socket = await new Promise<net.Socket>((resolve, reject) => {
+      const s = net.connect({ host: address.host, port: address.port });
+      const timer = setTimeout(() => {
+        s.destroy();
+        reject(unreachable(address, `no answer within ${timeoutMs} ms`));
+      }, timeoutMs);
+      s.once('connect', () => {
+        clearTimeout(timer);
+        resolve(s);
+      });
+      s.once('error', (err) => {
+        clearTimeout(timer);
+        reject(unreachable(address, err.message));
+      });
+    });
+    const session = new Session(socket, address);
+    try {
+      const line = await session.withTimeout(
+        new Promise<string>((resolve, reject) => {
+          session.greeting = resolve;
+          session.pending.push({ resolve: () => {}, reject, multi: false, data: [] });
+        }),
+        timeoutMs,
+      );
+      session.pending.shift();
+      if (line.startsWith('ERR ')) throw unreachable(address, line.slice(4));
+      const g = parseGreeting(line);
+      if (g.version !== PROTOCOL_VERSION) throw unreachable(address, `server speaks protocol ${g.version}, not ${PROTOCOL_VERSION}`);
+      session.serverNode = g.node;
+      await session.withTimeout(session.request({ verb: 'HELLO', node: opts.node, version: PROTOCOL_VERSION }), timeoutMs);
+      let auth: Fields;
+      try {
+        auth = (await session.withTimeout(session.request({ verb: 'AUTH', proof: authProof(opts.secret, g.challenge, opts.node) }), timeoutMs)).head;
+      } catch (err) {
+        if (err instanceof FusedError && /AUTHFAIL/.test(err.message)) {
+          throw new FusedError('unreachable', 'authentication failed (check the secret file)', formatServerAddress(address));
+        }
+        throw err;
+      }
+      session.access = auth.access === 'rw' ? 'rw' : 'ro';
+      return session;
+    } catch (err) {
+      session.close();
+      throw err;
+    }
+  }
+
+  private withTimeout<T>(p: Promise<T>, ms: number): Promise<T> {
+    let timer: NodeJS.Timeout;
+    return Promise.race([
+      p.finally(() => clearTimeout(timer)),
+      new Promise<T>((_, reject) => {
+        timer = setTimeout(() => reject(unreachable(this.address, `no answer within ${ms} ms`)), ms);
+      }),
+    ]);
+  }
+
+  private onLine(line: string): void {
+    if (this.greeting) {
+      const g = this.greeting;
+      this.greeting = undefined;
+      g(line);
+      return;
+    }
+    let reply;
+    try {
+      reply = parseReplyLine(line);
+    } catch {
+      this.fail(new FusedError('failure', `unparsable line from server: ${line.slice(0, 80)}`));
+      return;
+    }
+    if (reply.kind === 'push') {
+      if (reply.event === 'RECALL' && reply.fields.lease) this.emit('recall', reply.fields.lease, reply.fields.reason ?? '');
+      else if (reply.event === 'BYE') this.fail(unreachable(this.address, `server said goodbye (${reply.fields.reason ?? ''})`));
+      return;
+    }
+    const p = this.pending[0];
+    if (!p) {
+      this.fail(new FusedError('failure', `unexpected line from server: ${line.slice(0, 80)}`));
+      return;
+    }
+    if (p.head === undefined) {
+      if (reply.kind === 'err') {
+        this.pending.shift();
+        p.reject(new FusedError('failure', `${reply.code} ${reply.text}`));
+        return;
+      }
+      if (reply.kind !== 'ok') {
+        this.fail(new FusedError('failure', `expected a reply, got: ${line.slice(0, 80)}`));
+        return;
+      }
+      p.head = reply.fields;
+      if (!p.multi) {
+        this.pending.shift();
+        p.resolve({ head: p.head, data: [] });
+      }
+      return;
+    }
+    if (reply.kind === 'end') {
+      this.pending.shift();
+      p.resolve({ head: p.head, data: p.data });
+    } else if (reply.kind === 'data') {
+      p.data.push(line);
+    } else {
+      this.fail(new FusedError('failure', `unexpected line inside a reply: ${line.slice(0, 80)}`));
+    }
+  }
+
+  private fail(err: Error): void {
+    if (this.closed) return;
+    this.closed = true;
+    for (const p of this.pending.splice(0)) p.reject(err);
+    this.socket.destroy();
+    this.emit('close', err.message);
+  }
+
+  get isClosed(): boolean {
+    return this.closed;
+  }
+
+  /** Send one request; resolves with the OK line's fields and any data lines. Server ERR rejects. */
+  request(req: Request): Promise<{ head: Fields; data: string[] }> {
+    if (this.closed) return Promise.reject(unreachable(this.address, 'session closed'));
+    return new Promise((resolve, reject) => {
+      this.pending.push({ resolve, reject, multi: MULTI_LINE.has(req.verb), data: [] });
+      this.socket.write(formatRequest(req) + '\n');
+    });
+  }
+
+  async volumes(): Promise<string[]> {
+    const r = await this.request({ verb: 'VOLUMES' });
+    return r.data.map((l) => decodeBytes(l.slice(2)).toString());
+  }
+
+  async volume(name: string): Promise<VolumeInfo> {
+    const { head } = await this.request({ verb: 'VOLUME', volume: name });
+    return {
+      name: head.name ?? name,
+      fstype: head.fstype ?? '',
+      uuid: head.uuid ?? '',
+      label: head.label ?? '',
+      blockSize: parseNumber(head.blocksize ?? ''),
+      sizeBytes: parseNumber(head.size ?? ''),
+      access: head.access === 'rw' ? 'rw' : 'ro',
+    };
+  }
+
+  async map(volume: string, path: Buffer): Promise<FileMap> {
+    const { head, data } = await this.request({ verb: 'MAP', volume, path, mode: 'read' });
+    const extents = data.map((l) => {
+      if (!l.startsWith('X ')) throw new FusedError('failure', `unexpected data line in a map: ${l.slice(0, 80)}`);
+      return parseExtent(l.slice(2));
+    });
+    const count = parseNumber(head.extents ?? '');
+    if (count !== extents.length) {
+      throw new FusedError('failure', `map announced ${count} extents but carried ${extents.length}`);
+    }
+    return {
+      lease: head.lease ?? '',
+      size: parseNumber(head.size ?? ''),
+      blockSize: parseNumber(head.blocksize ?? ''),
+      change: head.change ?? '',
+      extents,
+      ...(head.network ? { networkReason: head.network } : {}),
+    };
+  }
+
+  async release(lease: string, verb: 'RELEASE' | 'RETURN' = 'RELEASE'): Promise<void> {
+    await this.request({ verb, lease });
+  }
+
+  async probe(volume: string): Promise<{ name: string; token: string }> {
+    const { head } = await this.request({ verb: 'PROBE', volume });
+    return { name: head.name ?? '', token: head.token ?? '' };
+  }
+
+  async unprobe(volume: string, name: string): Promise<void> {
+    await this.request({ verb: 'UNPROBE', volume, name });
+  }
+
+  async ping(): Promise<void> {
+    await this.request({ verb: 'PING' });
+  }
+
+  /** Say QUIT (best effort) and close. */
+  close(): void {
+    if (this.closed) return;
+    this.closed = true;
+    for (const p of this.pending.splice(0)) p.reject(unreachable(this.address, 'session closed'));
+    this.socket.end(formatRequest({ verb: 'QUIT' }) + '\n');
+    this.socket.destroySoon?.();
+  }
+}
+
+function unreachable(a: ServerAddress, why: string): FusedError {
+  return new FusedError('unreachable', why, `map server ${formatServerAddress(a)}`);
+}

@@ -1,0 +1,139 @@
+// fusedctl: run the map server (serve), fuse and unfuse network mounts, show fuses (status).
+import { Command, Option } from 'commander';
+import { EXIT_CODES, FusedError } from '../errors.js';
+import { DEFAULT_SECRET_FILE, defaultNode, fuse, fuseStatus, loadSecret, unfuse, type FuseStatus } from '../client/fuse.js';
+import { loadFuses } from '../client/registry.js';
+import { formatServerAddress, parseServerAddress } from '../client/session.js';
+import { DEFAULT_PORT, LIMITS } from '../protocol/index.js';
+import { MapServer } from '../server/server.js';
+import { openVolume, parseVolumeSpec, type Volume } from '../server/volumes.js';
+import type { CommandContext } from '../cli/run.js';
+import { renderTable, rowsToJson, selectColumns, type Column } from '../ui/columns.js';
+import { jsonOut } from '../ui/messages.js';
+import { parseCount } from '../ui/options.js';
+
+const collect = (v: string, prev: string[]) => [...prev, v];
+
+const STATUS_COLUMNS: Column<FuseStatus>[] = [
+  { id: 'mountpoint', header: 'MOUNTPOINT', help: 'the fused network mount', align: 'left', text: (r) => r.mountpoint, json: (r) => r.mountpoint },
+  { id: 'volume', header: 'VOLUME', help: 'volume name on the server', align: 'left', text: (r) => r.volume, json: (r) => r.volume },
+  { id: 'server', header: 'SERVER', help: 'map server HOST:PORT', align: 'left', text: (r) => r.server, json: (r) => r.server },
+  { id: 'device', header: 'DEVICE', help: 'local block device', align: 'left', text: (r) => r.device, json: (r) => r.device },
+  { id: 'uuid', header: 'UUID', help: 'file-system UUID', align: 'left', text: (r) => r.uuid, json: (r) => r.uuid },
+  { id: 'fstype', header: 'TYPE', help: 'file-system type', align: 'left', text: (r) => r.fstype, json: (r) => r.fstype },
+  { id: 'serverReachable', header: 'SERVER-OK', help: 'map server answers and accepts our secret', align: 'left', text: (r) => yesNo(r.serverReachable), json: (r) => r.serverReachable },
+  { id: 'devicePresent', header: 'DEVICE-OK', help: 'device node present', align: 'left', text: (r) => yesNo(r.devicePresent), json: (r) => r.devicePresent },
+  { id: 'uuidMatches', header: 'UUID-OK', help: "device superblock still has the volume's UUID", align: 'left', text: (r) => yesNo(r.uuidMatches), json: (r) => r.uuidMatches },
+  { id: 'problem', header: 'PROBLEM', help: 'what is wrong, if anything', align: 'left', text: (r) => r.problem ?? '-', json: (r) => r.problem },
+];
+const yesNo = (b: boolean) => (b ? 'yes' : 'no');
+
+export function build(ctx: CommandContext): Command {
+  const program = new Command('fusedctl')
+    .description('Serve volumes to fused clients, and fuse network mounts to their local block devices.')
+    .version(process.env.npm_package_version ?? '0.1.0')
+    .helpCommand(true)
+    .addHelpText('after', `\nExit status: 0 ok, 1 failure, 2 usage, 5 refused for safety, 6 server unreachable or authentication failed.\nSee fusedctl(1).`);
+
+  program
+    .command('serve')
+    .description('run the map server for one or more mounted volumes (on the node that mounts them)')
+    .requiredOption('--volume <NAME=DIR>', 'serve DIR (on a mounted ext2/3/4 or XFS file system) as volume NAME; repeatable', collect, [])
+    .option('--listen <HOST:PORT>', 'address to listen on', `0.0.0.0:${DEFAULT_PORT}`)
+    .option('--secret-file <FILE>', 'shared secret clients must prove they know', DEFAULT_SECRET_FILE)
+    .option('--node <NAME>', 'this server\'s node name', defaultNode())
+    .option('--max-connections <N>', 'connections served at once', String(LIMITS.maxConnections))
+    .option('--idle-timeout <SECONDS>', 'close connections idle this long', String(LIMITS.idleTimeoutMs / 1000))
+    .action(async (opts: { volume: string[]; listen: string; secretFile: string; node: string; maxConnections: string; idleTimeout: string }) => {
+      const address = parseServerAddress(opts.listen);
+      const maxConnections = parseCount(opts.maxConnections, '--max-connections', 1, 100000);
+      const idleTimeoutMs = parseCount(opts.idleTimeout, '--idle-timeout', 1, 86400) * 1000;
+      const specs = opts.volume.map(parseVolumeSpec);
+      const names = new Set<string>();
+      for (const s of specs) {
+        if (names.has(s.name)) throw new FusedError('usage', 'volume name given twice', s.name);
+        names.add(s.name);
+      }
+      const secret = loadSecret(opts.secretFile);
+      const volumes: Volume[] = [];
+      for (const s of specs) volumes.push(await openVolume(s.name, s.dir));
+      const log = (line: string) => process.stderr.write(`fusedctl: ${line}\n`);
+      const server = new MapServer({ node: opts.node, secret, volumes, maxConnections, idleTimeoutMs, log });
+      let bound;
+      try {
+        bound = await server.listen(address.host, address.port);
+      } catch (err) {
+        throw new FusedError('failure', (err as Error).message, `listen ${opts.listen}`);
+      }
+      for (const v of volumes) {
+        log(`volume ${v.name}: ${v.dir} (${v.identity.fstype} ${v.identity.uuid} on ${v.device}, block size ${v.identity.blockSize})${v.networkOnly ? `; network only: ${v.networkOnly}` : ''}`);
+      }
+      log(`listening on ${formatServerAddress({ host: bound.address, port: bound.port })}`);
+      await new Promise<void>((resolve) => {
+        const stop = (sig: string) => {
+          log(`${sig}: shutting down`);
+          void server.close().then(resolve);
+        };
+        process.once('SIGTERM', () => stop('SIGTERM'));
+        process.once('SIGINT', () => stop('SIGINT'));
+      });
+      ctx.exit(EXIT_CODES.ok);
+    });
+
+  program
+    .command('fuse')
+    .description('fuse a network mount of a served volume to this node\'s own block device for that volume')
+    .argument('<MOUNTPOINT>', 'where the volume is mounted over the network on this node')
+    .requiredOption('--server <HOST:PORT>', 'the volume\'s map server')
+    .option('--volume <NAME>', 'volume name on the server (needed if it serves several)')
+    .option('--device <DEV>', 'use this block device (default: search by file-system UUID)')
+    .option('--secret-file <FILE>', 'shared secret file', DEFAULT_SECRET_FILE)
+    .option('--node <NAME>', 'this node\'s name', defaultNode())
+    .option('--json', 'print the fuse record as JSON')
+    .action(async (mountpoint: string, opts: { server: string; volume?: string; device?: string; secretFile: string; node: string; json?: boolean }) => {
+      parseServerAddress(opts.server);
+      const record = await fuse(mountpoint, {
+        server: opts.server,
+        secretFile: opts.secretFile,
+        node: opts.node,
+        ...(opts.volume ? { volume: opts.volume } : {}),
+        ...(opts.device ? { device: opts.device } : {}),
+      });
+      process.stdout.write(
+        opts.json
+          ? jsonOut(record)
+          : `fused ${record.mountpoint}: volume ${record.volume} (${record.fstype} ${record.uuid}) on ${record.device} via ${record.server}\n`,
+      );
+    });
+
+  program
+    .command('unfuse')
+    .description('forget a fuse (the network mount itself is left alone)')
+    .argument('<MOUNTPOINT>')
+    .action(async (mountpoint: string) => {
+      const r = await unfuse(mountpoint);
+      process.stdout.write(`unfused ${r.mountpoint}\n`);
+    });
+
+  program
+    .command('status')
+    .description('show fuses, and check each: server reachable, device present, UUID still matching')
+    .option('--json', 'JSON array for scripts')
+    .option('-o, --output <COLS>', `columns to show (${STATUS_COLUMNS.map((c) => c.id).join(',')})`)
+    .option('-n, --noheadings', 'no header line')
+    .addOption(new Option('--timeout <SECONDS>', 'how long to wait for each server').default('2'))
+    .action(async (opts: { json?: boolean; output?: string; noheadings?: boolean; timeout: string }) => {
+      const cols = selectColumns(STATUS_COLUMNS, opts.output ?? (opts.json ? undefined : 'mountpoint,volume,server,device,serverReachable,devicePresent,uuidMatches'));
+      const timeoutMs = parseCount(opts.timeout, '--timeout', 1, 600) * 1000;
+      const rows = await Promise.all((await loadFuses()).map((r) => fuseStatus(r, timeoutMs)));
+      if (opts.json) {
+        process.stdout.write(jsonOut(opts.output ? rowsToJson(cols, rows) : rows));
+      } else if (rows.length === 0) {
+        if (!opts.noheadings) process.stdout.write('no fuses\n');
+      } else {
+        process.stdout.write(renderTable(cols, rows, { headings: !opts.noheadings }) + '\n');
+      }
+    });
+
+  return program;
+}

@@ -1,0 +1,56 @@
+// Block device facts from sysfs and /proc: names, device numbers, mounts, superblock identity.
+import { readFile, readdir, realpath, stat } from 'node:fs/promises';
+import { readHead } from '../native/index.js';
+import { parseMountinfo, type MountEntry } from '../volume/mountinfo.js';
+import { PROBE_BYTES, probeSuperblock, type VolumeIdentity } from '../volume/superblock.js';
+
+export async function readMounts(file = '/proc/self/mountinfo'): Promise<MountEntry[]> {
+  return parseMountinfo(await readFile(file, 'utf8'));
+}
+
+/** /dev path of block device major:minor, from sysfs (DEVNAME in uevent). */
+export async function devicePathOf(major: number, minor: number): Promise<string | undefined> {
+  try {
+    const uevent = await readFile(`/sys/dev/block/${major}:${minor}/uevent`, 'utf8');
+    const m = /^DEVNAME=(.+)$/m.exec(uevent);
+    return m ? `/dev/${m[1]}` : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
+export interface BlockDevice { path: string; major: number; minor: number }
+
+/** Every block device the kernel knows (partitions included), from /sys/class/block. */
+export async function listBlockDevices(): Promise<BlockDevice[]> {
+  const out: BlockDevice[] = [];
+  for (const name of await readdir('/sys/class/block').catch(() => [] as string[])) {
+    try {
+      const dev = (await readFile(`/sys/class/block/${name}/dev`, 'utf8')).trim();
+      const [major, minor] = dev.split(':').map(Number);
+      // A loop device with no backing file has size 0: nothing to probe.
+      const size = Number((await readFile(`/sys/class/block/${name}/size`, 'utf8')).trim());
+      if (!size) continue;
+      out.push({ path: `/dev/${name}`, major: major!, minor: minor! });
+    } catch {
+      // a device that vanished while we looked
+    }
+  }
+  return out;
+}
+
+/** Major and minor of a block device node, or undefined if path is not a block device. */
+export async function deviceNumbers(path: string): Promise<{ major: number; minor: number } | undefined> {
+  const st = await stat(path);
+  if (!st.isBlockDevice()) return undefined;
+  return { major: Number(BigInt(st.rdev) >> 8n) & 0xfff, minor: (st.rdev & 0xff) | ((st.rdev >> 12) & 0xfff00) };
+}
+
+/** The superblock identity of a device or image, read with O_DIRECT (never a stale page cache). */
+export async function readIdentity(path: string): Promise<VolumeIdentity | null> {
+  return probeSuperblock(await readHead(path, PROBE_BYTES));
+}
+
+export async function resolvePath(p: string): Promise<string> {
+  return realpath(p);
+}
