@@ -17,9 +17,13 @@ export interface CommandContext {
 const COMMANDS: Record<string, () => Promise<CommandModule>> = {
   fusedctl: () => import('../commands/fusedctl.js'),
   fusedmap: () => import('../commands/fusedmap.js'),
+  fusedcat: () => import('../commands/fusedcat.js'),
+  fusedcp: () => import('../commands/fusedcp.js'),
 };
 
 export async function main(name: string): Promise<void> {
+  // Direct reads hold a libuv pool thread each; the pool is sized here, before its first use.
+  process.env.UV_THREADPOOL_SIZE ??= '16';
   let exitCode = 0;
   const ctx: CommandContext = {
     name,

@@ -1,0 +1,251 @@
+// Copying files and trees off fused mounts: temporary name, rename when complete, path taken per file.
+import { randomBytes } from 'node:crypto';
+import { chmod, chown, lstat, mkdir, open, readdir, readlink, rename, stat, symlink, unlink, utimes, type FileHandle } from 'node:fs/promises';
+import type { Stats } from 'node:fs';
+import { FusedError, errnoCode, errorMessage } from '../errors.js';
+import { sha256File } from './hash.js';
+import { FileReader, type Chunk, type ReadReport } from './reader.js';
+
+const SLASH = 0x2f;
+
+export function joinBytes(dir: Buffer, name: Buffer): Buffer {
+  return dir.at(-1) === SLASH ? Buffer.concat([dir, name]) : Buffer.concat([dir, Buffer.from('/'), name]);
+}
+
+/** Last component, ignoring trailing slashes (`a/b/` -> `b`). */
+export function baseBytes(p: Buffer): Buffer {
+  let end = p.length;
+  while (end > 1 && p[end - 1] === SLASH) end--;
+  const start = p.lastIndexOf(SLASH, end - 1) + 1;
+  return p.subarray(start, end);
+}
+
+export function dirBytes(p: Buffer): Buffer {
+  let end = p.length;
+  while (end > 1 && p[end - 1] === SLASH) end--;
+  const i = p.lastIndexOf(SLASH, end - 1);
+  return i < 0 ? Buffer.from('.') : i === 0 ? Buffer.from('/') : p.subarray(0, i);
+}
+
+export interface CopyOptions {
+  recursive: boolean;
+  preserve: boolean;
+  noClobber: boolean;
+  force: boolean;
+  verify: boolean;
+}
+
+export type CopyStatus = 'copied' | 'skipped' | 'failed';
+
+export interface FileResult {
+  source: Buffer;
+  destination: Buffer;
+  status: CopyStatus;
+  report?: ReadReport;
+  seconds: number;
+  verified?: boolean;
+  error?: unknown;
+  note?: string;
+}
+
+export interface CopyEvents {
+  /** Called after each file (copied, skipped or failed). */
+  file(result: FileResult): void;
+  /** Bytes moved so far in the current file. */
+  progress?(source: Buffer, bytes: number, size: number): void;
+}
+
+export class Copier {
+  private readonly umask = process.umask();
+
+  constructor(
+    private readonly reader: FileReader,
+    private readonly opts: CopyOptions,
+    private readonly events: CopyEvents,
+  ) {}
+
+  /** cp semantics for SRC... DST. Throws for whole-command errors (usage, target not a directory). */
+  async run(sources: Buffer[], target: Buffer): Promise<void> {
+    const targetStat = await stat(target).catch(() => undefined);
+    const intoDir = targetStat?.isDirectory() ?? false;
+    if (sources.length > 1 && !intoDir) {
+      throw new FusedError(targetStat ? 'usage' : 'failure', targetStat ? 'is not a directory' : 'no such directory', `target '${target}'`);
+    }
+    for (const src of sources) {
+      const dst = intoDir ? joinBytes(target, baseBytes(src)) : target;
+      await this.copyTop(src, dst);
+    }
+  }
+
+  private async copyTop(src: Buffer, dst: Buffer): Promise<void> {
+    let st: Stats;
+    try {
+      st = await stat(src); // command-line symlinks are followed, like cp
+    } catch (err) {
+      return this.fail(src, dst, err);
+    }
+    if (st.isDirectory()) {
+      if (!this.opts.recursive) return this.fail(src, dst, new FusedError('failure', 'is a directory (use -r to copy it)'));
+      if (await isInside(dirBytes(dst), src).catch(() => false)) return this.fail(src, dst, new FusedError('failure', 'cannot copy a directory into itself'));
+      return this.copyDir(src, dst, st);
+    }
+    return this.copyEntry(src, dst, st);
+  }
+
+  private async copyDir(src: Buffer, dst: Buffer, st: Stats): Promise<void> {
+    try {
+      const existing = await lstat(dst).catch(() => undefined);
+      if (existing && !existing.isDirectory()) throw new FusedError('failure', 'cannot overwrite non-directory with directory');
+      // Owner-writable while we fill it; the final mode is set afterwards.
+      if (!existing) await mkdir(dst, { mode: 0o700 });
+      const names = (await readdir(src, { encoding: 'buffer' })).sort(Buffer.compare);
+      for (const name of names) {
+        const s = joinBytes(src, name);
+        const d = joinBytes(dst, name);
+        let est: Stats;
+        try {
+          est = await lstat(s);
+        } catch (err) {
+          this.fail(s, d, err);
+          continue;
+        }
+        if (est.isDirectory()) await this.copyDir(s, d, est);
+        else await this.copyEntry(s, d, est);
+      }
+      if (!existing) await chmod(dst, this.opts.preserve ? st.mode & 0o7777 : st.mode & 0o777 & ~this.umask);
+      if (this.opts.preserve) await this.preserve(dst, st);
+    } catch (err) {
+      this.fail(src, dst, err);
+    }
+  }
+
+  private async copyEntry(src: Buffer, dst: Buffer, st: Stats): Promise<void> {
+    const t0 = performance.now();
+    if (st.isSymbolicLink()) {
+      try {
+        if (await this.skipExisting(dst)) return this.events.file({ source: src, destination: dst, status: 'skipped', seconds: 0, note: 'destination exists (-n)' });
+        const target = await readlink(src, { encoding: 'buffer' });
+        const tmp = tempName(dst);
+        await symlink(target, tmp);
+        await rename(tmp, dst).catch(async (err) => {
+          await unlink(tmp).catch(() => {});
+          throw err;
+        });
+        this.events.file({ source: src, destination: dst, status: 'copied', seconds: (performance.now() - t0) / 1000, note: 'symbolic link' });
+      } catch (err) {
+        this.fail(src, dst, err);
+      }
+      return;
+    }
+    if (!st.isFile()) return this.fail(src, dst, new FusedError('failure', 'not a regular file, directory or symbolic link (skipped)'));
+    try {
+      if (await this.skipExisting(dst)) return this.events.file({ source: src, destination: dst, status: 'skipped', seconds: 0, note: 'destination exists (-n)' });
+      const result = await this.copyFile(src, dst, st);
+      this.events.file({ ...result, seconds: (performance.now() - t0) / 1000 });
+    } catch (err) {
+      this.fail(src, dst, err);
+    }
+  }
+
+  /** -n: keep an existing destination. Also refuses to replace a directory with a file. */
+  private async skipExisting(dst: Buffer): Promise<boolean> {
+    const d = await lstat(dst).catch(() => undefined);
+    if (!d) return false;
+    if (d.isDirectory()) throw new FusedError('failure', 'cannot overwrite directory with non-directory');
+    return this.opts.noClobber;
+  }
+
+  private async copyFile(src: Buffer, dst: Buffer, st: Stats): Promise<Omit<FileResult, 'seconds'>> {
+    const existing = await stat(dst).catch(() => undefined);
+    if (existing && existing.dev === st.dev && existing.ino === st.ino) throw new FusedError('failure', 'source and destination are the same file');
+    // Devices and pipes (/dev/null, a FIFO) are written in place: there is nothing to rename.
+    const inPlace = existing !== undefined && !existing.isFile();
+    const path = inPlace ? dst : tempName(dst);
+    let fh: FileHandle;
+    try {
+      fh = await open(path, inPlace ? 'w' : 'wx', 0o600);
+    } catch (err) {
+      if (!this.opts.force || inPlace) throw err;
+      // -f: a destination directory we cannot write into cannot be helped; anything else, remove and retry.
+      await unlink(dst).catch(() => {});
+      fh = await open(path, 'wx', 0o600);
+    }
+    let done = false;
+    try {
+      let written = 0;
+      let end = 0;
+      const sink = {
+        write: async (chunk: Chunk) => {
+          // Zeros are left as holes (cp --sparse=auto); the size is set at the end.
+          if (chunk.kind !== 'zero' || inPlace) {
+            let off = 0;
+            while (off < chunk.data.length) {
+              const { bytesWritten } = await fh.write(chunk.data, off, chunk.data.length - off, inPlace ? null : chunk.offset + off);
+              off += bytesWritten;
+            }
+          }
+          written += chunk.data.length;
+          end = Math.max(end, chunk.offset + chunk.data.length);
+          this.events.progress?.(src, written, st.size);
+        },
+        ...(inPlace
+          ? {}
+          : {
+              restart: async () => {
+                await fh.truncate(0);
+                written = 0;
+                end = 0;
+              },
+            }),
+      };
+      const report = await this.reader.read(src, sink);
+      if (!inPlace) await fh.truncate(end);
+      if (!inPlace) await fh.chmod(this.opts.preserve ? st.mode & 0o7777 : st.mode & 0o777 & ~this.umask);
+      await fh.close();
+      done = true;
+      let verified: boolean | undefined;
+      if (this.opts.verify && !inPlace) {
+        const [a, b] = await Promise.all([sha256File(path), sha256File(src)]);
+        verified = a.hex === b.hex;
+        if (!verified) throw new FusedError('mismatch', `verification failed: sha256 of the copy ${a.hex} differs from the source through the mount ${b.hex}`);
+      }
+      if (!inPlace) {
+        if (this.opts.preserve) await this.preserve(path, st);
+        await rename(path, dst);
+      }
+      return { source: src, destination: dst, status: 'copied', report, ...(verified !== undefined ? { verified } : {}) };
+    } catch (err) {
+      if (!done) await fh.close().catch(() => {});
+      if (!inPlace) await unlink(path).catch(() => {});
+      throw err;
+    }
+  }
+
+  private async preserve(path: Buffer, st: Stats): Promise<void> {
+    if (process.getuid?.() === 0) await chown(path, st.uid, st.gid).catch(() => {});
+    await chmod(path, st.mode & 0o7777);
+    await utimes(path, st.atime, st.mtime);
+  }
+
+  private fail(source: Buffer, destination: Buffer, error: unknown): void {
+    this.events.file({ source, destination, status: 'failed', seconds: 0, error });
+  }
+}
+
+function tempName(dst: Buffer): Buffer {
+  return joinBytes(dirBytes(dst), Buffer.concat([Buffer.from('.'), baseBytes(dst).subarray(0, 200), Buffer.from(`.fused-${randomBytes(4).toString('hex')}`)]));
+}
+
+/** Whether `inner` is `outer` or below it (both resolved). */
+async function isInside(inner: Buffer, outer: Buffer): Promise<boolean> {
+  const { realpath } = await import('node:fs/promises');
+  const a = (await realpath(inner, { encoding: 'buffer' })) as Buffer;
+  const b = (await realpath(outer, { encoding: 'buffer' })) as Buffer;
+  return a.equals(b) || (a.length > b.length && a.subarray(0, b.length).equals(b) && a[b.length] === SLASH);
+}
+
+export function describeError(err: unknown): string {
+  const code = errnoCode(err);
+  const msg = errorMessage(err);
+  return code ? msg.replace(/^[A-Z]+: /, '').replace(/, \w+ '.*'$/s, '') : msg;
+}

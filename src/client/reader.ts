@@ -1,0 +1,242 @@
+// The direct reader: a file's bytes in order, DATA from the device, zeros without I/O, the rest through the mount.
+import { open, type FileHandle } from 'node:fs/promises';
+import { errorMessage, FusedError } from '../errors.js';
+import { alignedBuffer } from '../native/index.js';
+import { sliceMap, type MapExtent } from '../volume/extents.js';
+import type { FuseClient } from './client.js';
+import { ALIGN, Device } from './device.js';
+import type { FileMap, Session } from './session.js';
+
+export const CHUNK = 4 * 1024 * 1024;
+/** Device requests in flight; each holds a libuv pool thread (UV_THREADPOOL_SIZE is raised at start-up). */
+export const DEPTH = 4;
+export const DEFAULT_SMALL_FILE = 256 * 1024;
+
+export type ChunkKind = 'direct' | 'zero' | 'network';
+/** Bytes at `offset` of the file. `data` is only valid until the sink's promise resolves (buffers are reused). */
+export interface Chunk { offset: number; data: Buffer; kind: ChunkKind }
+
+export interface Sink {
+  write(chunk: Chunk): Promise<void>;
+  /** Throw away everything written so far (for a consistent restart through the mount); absent for pipes. */
+  restart?(): Promise<void>;
+}
+
+export interface ReadReport {
+  size: number;
+  path: 'direct' | 'network' | 'mixed';
+  /** Why (some) bytes went through the network mount, or null. */
+  reason: string | null;
+  bytesDirect: number;
+  bytesZero: number;
+  bytesNetwork: number;
+  /** The map was recalled or lost mid-read. */
+  interrupted: boolean;
+}
+
+export interface ReaderOptions {
+  networkOnly?: boolean;
+  /** Files smaller than this go through the mount: a map round trip costs more than it saves. */
+  smallFile?: number;
+}
+
+/** One shared zero chunk: ZERO and HOLE ranges never touch the device. */
+const ZEROS = Buffer.alloc(CHUNK);
+
+export class FileReader {
+  private readonly pool: Buffer[] = [];
+
+  constructor(
+    private readonly client: FuseClient | null,
+    private readonly opts: ReaderOptions = {},
+  ) {}
+
+  private buffer(): Buffer {
+    // Aligned memory is allocated once and reused: external memory is only freed after a GC.
+    return this.pool.pop() ?? alignedBuffer(CHUNK + 2 * ALIGN);
+  }
+
+  /** Read [offset, offset+length) of `file` (a path through the network mount) into `sink`, in order. */
+  async read(file: Buffer, sink: Sink, range: { offset?: number; length?: number } = {}): Promise<ReadReport> {
+    // Open through the mount first: the network file system's own permission checks apply (safety rule 5).
+    const fh = await open(file, 'r');
+    try {
+      const size = (await fh.stat()).size;
+      const start = Math.min(range.offset ?? 0, size);
+      const end = range.length === undefined ? size : Math.min(size, start + range.length);
+      const report: ReadReport = { size, path: 'network', reason: null, bytesDirect: 0, bytesZero: 0, bytesNetwork: 0, interrupted: false };
+      const direct = await this.prepare(file, size, end - start);
+      if ('reason' in direct) {
+        report.reason = direct.reason;
+        await this.viaMount(fh, start, end, sink, report);
+        return report;
+      }
+      const { map, session, device } = direct;
+      let reached: number;
+      let lost: string | null = null;
+      try {
+        ({ reached, lost } = await this.pipeline(fh, map, session, device, start, end, sink, report));
+      } finally {
+        await device.close();
+      }
+      report.path = report.bytesNetwork > 0 ? 'mixed' : 'direct';
+      if (map.networkReason) report.reason = map.networkReason;
+      else if (report.bytesNetwork > 0) report.reason = 'some extents are not directly readable (inline, unaligned, encoded or unknown)';
+      if (lost === null) return report;
+      // Recalled or cut off: the map may no longer describe the file. Finish through the mount, from a fresh open
+      // (an fd opened before the change may keep stale data), restarting when the sink can.
+      report.interrupted = true;
+      report.reason = lost;
+      report.path = 'mixed';
+      const again = await open(file, 'r');
+      try {
+        if (sink.restart) {
+          await sink.restart();
+          report.bytesDirect = report.bytesZero = report.bytesNetwork = 0;
+          report.path = 'network';
+          report.size = (await again.stat()).size;
+          await this.viaMount(again, start, range.length === undefined ? report.size : Math.min(report.size, start + range.length), sink, report);
+        } else {
+          await this.viaMount(again, reached, end, sink, report);
+        }
+      } finally {
+        await again.close();
+      }
+      return report;
+    } finally {
+      await fh.close();
+    }
+  }
+
+  /** Everything the direct path needs, or the reason it cannot be used. */
+  private async prepare(file: Buffer, size: number, wanted: number): Promise<{ map: FileMap; session: Session; device: Device } | { reason: string }> {
+    if (this.opts.networkOnly) return { reason: 'network path requested (--network-only)' };
+    if (!this.client) return { reason: 'no fuses on this node' };
+    let fused;
+    try {
+      fused = await this.client.resolve(file);
+    } catch (err) {
+      return { reason: errorMessage(err) };
+    }
+    if (!fused) return { reason: 'not on a fused mount' };
+    const small = this.opts.smallFile ?? DEFAULT_SMALL_FILE;
+    if (wanted < small) return { reason: `small read (${wanted} bytes < ${small}): the network is cheaper than a map round trip` };
+    let got;
+    try {
+      got = await this.client.map(fused);
+    } catch (err) {
+      return { reason: `map server: ${errorMessage(err)}` };
+    }
+    const { map, session } = got;
+    const release = () => session.release(map.lease).catch(() => {});
+    if (map.size !== size) {
+      await release();
+      return { reason: `size through the mount (${size}) differs from the map (${map.size}): file changing or cached` };
+    }
+    if (map.extents.length > 0 && map.extents.every((e) => e.state === 'NETWORK')) {
+      await release();
+      return { reason: map.networkReason ?? 'no extent is directly readable' };
+    }
+    let device: Device;
+    try {
+      device = await Device.open(fused.fuse.device, fused.fuse.uuid);
+    } catch (err) {
+      await release();
+      return { reason: err instanceof FusedError && err.subject ? `${err.subject}: ${err.message}` : `device: ${errorMessage(err)}` };
+    }
+    return { map, session, device };
+  }
+
+  /** Up to DEPTH reads in flight, delivered strictly in file order. Stops starting reads at a recall. */
+  private async pipeline(
+    fh: FileHandle, map: FileMap, session: Session, device: Device,
+    start: number, end: number, sink: Sink, report: ReadReport,
+  ): Promise<{ reached: number; lost: string | null }> {
+    let lost: string | null = null;
+    const onRecall = (lease: string) => {
+      if (lease === map.lease) lost ??= 'recalled: the file was opened for writing or truncated on the server';
+    };
+    const onClose = (why: string) => {
+      lost ??= `map server connection lost (${why})`;
+    };
+    session.on('recall', onRecall);
+    session.on('close', onClose);
+    const segments = segmentsOf(sliceMap(map.extents, start, end - start));
+    const inflight: Promise<Chunk & { buf?: Buffer }>[] = [];
+    let reached = start;
+    try {
+      for (;;) {
+        while (inflight.length < DEPTH && lost === null) {
+          const next = segments.next();
+          if (next.done) break;
+          inflight.push(this.fetch(fh, device, next.value));
+        }
+        const head = inflight.shift();
+        if (!head) break;
+        const chunk = await head;
+        // A read that started before the recall returned old, consistent bytes: the writer waits for our RETURN.
+        await sink.write(chunk);
+        if (chunk.buf) this.pool.push(chunk.buf);
+        reached = chunk.offset + chunk.data.length;
+        if (chunk.kind === 'direct') report.bytesDirect += chunk.data.length;
+        else if (chunk.kind === 'zero') report.bytesZero += chunk.data.length;
+        else report.bytesNetwork += chunk.data.length;
+      }
+    } finally {
+      // Drain reads still in flight after an error so their buffers are not written into later.
+      for (const p of inflight) await p.catch(() => {});
+      session.off('recall', onRecall);
+      session.off('close', onClose);
+      if (!session.isClosed) await session.release(map.lease, lost ? 'RETURN' : 'RELEASE').catch(() => {});
+    }
+    return { reached, lost: reached < end ? lost : null };
+  }
+
+  private async fetch(fh: FileHandle, device: Device, e: MapExtent): Promise<Chunk & { buf?: Buffer }> {
+    if (e.state === 'ZERO' || e.state === 'HOLE') return { offset: e.logical, data: ZEROS.subarray(0, e.length), kind: 'zero' };
+    const buf = this.buffer();
+    if (e.state === 'DATA') {
+      const data = await device.readInto(buf, e.physical, e.length);
+      return { offset: e.logical, data, kind: 'direct', buf };
+    }
+    const data = await readFully(fh, buf, e.logical, e.length);
+    if (data.length < e.length) throw new FusedError('failure', `file shrank while reading (at byte ${e.logical + data.length})`);
+    return { offset: e.logical, data, kind: 'network', buf };
+  }
+
+  /** The plain path: read through the network mount. */
+  private async viaMount(fh: FileHandle, start: number, end: number, sink: Sink, report: ReadReport): Promise<void> {
+    const buf = this.buffer();
+    try {
+      for (let pos = start; pos < end; ) {
+        const data = await readFully(fh, buf, pos, Math.min(CHUNK, end - pos));
+        if (data.length === 0) break; // the file shrank: copy what is there, like cp
+        await sink.write({ offset: pos, data, kind: 'network' });
+        report.bytesNetwork += data.length;
+        pos += data.length;
+      }
+    } finally {
+      this.pool.push(buf);
+    }
+  }
+}
+
+async function readFully(fh: FileHandle, buf: Buffer, position: number, length: number): Promise<Buffer> {
+  let got = 0;
+  while (got < length) {
+    const { bytesRead } = await fh.read(buf, got, length - got, position + got);
+    if (bytesRead === 0) break;
+    got += bytesRead;
+  }
+  return buf.subarray(0, got);
+}
+
+/** Cut map pieces into reads of at most CHUNK bytes. */
+function* segmentsOf(extents: readonly MapExtent[]): Generator<MapExtent> {
+  for (const e of extents) {
+    for (let off = 0; off < e.length; off += CHUNK) {
+      const length = Math.min(CHUNK, e.length - off);
+      yield { ...e, logical: e.logical + off, physical: e.state === 'HOLE' ? 0 : e.physical + off, length };
+    }
+  }
+}

@@ -1,0 +1,62 @@
+// fusedcat: a file's bytes to stdout over the direct path, for pipes (`fusedcat clip.mov | ffmpeg -i - ...`).
+import { Command } from 'commander';
+import { EXIT_CODES, FusedError } from '../errors.js';
+import { argBytes, displayName } from '../cli/argv.js';
+import type { CommandContext } from '../cli/run.js';
+import { FuseClient } from '../client/client.js';
+import { FileReader, type Chunk } from '../client/reader.js';
+import { formatError } from '../ui/messages.js';
+import { parseSize } from '../ui/options.js';
+
+interface Opts { offset?: string; length?: string; networkOnly?: boolean; quiet?: boolean; verbose?: boolean }
+
+export function build(ctx: CommandContext): Command {
+  return new Command('fusedcat')
+    .description('Write files to standard output, reading their bytes straight from the shared device when they are on a fused mount.')
+    .argument('<FILE...>', 'files (on fused mounts for the direct path; any file works through the normal path)')
+    .option('--offset <BYTES>', 'start at this byte of each file (suffixes K, M, G)')
+    .option('--length <BYTES>', 'at most this many bytes of each file (suffixes K, M, G)')
+    .option('--network-only', 'read through the mount only (never the device)')
+    .option('-q, --quiet', 'do not say on stderr why a file was read through the network')
+    .option('-v, --verbose', 'say on stderr which path each file took')
+    .addHelpText('after', '\nExit status: 0 ok, 1 failure, 2 usage, 4 some files failed.\nSee fusedcat(1).')
+    .action(async (files: string[], opts: Opts) => {
+      const offset = opts.offset === undefined ? undefined : parseSize(opts.offset, '--offset');
+      const length = opts.length === undefined ? undefined : parseSize(opts.length, '--length');
+      const client = opts.networkOnly ? null : await FuseClient.load();
+      const reader = new FileReader(client, { networkOnly: !!opts.networkOnly });
+      const out = process.stdout;
+      const sink = {
+        // Wait for each write: the chunk's buffer is reused as soon as we return.
+        write: (chunk: Chunk) =>
+          new Promise<void>((resolve, reject) => {
+            out.write(chunk.data, (err) => (err ? reject(err) : resolve()));
+          }),
+      };
+      let failed = 0;
+      let lastError: unknown;
+      try {
+        for (const arg of files) {
+          const file = argBytes(arg);
+          try {
+            const r = await reader.read(file, sink, { ...(offset !== undefined ? { offset } : {}), ...(length !== undefined ? { length } : {}) });
+            const name = displayName(file);
+            if (r.interrupted && !opts.quiet) process.stderr.write(`fusedcat: ${name}: ${r.reason}; the rest was read through the mount\n`);
+            else if (opts.verbose) process.stderr.write(`fusedcat: ${name}: ${r.path}${r.reason ? ` (${r.reason})` : ''}\n`);
+            else if (r.path !== 'direct' && r.reason && !opts.quiet && r.size > 0 && !opts.networkOnly) {
+              process.stderr.write(`fusedcat: ${name}: through the network: ${r.reason}\n`);
+            }
+          } catch (err) {
+            if ((err as NodeJS.ErrnoException)?.code === 'EPIPE') return; // the reader of the pipe is gone
+            failed++;
+            lastError = err;
+            process.stderr.write(formatError('fusedcat', err instanceof FusedError && err.subject ? err : new FusedError('failure', (err as Error).message?.replace(/^[A-Z]+: /, '').replace(/, open .*$/, '') ?? String(err), displayName(file))) + '\n');
+          }
+        }
+      } finally {
+        await client?.close();
+      }
+      if (failed === files.length) ctx.exit(lastError instanceof FusedError ? EXIT_CODES[lastError.kind] : EXIT_CODES.failure);
+      else if (failed) ctx.exit(EXIT_CODES.partial);
+    });
+}

@@ -1,0 +1,149 @@
+// fusedcp: cp that moves bytes over the direct path when the source is on a fused mount, and says which path each file took.
+import { Command } from 'commander';
+import { lstat, readdir } from 'node:fs/promises';
+import { EXIT_CODES, FusedError } from '../errors.js';
+import { argBytes, displayName } from '../cli/argv.js';
+import type { CommandContext } from '../cli/run.js';
+import { FuseClient } from '../client/client.js';
+import { Copier, describeError, joinBytes, type FileResult } from '../client/copy.js';
+import { DEFAULT_SMALL_FILE, FileReader } from '../client/reader.js';
+import { humanBytes, jsonOut } from '../ui/messages.js';
+import { parseSize } from '../ui/options.js';
+import { Progress } from '../ui/progress.js';
+
+interface Opts {
+  recursive?: boolean; preserve?: boolean; noClobber?: boolean; force?: boolean; verbose?: boolean; quiet?: boolean;
+  networkOnly?: boolean; json?: boolean; verify?: boolean; smallFile: string; progress: boolean;
+}
+
+export function build(ctx: CommandContext): Command {
+  return new Command('fusedcp')
+    .description('Copy files, reading their bytes straight from the shared device when they are on a fused mount.')
+    .argument('<SOURCE...>', 'files or (with -r) directories')
+    .argument('<DEST>', 'destination file or directory')
+    .option('-r, -R, --recursive', 'copy directories recursively')
+    .option('-p, --preserve', 'keep mode, ownership (as root) and timestamps')
+    .option('-n, --no-clobber', 'never replace an existing file')
+    .option('-f, --force', 'replace a destination that cannot be opened')
+    .option('-v, --verbose', "print 'SOURCE' -> 'DEST' and the path each file took")
+    .option('-q, --quiet', 'do not say on stderr why a file went through the network')
+    .option('--network-only', 'copy through the mount only (never the device)')
+    .option('--json', 'a JSON summary per file on stdout')
+    .option('--verify', 'compare sha256 of each copy with the source read through the mount, before it gets its name')
+    .option('--small-file <SIZE>', 'files smaller than this go through the mount', String(DEFAULT_SMALL_FILE))
+    .option('--no-progress', 'no progress display (it is shown only on a terminal anyway)')
+    .addHelpText('after', '\nExit status: 0 ok, 1 failure, 2 usage, 3 verification mismatch, 4 some files failed.\nSee fusedcp(1).')
+    .action(async (sourceArgs: string[], destArg: string, opts: Opts) => {
+      if (opts.noClobber && opts.force) throw new FusedError('usage', 'options -n and -f cannot be used together');
+      const smallFile = parseSize(opts.smallFile, '--small-file');
+      const sources = sourceArgs.map(argBytes);
+      const dest = argBytes(destArg);
+      const client = opts.networkOnly ? null : await FuseClient.load();
+      const reader = new FileReader(client, { networkOnly: !!opts.networkOnly, smallFile });
+      const showProgress = opts.progress && !opts.json && !opts.quiet && process.stderr.isTTY === true;
+      const progress = new Progress(showProgress, showProgress ? await totalBytes(sources) : 0);
+      const results: FileResult[] = [];
+      let doneBytes = 0;
+      const t0 = performance.now();
+      const copier = new Copier(reader, {
+        recursive: !!opts.recursive, preserve: !!opts.preserve, noClobber: !!opts.noClobber, force: !!opts.force, verify: !!opts.verify,
+      }, {
+        progress: (src, bytes) => progress.update(doneBytes + bytes, displayName(src)),
+        file: (r) => {
+          results.push(r);
+          if (r.report) doneBytes += r.report.size;
+          progress.around(() => tell(r, opts));
+        },
+      });
+      try {
+        await copier.run(sources, dest);
+      } finally {
+        progress.stop();
+        await client?.close();
+      }
+      if (opts.json) process.stdout.write(jsonOut(results.map(toJson)));
+      else if (opts.verbose) process.stderr.write(summary(results, (performance.now() - t0) / 1000));
+      const failed = results.filter((r) => r.status === 'failed');
+      if (failed.length === 0) return;
+      const mismatch = failed.some((r) => r.error instanceof FusedError && r.error.kind === 'mismatch');
+      ctx.exit(mismatch ? EXIT_CODES.mismatch : failed.length === results.length ? EXIT_CODES.failure : EXIT_CODES.partial);
+    });
+}
+
+/** One line per file on stderr: errors always, fallbacks unless -q, everything with -v. */
+function tell(r: FileResult, opts: Opts): void {
+  const src = displayName(r.source);
+  if (r.status === 'failed') {
+    process.stderr.write(`fusedcp: ${src}: ${describeError(r.error)}\n`);
+    return;
+  }
+  const rep = r.report;
+  if (opts.verbose) {
+    const how = rep ? ` [${rep.path}${rep.reason ? `: ${rep.reason}` : ''}]` : r.note ? ` [${r.note}]` : '';
+    process.stderr.write(`'${src}' -> '${displayName(r.destination)}'${how}\n`);
+  } else if (rep && !opts.quiet && !opts.json && isFallback(rep.reason) && rep.size > 0) {
+    process.stderr.write(`fusedcp: ${src}: through the network: ${rep.reason}\n`);
+  }
+}
+
+/** Small files and --network-only are choices, not fallbacks: they are not announced per file. */
+function isFallback(reason: string | null): boolean {
+  return reason !== null && !reason.startsWith('small read') && !reason.startsWith('network path requested');
+}
+
+function toJson(r: FileResult): Record<string, unknown> {
+  const rep = r.report;
+  const mbps = rep && r.seconds > 0 ? Math.round((rep.size / r.seconds / 1e6) * 10) / 10 : null;
+  return {
+    source: r.source.toString(),
+    destination: r.destination.toString(),
+    status: r.status,
+    ...(r.note ? { note: r.note } : {}),
+    ...(rep
+      ? {
+          size: rep.size,
+          path: rep.path,
+          reason: rep.reason,
+          interrupted: rep.interrupted,
+          bytesDirect: rep.bytesDirect,
+          bytesZero: rep.bytesZero,
+          bytesNetwork: rep.bytesNetwork,
+        }
+      : {}),
+    seconds: Math.round(r.seconds * 1000) / 1000,
+    mbPerSec: mbps,
+    ...(r.verified !== undefined ? { verified: r.verified } : {}),
+    ...(r.status === 'failed' ? { error: describeError(r.error) } : {}),
+  };
+}
+
+function summary(results: FileResult[], seconds: number): string {
+  const copied = results.filter((r) => r.report);
+  const sum = (f: (r: FileResult) => number) => copied.reduce((a, r) => a + f(r), 0);
+  const total = sum((r) => r.report!.size);
+  const direct = sum((r) => r.report!.bytesDirect);
+  const network = sum((r) => r.report!.bytesNetwork);
+  const small = copied.filter((r) => r.report!.reason?.startsWith('small read')).length;
+  const failed = results.filter((r) => r.status === 'failed').length;
+  return (
+    `fusedcp: ${copied.length} file(s), ${humanBytes(total)} in ${seconds.toFixed(2)} s (${humanBytes(seconds > 0 ? total / seconds : 0)}/s): ` +
+    `${humanBytes(direct)} direct, ${humanBytes(network)} through the network` +
+    (small ? `, ${small} small file(s) through the network by choice` : '') +
+    (failed ? `; ${failed} failed` : '') +
+    '\n'
+  );
+}
+
+async function totalBytes(paths: Buffer[]): Promise<number> {
+  let total = 0;
+  for (const p of paths) {
+    const st = await lstat(p).catch(() => undefined);
+    if (!st) continue;
+    if (st.isFile()) total += st.size;
+    else if (st.isDirectory()) {
+      const names = await readdir(p, { encoding: 'buffer' }).catch(() => [] as Buffer[]);
+      total += await totalBytes(names.map((n) => joinBytes(p, n)));
+    }
+  }
+  return total;
+}

@@ -1,0 +1,36 @@
+// Progress on stderr, only on a terminal: bytes, rate, ETA (ora spinner).
+import ora, { type Ora } from 'ora';
+import { humanBytes } from './messages.js';
+
+export class Progress {
+  private spinner: Ora | undefined;
+  private readonly t0 = performance.now();
+  private last = 0;
+
+  constructor(enabled: boolean, private readonly totalBytes: number) {
+    if (enabled && process.stderr.isTTY) this.spinner = ora({ stream: process.stderr, discardStdin: false }).start();
+  }
+
+  update(doneBytes: number, label: string): void {
+    if (!this.spinner) return;
+    const now = performance.now();
+    if (now - this.last < 200) return;
+    this.last = now;
+    const secs = (now - this.t0) / 1000;
+    const rate = secs > 0 ? doneBytes / secs : 0;
+    const eta = rate > 0 && this.totalBytes > doneBytes ? `, ETA ${Math.ceil((this.totalBytes - doneBytes) / rate)} s` : '';
+    this.spinner.text = `${label}  ${humanBytes(doneBytes)} / ${humanBytes(this.totalBytes)}  ${humanBytes(rate)}/s${eta}`;
+  }
+
+  /** Clear the line before other stderr output, then keep going. */
+  around(print: () => void): void {
+    if (!this.spinner) return print();
+    this.spinner.clear();
+    print();
+    this.spinner.render();
+  }
+
+  stop(): void {
+    this.spinner?.stop();
+  }
+}
