@@ -1,7 +1,7 @@
 // Map leases: what each connection holds, and the kernel read lease that guards each mapped file.
 import { randomBytes } from 'node:crypto';
 import { close as closeFd } from 'node:fs';
-import { onLeaseBreak, setLease } from '../native/index.js';
+import { getLease, onLeaseBreak, setLease } from '../native/index.js';
 
 /** The connection side of a lease holder: how the table reaches a client. */
 export interface LeaseHolder {
@@ -36,7 +36,13 @@ export class LeaseTable {
     private readonly recallWaitMs: number,
     private readonly log: (line: string) => void,
   ) {
-    onLeaseBreak((fd) => void this.onBreak(fd));
+    onLeaseBreak((fd) => {
+      if (fd >= 0) return void this.onBreak(fd);
+      // The kernel's signal queue overflowed: find the breaking leases by asking each descriptor.
+      for (const held of [...this.filesByFd.keys()]) {
+        if (getLease(held) !== 'read') void this.onBreak(held);
+      }
+    });
   }
 
   get size(): number {

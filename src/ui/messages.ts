@@ -17,7 +17,7 @@ export function humanBytes(n: number): string {
     v /= 1024;
     i++;
   }
-  return i === 0 ? `${n} B` : `${v < 10 ? v.toFixed(1) : Math.round(v)} ${units[i]}`;
+  return i === 0 ? `${Math.round(n)} B` : `${v < 10 ? v.toFixed(1) : Math.round(v)} ${units[i]}`;
 }
 
 /** Print JSON for scripts: one document, newline-terminated. */

@@ -1,0 +1,347 @@
+// Async bindings for FIEMAP, confined opens, direct I/O and block device facts; each runs on the libuv pool.
+#include <fcntl.h>
+#include <linux/falloc.h>
+#include <linux/fiemap.h>
+
+#include <cstdlib>
+#include <cstring>
+#include <vector>
+
+#include "bindings.h"
+#include "sys.h"
+#include "worker.h"
+
+namespace fused {
+
+namespace {
+
+bool IsInt(const Napi::Value& v) { return v.IsNumber(); }
+
+int ArgInt(const Napi::CallbackInfo& info, size_t i) { return info[i].As<Napi::Number>().Int32Value(); }
+int64_t ArgInt64(const Napi::CallbackInfo& info, size_t i) { return info[i].As<Napi::Number>().Int64Value(); }
+
+std::string ArgBytes(const Napi::Value& v) {
+  if (v.IsBuffer()) {
+    auto buf = v.As<Napi::Buffer<char>>();
+    return std::string(buf.Data(), buf.Length());
+  }
+  return v.As<Napi::String>().Utf8Value();
+}
+
+class FiemapWorker : public PromiseWorker {
+ public:
+  FiemapWorker(Napi::Env env, int fd, bool sync) : PromiseWorker(env, "fused:fiemap"), fd_(fd), sync_(sync) {}
+  void Execute() override {
+    int rc = FiemapAll(fd_, sync_, &extents_);
+    if (rc < 0) Fail(rc, "ioctl(FS_IOC_FIEMAP)");
+  }
+  Napi::Value Result() override {
+    Napi::Env env = Env();
+    Napi::Array list = Napi::Array::New(env, extents_.size());
+    for (size_t i = 0; i < extents_.size(); i++) {
+      const Extent& e = extents_[i];
+      Napi::Object o = Napi::Object::New(env);
+      o.Set("logical", Napi::Number::New(env, static_cast<double>(e.logical)));
+      o.Set("physical", Napi::Number::New(env, static_cast<double>(e.physical)));
+      o.Set("length", Napi::Number::New(env, static_cast<double>(e.length)));
+      o.Set("flags", Napi::Number::New(env, e.flags));
+      list.Set(static_cast<uint32_t>(i), o);
+    }
+    return list;
+  }
+
+ private:
+  int fd_;
+  bool sync_;
+  std::vector<Extent> extents_;
+};
+
+class OpenBeneathWorker : public PromiseWorker {
+ public:
+  OpenBeneathWorker(Napi::Env env, std::string root, std::string rel, bool write)
+      : PromiseWorker(env, "fused:openBeneath"), root_(std::move(root)), rel_(std::move(rel)), write_(write) {}
+  void Execute() override {
+    const char* syscall = "openat2";
+    fd_ = OpenBeneath(root_, rel_, write_, &syscall);
+    // The root itself failing to open is reported with the root's path; everything else with rel's.
+    if (fd_ < 0) FailAt(fd_, syscall, strcmp(syscall, "open") == 0 ? root_ : rel_);
+  }
+  Napi::Value Result() override { return Napi::Number::New(Env(), fd_); }
+
+ private:
+  std::string root_, rel_;
+  bool write_;
+  int fd_ = -1;
+};
+
+class OpenDirectWorker : public PromiseWorker {
+ public:
+  OpenDirectWorker(Napi::Env env, std::string path, bool write, bool exclusive)
+      : PromiseWorker(env, "fused:openDirect"), path_(std::move(path)), write_(write), exclusive_(exclusive) {}
+  void Execute() override {
+    fd_ = OpenDirect(path_, write_, exclusive_);
+    if (fd_ < 0) FailAt(fd_, "open", path_);
+  }
+  Napi::Value Result() override { return Napi::Number::New(Env(), fd_); }
+
+ private:
+  std::string path_;
+  bool write_, exclusive_;
+  int fd_ = -1;
+};
+
+class DeviceInfoWorker : public PromiseWorker {
+ public:
+  DeviceInfoWorker(Napi::Env env, int fd) : PromiseWorker(env, "fused:deviceInfo"), fd_(fd) {}
+  void Execute() override {
+    const char* syscall = "fstat";
+    int rc = DeviceInfo(fd_, &facts_, &syscall);
+    if (rc < 0) Fail(rc, syscall);
+  }
+  Napi::Value Result() override {
+    Napi::Env env = Env();
+    Napi::Object o = Napi::Object::New(env);
+    o.Set("isBlockDevice", Napi::Boolean::New(env, facts_.is_block_device));
+    o.Set("size", Napi::Number::New(env, static_cast<double>(facts_.size)));
+    o.Set("logicalSectorSize", Napi::Number::New(env, facts_.logical_sector_size));
+    o.Set("physicalSectorSize", Napi::Number::New(env, facts_.physical_sector_size));
+    o.Set("rdevMajor", Napi::Number::New(env, facts_.rdev_major));
+    o.Set("rdevMinor", Napi::Number::New(env, facts_.rdev_minor));
+    return o;
+  }
+
+ private:
+  int fd_;
+  DeviceFacts facts_{};
+};
+
+// pread/pwrite: holds a reference to the Buffer so the GC cannot free its memory while the pool uses it.
+class TransferWorker : public PromiseWorker {
+ public:
+  TransferWorker(Napi::Env env, bool write, int fd, Napi::Buffer<char> buf, size_t offset, size_t length,
+                 int64_t position)
+      : PromiseWorker(env, write ? "fused:pwrite" : "fused:pread"),
+        write_(write),
+        fd_(fd),
+        data_(buf.Data() + offset),
+        length_(length),
+        position_(position),
+        keep_(Napi::Persistent(buf)) {}
+  void Execute() override {
+    done_ = write_ ? PwriteRetry(fd_, data_, length_, position_) : PreadRetry(fd_, data_, length_, position_);
+    if (done_ < 0) Fail(static_cast<int>(done_), write_ ? "pwrite" : "pread");
+  }
+  Napi::Value Result() override { return Napi::Number::New(Env(), static_cast<double>(done_)); }
+
+ private:
+  bool write_;
+  int fd_;
+  char* data_;
+  size_t length_;
+  off_t position_;
+  Napi::Reference<Napi::Buffer<char>> keep_;
+  ssize_t done_ = 0;
+};
+
+// fsync, close, fadvise, fallocate: a call that yields nothing but success or an errno.
+class SimpleWorker : public PromiseWorker {
+ public:
+  enum class Op { kFsync, kClose, kFadvise, kFallocate };
+  SimpleWorker(Napi::Env env, Op op, int fd, int arg, int64_t offset, int64_t length)
+      : PromiseWorker(env, "fused:io"), op_(op), fd_(fd), arg_(arg), offset_(offset), length_(length) {}
+  void Execute() override {
+    switch (op_) {
+      case Op::kFsync: Check(Fsync(fd_), "fsync"); break;
+      case Op::kClose: Check(Close(fd_), "close"); break;
+      case Op::kFadvise: Check(Fadvise(fd_, offset_, length_, arg_), "posix_fadvise"); break;
+      case Op::kFallocate: Check(Fallocate(fd_, arg_, offset_, length_), "fallocate"); break;
+    }
+  }
+
+ private:
+  void Check(int rc, const char* syscall) {
+    if (rc < 0) Fail(rc, syscall);
+  }
+  Op op_;
+  int fd_, arg_;
+  int64_t offset_, length_;
+};
+
+class ReadHeadWorker : public PromiseWorker {
+ public:
+  ReadHeadWorker(Napi::Env env, std::string path, size_t length)
+      : PromiseWorker(env, "fused:readHead"), path_(std::move(path)), length_(length) {}
+  ~ReadHeadWorker() override { free(aligned_); }
+  void Execute() override {
+    if (posix_memalign(&aligned_, 4096, length_) != 0) {
+      aligned_ = nullptr;
+      FailAt(-ENOMEM, "posix_memalign", path_);
+      return;
+    }
+    const char* syscall = "open";
+    done_ = ReadHead(path_, aligned_, length_, &syscall);
+    if (done_ < 0) FailAt(static_cast<int>(done_), syscall, path_);
+  }
+  Napi::Value Result() override {
+    return Napi::Buffer<char>::Copy(Env(), static_cast<char*>(aligned_), static_cast<size_t>(done_));
+  }
+
+ private:
+  std::string path_;
+  size_t length_;
+  void* aligned_ = nullptr;
+  ssize_t done_ = 0;
+};
+
+Napi::Value JsFiemap(const Napi::CallbackInfo& info) {
+  if (ThrowIfNot(info.Env(), IsInt(info[0]) && info[1].IsBoolean(), "fiemap(fd, sync)")) return Napi::Value();
+  return (new FiemapWorker(info.Env(), ArgInt(info, 0), info[1].As<Napi::Boolean>()))->Start();
+}
+
+Napi::Value JsOpenBeneath(const Napi::CallbackInfo& info) {
+  bool ok = info[0].IsString() && (info[1].IsBuffer() || info[1].IsString()) && info[2].IsBoolean();
+  if (ThrowIfNot(info.Env(), ok, "openBeneath(root, rel, write)")) return Napi::Value();
+  return (new OpenBeneathWorker(info.Env(), ArgBytes(info[0]), ArgBytes(info[1]), info[2].As<Napi::Boolean>()))
+      ->Start();
+}
+
+Napi::Value JsOpenDirect(const Napi::CallbackInfo& info) {
+  bool ok = info[0].IsString() && info[1].IsBoolean() && info[2].IsBoolean();
+  if (ThrowIfNot(info.Env(), ok, "openDirect(path, write, exclusive)")) return Napi::Value();
+  return (new OpenDirectWorker(info.Env(), ArgBytes(info[0]), info[1].As<Napi::Boolean>(),
+                               info[2].As<Napi::Boolean>()))
+      ->Start();
+}
+
+Napi::Value JsDeviceInfo(const Napi::CallbackInfo& info) {
+  if (ThrowIfNot(info.Env(), IsInt(info[0]), "deviceInfo(fd)")) return Napi::Value();
+  return (new DeviceInfoWorker(info.Env(), ArgInt(info, 0)))->Start();
+}
+
+Napi::Value Transfer(const Napi::CallbackInfo& info, bool write) {
+  Napi::Env env = info.Env();
+  bool ok = IsInt(info[0]) && info[1].IsBuffer() && IsInt(info[2]) && IsInt(info[3]) && IsInt(info[4]);
+  if (ThrowIfNot(env, ok, "pread/pwrite(fd, buf, bufOffset, length, position)")) return Napi::Value();
+  auto buf = info[1].As<Napi::Buffer<char>>();
+  int64_t offset = ArgInt64(info, 2), length = ArgInt64(info, 3), position = ArgInt64(info, 4);
+  ok = offset >= 0 && length >= 0 && position >= 0 && static_cast<uint64_t>(offset + length) <= buf.Length();
+  if (ThrowIfNot(env, ok, "pread/pwrite range outside the buffer")) return Napi::Value();
+  return (new TransferWorker(env, write, ArgInt(info, 0), buf, static_cast<size_t>(offset),
+                             static_cast<size_t>(length), position))
+      ->Start();
+}
+
+Napi::Value JsPread(const Napi::CallbackInfo& info) { return Transfer(info, false); }
+Napi::Value JsPwrite(const Napi::CallbackInfo& info) { return Transfer(info, true); }
+
+Napi::Value JsFsync(const Napi::CallbackInfo& info) {
+  if (ThrowIfNot(info.Env(), IsInt(info[0]), "fsync(fd)")) return Napi::Value();
+  return (new SimpleWorker(info.Env(), SimpleWorker::Op::kFsync, ArgInt(info, 0), 0, 0, 0))->Start();
+}
+
+Napi::Value JsClose(const Napi::CallbackInfo& info) {
+  if (ThrowIfNot(info.Env(), IsInt(info[0]), "close(fd)")) return Napi::Value();
+  return (new SimpleWorker(info.Env(), SimpleWorker::Op::kClose, ArgInt(info, 0), 0, 0, 0))->Start();
+}
+
+Napi::Value JsFadvise(const Napi::CallbackInfo& info) {
+  bool ok = IsInt(info[0]) && IsInt(info[1]) && IsInt(info[2]) && IsInt(info[3]);
+  if (ThrowIfNot(info.Env(), ok, "fadvise(fd, offset, length, advice)")) return Napi::Value();
+  return (new SimpleWorker(info.Env(), SimpleWorker::Op::kFadvise, ArgInt(info, 0), ArgInt(info, 3),
+                           ArgInt64(info, 1), ArgInt64(info, 2)))
+      ->Start();
+}
+
+Napi::Value JsFallocate(const Napi::CallbackInfo& info) {
+  bool ok = IsInt(info[0]) && IsInt(info[1]) && IsInt(info[2]) && IsInt(info[3]);
+  if (ThrowIfNot(info.Env(), ok, "fallocate(fd, mode, offset, length)")) return Napi::Value();
+  return (new SimpleWorker(info.Env(), SimpleWorker::Op::kFallocate, ArgInt(info, 0), ArgInt(info, 1),
+                           ArgInt64(info, 2), ArgInt64(info, 3)))
+      ->Start();
+}
+
+Napi::Value JsReadHead(const Napi::CallbackInfo& info) {
+  bool ok = info[0].IsString() && IsInt(info[1]);
+  if (ThrowIfNot(info.Env(), ok, "readHead(path, length)")) return Napi::Value();
+  int64_t length = ArgInt64(info, 1);
+  if (ThrowIfNot(info.Env(), length > 0 && length % 4096 == 0, "readHead length: a positive multiple of 4096"))
+    return Napi::Value();
+  return (new ReadHeadWorker(info.Env(), ArgBytes(info[0]), static_cast<size_t>(length)))->Start();
+}
+
+// Aligned memory for O_DIRECT; the finalizer frees it and tells V8 the external memory is gone.
+Napi::Value JsAlignedBuffer(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  if (ThrowIfNot(env, IsInt(info[0]) && IsInt(info[1]), "alignedBuffer(size, align)")) return Napi::Value();
+  int64_t size = ArgInt64(info, 0), align = ArgInt64(info, 1);
+  bool ok = align >= static_cast<int64_t>(sizeof(void*)) && (align & (align - 1)) == 0 && size > 0 &&
+            size % align == 0;
+  if (ThrowIfNot(env, ok, "alignedBuffer: align a power of two, size a positive multiple of it"))
+    return Napi::Value();
+  void* mem = nullptr;
+  int rc = posix_memalign(&mem, static_cast<size_t>(align), static_cast<size_t>(size));
+  if (rc != 0) {
+    Fault fault;
+    fault.err = rc;
+    fault.syscall = "posix_memalign";
+    MakeError(env, fault).ThrowAsJavaScriptException();
+    return Napi::Value();
+  }
+  memset(mem, 0, static_cast<size_t>(size));
+  Napi::MemoryManagement::AdjustExternalMemory(env, size);
+  auto* hint = new int64_t(size);
+  return Napi::Buffer<char>::New(
+      env, static_cast<char*>(mem), static_cast<size_t>(size),
+      [](Napi::Env env, char* data, int64_t* bytes) {
+        free(data);
+        Napi::MemoryManagement::AdjustExternalMemory(env, -*bytes);
+        delete bytes;
+      },
+      hint);
+}
+
+}  // namespace
+
+void InitIo(Napi::Env env, Napi::Object exports) {
+  exports.Set("fiemap", Napi::Function::New(env, JsFiemap, "fiemap"));
+  exports.Set("openBeneath", Napi::Function::New(env, JsOpenBeneath, "openBeneath"));
+  exports.Set("openDirect", Napi::Function::New(env, JsOpenDirect, "openDirect"));
+  exports.Set("deviceInfo", Napi::Function::New(env, JsDeviceInfo, "deviceInfo"));
+  exports.Set("alignedBuffer", Napi::Function::New(env, JsAlignedBuffer, "alignedBuffer"));
+  exports.Set("pread", Napi::Function::New(env, JsPread, "pread"));
+  exports.Set("pwrite", Napi::Function::New(env, JsPwrite, "pwrite"));
+  exports.Set("fsync", Napi::Function::New(env, JsFsync, "fsync"));
+  exports.Set("close", Napi::Function::New(env, JsClose, "close"));
+  exports.Set("fadvise", Napi::Function::New(env, JsFadvise, "fadvise"));
+  exports.Set("fallocate", Napi::Function::New(env, JsFallocate, "fallocate"));
+  exports.Set("readHead", Napi::Function::New(env, JsReadHead, "readHead"));
+
+  Napi::Object c = Napi::Object::New(env);
+  c.Set("POSIX_FADV_NORMAL", POSIX_FADV_NORMAL);
+  c.Set("POSIX_FADV_SEQUENTIAL", POSIX_FADV_SEQUENTIAL);
+  c.Set("POSIX_FADV_RANDOM", POSIX_FADV_RANDOM);
+  c.Set("POSIX_FADV_WILLNEED", POSIX_FADV_WILLNEED);
+  c.Set("POSIX_FADV_DONTNEED", POSIX_FADV_DONTNEED);
+  c.Set("POSIX_FADV_NOREUSE", POSIX_FADV_NOREUSE);
+  c.Set("FALLOC_FL_KEEP_SIZE", FALLOC_FL_KEEP_SIZE);
+  c.Set("FALLOC_FL_PUNCH_HOLE", FALLOC_FL_PUNCH_HOLE);
+  c.Set("FALLOC_FL_ZERO_RANGE", FALLOC_FL_ZERO_RANGE);
+  c.Set("FALLOC_FL_WRITE_ZEROES", kFallocWriteZeroes);
+  c.Set("F_RDLCK", F_RDLCK);
+  c.Set("F_WRLCK", F_WRLCK);
+  c.Set("F_UNLCK", F_UNLCK);
+  c.Set("FIEMAP_EXTENT_LAST", FIEMAP_EXTENT_LAST);
+  c.Set("FIEMAP_EXTENT_UNKNOWN", FIEMAP_EXTENT_UNKNOWN);
+  c.Set("FIEMAP_EXTENT_DELALLOC", FIEMAP_EXTENT_DELALLOC);
+  c.Set("FIEMAP_EXTENT_ENCODED", FIEMAP_EXTENT_ENCODED);
+  c.Set("FIEMAP_EXTENT_DATA_ENCRYPTED", FIEMAP_EXTENT_DATA_ENCRYPTED);
+  c.Set("FIEMAP_EXTENT_NOT_ALIGNED", FIEMAP_EXTENT_NOT_ALIGNED);
+  c.Set("FIEMAP_EXTENT_DATA_INLINE", FIEMAP_EXTENT_DATA_INLINE);
+  c.Set("FIEMAP_EXTENT_DATA_TAIL", FIEMAP_EXTENT_DATA_TAIL);
+  c.Set("FIEMAP_EXTENT_UNWRITTEN", FIEMAP_EXTENT_UNWRITTEN);
+  c.Set("FIEMAP_EXTENT_MERGED", FIEMAP_EXTENT_MERGED);
+  c.Set("FIEMAP_EXTENT_SHARED", FIEMAP_EXTENT_SHARED);
+  exports.Set("constants", c);
+}
+
+}  // namespace fused

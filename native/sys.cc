@@ -1,0 +1,249 @@
+// Linux-specific system calls: FIEMAP, openat2 confinement, direct I/O, block device facts, leases.
+#include "sys.h"
+
+#include <fcntl.h>
+#include <linux/falloc.h>
+#include <linux/fiemap.h>
+#include <linux/fs.h>
+#include <linux/openat2.h>
+#include <sys/ioctl.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
+#include <sys/sysmacros.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstdlib>
+#include <cstring>
+
+namespace fused {
+
+namespace {
+
+constexpr uint64_t kMaxSafeInteger = (uint64_t{1} << 53) - 1;
+constexpr unsigned kFiemapBatch = 512;
+
+int OpenAt2(int dirfd, const char* path, uint64_t flags, uint64_t resolve) {
+  struct open_how how;
+  memset(&how, 0, sizeof how);
+  how.flags = flags;
+  how.resolve = resolve;
+  long fd;
+  do {
+    fd = syscall(SYS_openat2, dirfd, path, &how, sizeof how);
+  } while (fd < 0 && errno == EINTR);  // EAGAIN is not retried: it also means "a lease holder is breaking"
+  return fd < 0 ? -errno : static_cast<int>(fd);
+}
+
+}  // namespace
+
+int FiemapAll(int fd, bool sync, std::vector<Extent>* out) {
+  size_t bytes = sizeof(struct fiemap) + kFiemapBatch * sizeof(struct fiemap_extent);
+  auto* fm = static_cast<struct fiemap*>(calloc(1, bytes));
+  if (fm == nullptr) return -ENOMEM;
+  uint64_t start = 0;
+  int rc = 0;
+  for (;;) {
+    memset(fm, 0, bytes);
+    fm->fm_start = start;
+    fm->fm_length = ~0ULL;  // the kernel clips to the file system's maximum
+    fm->fm_flags = sync ? FIEMAP_FLAG_SYNC : 0;
+    fm->fm_extent_count = kFiemapBatch;
+    if (ioctl(fd, FS_IOC_FIEMAP, fm) < 0) {
+      rc = -errno;
+      break;
+    }
+    if (fm->fm_mapped_extents == 0) break;
+    bool last = false;
+    for (unsigned i = 0; i < fm->fm_mapped_extents; i++) {
+      const struct fiemap_extent& fe = fm->fm_extents[i];
+      if (fe.fe_logical > kMaxSafeInteger || fe.fe_physical > kMaxSafeInteger ||
+          fe.fe_length > kMaxSafeInteger || fe.fe_logical + fe.fe_length > kMaxSafeInteger) {
+        rc = -kErrTooBig;
+        break;
+      }
+      out->push_back({fe.fe_logical, fe.fe_physical, fe.fe_length, fe.fe_flags});
+      if (fe.fe_flags & FIEMAP_EXTENT_LAST) last = true;
+    }
+    if (rc != 0 || last) break;
+    const struct fiemap_extent& tail = fm->fm_extents[fm->fm_mapped_extents - 1];
+    uint64_t next = tail.fe_logical + tail.fe_length;
+    if (next <= start) break;  // no progress: never loop forever on a confused file system
+    start = next;
+  }
+  free(fm);
+  return rc;
+}
+
+int OpenBeneath(const std::string& root, const std::string& rel, bool write, const char** syscall) {
+  const uint64_t resolve = RESOLVE_BENEATH | RESOLVE_NO_MAGICLINKS;
+  if (root.find('\0') != std::string::npos || rel.find('\0') != std::string::npos) {
+    *syscall = "openat2";
+    return -EINVAL;
+  }
+  int dirfd = open(root.c_str(), O_PATH | O_DIRECTORY | O_CLOEXEC);
+  if (dirfd < 0) {
+    *syscall = "open";
+    return -errno;
+  }
+  // O_PATH first: it opens nothing (a FIFO cannot block, a device has no open side effect).
+  int probe = OpenAt2(dirfd, rel.c_str(), O_PATH | O_CLOEXEC, resolve);
+  if (probe < 0) {
+    close(dirfd);
+    *syscall = "openat2";
+    return probe;
+  }
+  struct stat want;
+  if (fstat(probe, &want) < 0) {
+    int err = -errno;
+    close(probe);
+    close(dirfd);
+    *syscall = "fstat";
+    return err;
+  }
+  close(probe);
+  if (!S_ISREG(want.st_mode)) {
+    close(dirfd);
+    *syscall = "openat2";
+    return -kErrNotRegular;
+  }
+  // O_NONBLOCK: if the name was swapped for a FIFO meanwhile, the open must not hang (dev/ino catches it).
+  int fd = OpenAt2(dirfd, rel.c_str(), (write ? O_RDWR : O_RDONLY) | O_NONBLOCK | O_NOCTTY | O_CLOEXEC,
+                   resolve);
+  close(dirfd);
+  if (fd < 0) {
+    *syscall = "openat2";
+    return fd;
+  }
+  struct stat got;
+  if (fstat(fd, &got) < 0) {
+    int err = -errno;
+    close(fd);
+    *syscall = "fstat";
+    return err;
+  }
+  if (got.st_dev != want.st_dev || got.st_ino != want.st_ino) {
+    close(fd);
+    *syscall = "openat2";
+    return -ESTALE;
+  }
+  return fd;
+}
+
+int OpenDirect(const std::string& path, bool write, bool exclusive) {
+  if (path.find('\0') != std::string::npos) return -EINVAL;
+  int flags = O_DIRECT | O_CLOEXEC | (write ? O_RDWR : O_RDONLY) | (exclusive ? O_EXCL : 0);
+  int fd = open(path.c_str(), flags);
+  return fd < 0 ? -errno : fd;
+}
+
+int DeviceInfo(int fd, DeviceFacts* out, const char** syscall) {
+  struct stat st;
+  *syscall = "fstat";
+  if (fstat(fd, &st) < 0) return -errno;
+  if (S_ISREG(st.st_mode)) {
+    // An image file stands in for a disk: report the usual sector sizes of one.
+    *out = {false, static_cast<uint64_t>(st.st_size), 512, 4096, 0, 0};
+    return 0;
+  }
+  if (!S_ISBLK(st.st_mode)) return -ENOTBLK;
+  out->is_block_device = true;
+  out->rdev_major = major(st.st_rdev);
+  out->rdev_minor = minor(st.st_rdev);
+  uint64_t size = 0;
+  int lss = 0;
+  unsigned int pss = 0;
+  *syscall = "ioctl(BLKGETSIZE64)";
+  if (ioctl(fd, BLKGETSIZE64, &size) < 0) return -errno;
+  *syscall = "ioctl(BLKSSZGET)";
+  if (ioctl(fd, BLKSSZGET, &lss) < 0) return -errno;
+  *syscall = "ioctl(BLKPBSZGET)";
+  if (ioctl(fd, BLKPBSZGET, &pss) < 0) return -errno;
+  out->size = size;
+  out->logical_sector_size = static_cast<uint32_t>(lss);
+  out->physical_sector_size = pss;
+  return 0;
+}
+
+ssize_t PreadRetry(int fd, void* buf, size_t length, off_t position) {
+  ssize_t n;
+  do {
+    n = pread(fd, buf, length, position);
+  } while (n < 0 && errno == EINTR);
+  return n < 0 ? -errno : n;
+}
+
+ssize_t PwriteRetry(int fd, const void* buf, size_t length, off_t position) {
+  ssize_t n;
+  do {
+    n = pwrite(fd, buf, length, position);
+  } while (n < 0 && errno == EINTR);
+  return n < 0 ? -errno : n;
+}
+
+int Fsync(int fd) {
+  int rc;
+  do {
+    rc = fsync(fd);
+  } while (rc < 0 && errno == EINTR);
+  return rc < 0 ? -errno : 0;
+}
+
+int Close(int fd) {
+  // Linux frees the descriptor even when close reports EINTR; retrying could close someone else's fd.
+  if (close(fd) < 0 && errno != EINTR) return -errno;
+  return 0;
+}
+
+int Fadvise(int fd, off_t offset, off_t length, int advice) {
+  return -posix_fadvise(fd, offset, length, advice);  // returns the error number, not -1
+}
+
+int Fallocate(int fd, int mode, off_t offset, off_t length) {
+  int rc;
+  do {
+    rc = fallocate(fd, mode, offset, length);
+  } while (rc < 0 && errno == EINTR);
+  return rc < 0 ? -errno : 0;
+}
+
+ssize_t ReadHead(const std::string& path, void* aligned, size_t length, const char** syscall) {
+  *syscall = "open";
+  if (path.find('\0') != std::string::npos) return -EINVAL;
+  int fd = open(path.c_str(), O_RDONLY | O_DIRECT | O_CLOEXEC);
+  if (fd < 0 && errno == EINVAL) fd = open(path.c_str(), O_RDONLY | O_CLOEXEC);  // a fs without O_DIRECT
+  if (fd < 0) return -errno;
+  size_t done = 0;
+  ssize_t rc = 0;
+  *syscall = "pread";
+  while (done < length) {
+    ssize_t n = PreadRetry(fd, static_cast<char*>(aligned) + done, length - done, static_cast<off_t>(done));
+    if (n < 0) {
+      rc = n;
+      break;
+    }
+    if (n == 0) break;
+    done += static_cast<size_t>(n);
+  }
+  close(fd);
+  return rc < 0 ? rc : static_cast<ssize_t>(done);
+}
+
+int SetLease(int fd, int signal, int type, const char** syscall) {
+  *syscall = "fcntl(F_SETSIG)";
+  if (fcntl(fd, F_SETSIG, signal) < 0) return -errno;
+  *syscall = "fcntl(F_SETLEASE)";
+  if (fcntl(fd, F_SETLEASE, type) < 0) {
+    // Releasing a lease that is already gone (broken and timed out) is not a failure.
+    if (type == F_UNLCK && errno == EAGAIN) return 0;
+    return -errno;
+  }
+  return 0;
+}
+
+int GetLease(int fd) {
+  int type = fcntl(fd, F_GETLEASE);
+  return type < 0 ? -errno : type;
+}
+
+}  // namespace fused

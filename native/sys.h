@@ -1,0 +1,57 @@
+// Linux system calls the addon needs, as plain functions returning >= 0 or -errno (no Node types here).
+#pragma once
+
+#include <sys/types.h>
+
+#include <cstddef>
+#include <cstdint>
+#include <string>
+#include <vector>
+
+namespace fused {
+
+// FALLOC_FL_WRITE_ZEROES (Linux 6.17) is newer than this machine's headers; the value is ABI.
+constexpr int kFallocWriteZeroes = 0x80;
+
+// Not an errno: openBeneath found something other than a regular file.
+constexpr int kErrNotRegular = 1 << 20;
+// Not an errno: a FIEMAP number does not fit a JS number exactly.
+constexpr int kErrTooBig = (1 << 20) + 1;
+
+struct Extent {
+  uint64_t logical;
+  uint64_t physical;
+  uint64_t length;
+  uint32_t flags;
+};
+
+struct DeviceFacts {
+  bool is_block_device;
+  uint64_t size;
+  uint32_t logical_sector_size;
+  uint32_t physical_sector_size;
+  uint32_t rdev_major;
+  uint32_t rdev_minor;
+};
+
+// Every extent of fd's data, in kernel order, batch after batch. *syscall names the failing call.
+int FiemapAll(int fd, bool sync, std::vector<Extent>* out);
+
+// openat2 beneath root, regular files only; returns the fd. *syscall names the failing call.
+int OpenBeneath(const std::string& root, const std::string& rel, bool write, const char** syscall);
+
+int OpenDirect(const std::string& path, bool write, bool exclusive);
+int DeviceInfo(int fd, DeviceFacts* out, const char** syscall);
+ssize_t PreadRetry(int fd, void* buf, size_t length, off_t position);
+ssize_t PwriteRetry(int fd, const void* buf, size_t length, off_t position);
+int Fsync(int fd);
+int Close(int fd);
+int Fadvise(int fd, off_t offset, off_t length, int advice);
+int Fallocate(int fd, int mode, off_t offset, off_t length);
+// Reads up to length bytes from offset 0 into the aligned buffer, stopping at end of device; returns bytes.
+ssize_t ReadHead(const std::string& path, void* aligned, size_t length, const char** syscall);
+
+int SetLease(int fd, int signal, int type, const char** syscall);
+int GetLease(int fd);
+
+}  // namespace fused

@@ -1,0 +1,194 @@
+// Typed, promise-returning wrappers over the native addon: validation and defaults live here, syscalls in C++.
+import { constants as bufferConstants } from 'node:buffer';
+import { addon, type NativeConstants } from './addon.js';
+
+export interface FiemapExtent { logical: number; physical: number; length: number; flags: number }
+export interface DeviceInfo { isBlockDevice: boolean; size: number; logicalSectorSize: number;
+  physicalSectorSize: number; rdevMajor: number; rdevMinor: number }
+export type Advice = 'normal'|'sequential'|'random'|'willneed'|'dontneed'|'noreuse';
+export interface FallocateMode { keepSize?: boolean; punchHole?: boolean; zeroRange?: boolean; writeZeroes?: boolean }
+export type LeaseType = 'read' | 'write' | 'none';
+
+// Argument errors look like Node's own (TypeError/RangeError with an ERR_* code).
+function argError(Kind: typeof TypeError | typeof RangeError, code: string, message: string): Error {
+  const err = new Kind(message);
+  (err as NodeJS.ErrnoException).code = code;
+  return err;
+}
+
+function checkFd(fd: unknown): asserts fd is number {
+  if (!Number.isInteger(fd) || (fd as number) < 0 || (fd as number) > 0x7fffffff) {
+    throw argError(TypeError, 'ERR_INVALID_ARG_TYPE', `fd must be a non-negative 32-bit integer, got ${String(fd)}`);
+  }
+}
+
+function checkOffset(name: string, value: unknown): asserts value is number {
+  if (typeof value !== 'number' || !Number.isSafeInteger(value) || value < 0) {
+    throw argError(RangeError, 'ERR_OUT_OF_RANGE', `${name} must be a non-negative safe integer, got ${String(value)}`);
+  }
+}
+
+function checkPath(name: string, value: unknown): asserts value is string {
+  if (typeof value !== 'string' || value.length === 0) {
+    throw argError(TypeError, 'ERR_INVALID_ARG_TYPE', `${name} must be a non-empty string`);
+  }
+  if (value.includes('\0')) throw argError(TypeError, 'ERR_INVALID_ARG_VALUE', `${name} must not contain NUL`);
+}
+
+/** FS_IOC_FIEMAP on an open fd. sync (default true) sets FIEMAP_FLAG_SYNC. Every extent as the kernel gave it,
+ *  batch after batch until FIEMAP_EXTENT_LAST (no merging: callers do that). */
+export async function fiemap(fd: number, opts: { sync?: boolean } = {}): Promise<FiemapExtent[]> {
+  checkFd(fd);
+  return addon().fiemap(fd, opts.sync ?? true);
+}
+
+/** Open `rel` beneath directory `root` with openat2(RESOLVE_BENEATH | RESOLVE_NO_MAGICLINKS); regular files
+ *  only ('ENOTREG' otherwise), dev/ino checked between the O_PATH probe and the real open ('ESTALE').
+ *  Escapes fail with 'EXDEV'. A string `rel` is taken as UTF-8; a Buffer carries any bytes but NUL. */
+export async function openBeneath(root: string, rel: Buffer | string, opts: { write?: boolean } = {}): Promise<number> {
+  checkPath('root', root);
+  const bytes = typeof rel === 'string' ? Buffer.from(rel, 'utf8') : rel;
+  if (!Buffer.isBuffer(bytes)) throw argError(TypeError, 'ERR_INVALID_ARG_TYPE', 'rel must be a Buffer or a string');
+  if (bytes.length === 0) throw argError(TypeError, 'ERR_INVALID_ARG_VALUE', 'rel must not be empty');
+  if (bytes.includes(0)) throw argError(TypeError, 'ERR_INVALID_ARG_VALUE', 'rel must not contain NUL');
+  return addon().openBeneath(root, bytes, opts.write ?? false);
+}
+
+/** open(path, O_DIRECT|O_CLOEXEC|(write ? O_RDWR : O_RDONLY)|(exclusive ? O_EXCL : 0)). */
+export async function openDirect(path: string, opts: { write?: boolean; exclusive?: boolean } = {}): Promise<number> {
+  checkPath('path', path);
+  return addon().openDirect(path, opts.write ?? false, opts.exclusive ?? false);
+}
+
+/** Size and sector sizes of a block device; for a regular file (an image) st_size, 512 and 4096. */
+export async function deviceInfo(fd: number): Promise<DeviceInfo> {
+  checkFd(fd);
+  return addon().deviceInfo(fd);
+}
+
+/** A zeroed Buffer of `size` bytes whose memory is aligned to `align` (default 4096), for O_DIRECT.
+ *  Freed by the GC: reuse a fixed set rather than allocating per request. */
+export function alignedBuffer(size: number, align = 4096): Buffer {
+  if (!Number.isInteger(align) || align < 8 || (align & (align - 1)) !== 0 || align > 1 << 30) {
+    throw argError(RangeError, 'ERR_OUT_OF_RANGE', `align must be a power of two from 8 to 2^30, got ${align}`);
+  }
+  if (!Number.isSafeInteger(size) || size <= 0 || size % align !== 0 || size > bufferConstants.MAX_LENGTH) {
+    throw argError(RangeError, 'ERR_OUT_OF_RANGE',
+      `size must be a positive multiple of ${align} up to ${bufferConstants.MAX_LENGTH}, got ${size}`);
+  }
+  return addon().alignedBuffer(size, align);
+}
+
+function checkTransfer(fd: number, buf: Buffer, bufOffset: number, length: number, position: number): void {
+  checkFd(fd);
+  if (!Buffer.isBuffer(buf)) throw argError(TypeError, 'ERR_INVALID_ARG_TYPE', 'buf must be a Buffer');
+  checkOffset('bufOffset', bufOffset);
+  checkOffset('length', length);
+  checkOffset('position', position);
+  if (bufOffset + length > buf.length) {
+    throw argError(RangeError, 'ERR_OUT_OF_RANGE',
+      `bufOffset + length (${bufOffset + length}) exceeds the buffer (${buf.length})`);
+  }
+}
+
+/** pread on the pool into buf[bufOffset, bufOffset+length); resolves to the bytes read (short at the end). */
+export async function pread(fd: number, buf: Buffer, bufOffset: number, length: number, position: number): Promise<number> {
+  checkTransfer(fd, buf, bufOffset, length, position);
+  return addon().pread(fd, buf, bufOffset, length, position);
+}
+
+/** pwrite on the pool from buf[bufOffset, bufOffset+length); resolves to the bytes written. */
+export async function pwrite(fd: number, buf: Buffer, bufOffset: number, length: number, position: number): Promise<number> {
+  checkTransfer(fd, buf, bufOffset, length, position);
+  return addon().pwrite(fd, buf, bufOffset, length, position);
+}
+
+export async function fsync(fd: number): Promise<void> {
+  checkFd(fd);
+  return addon().fsync(fd);
+}
+
+export async function close(fd: number): Promise<void> {
+  checkFd(fd);
+  return addon().close(fd);
+}
+
+const adviceNames: Record<Advice, keyof NativeConstants> = {
+  normal: 'POSIX_FADV_NORMAL', sequential: 'POSIX_FADV_SEQUENTIAL', random: 'POSIX_FADV_RANDOM',
+  willneed: 'POSIX_FADV_WILLNEED', dontneed: 'POSIX_FADV_DONTNEED', noreuse: 'POSIX_FADV_NOREUSE',
+};
+
+/** posix_fadvise; length 0 means "to the end of the file". */
+export async function fadvise(fd: number, offset: number, length: number, advice: Advice): Promise<void> {
+  checkFd(fd);
+  checkOffset('offset', offset);
+  checkOffset('length', length);
+  if (!Object.hasOwn(adviceNames, advice)) {
+    throw argError(TypeError, 'ERR_INVALID_ARG_VALUE', `advice must be one of ${Object.keys(adviceNames).join(', ')}`);
+  }
+  const c = addon().constants;
+  return addon().fadvise(fd, offset, length, c[adviceNames[advice]]);
+}
+
+/** fallocate. Plain allocation when no mode is set; punchHole implies keepSize (the kernel insists);
+ *  punchHole, zeroRange and writeZeroes exclude each other. */
+export async function fallocate(fd: number, mode: FallocateMode, offset: number, length: number): Promise<void> {
+  checkFd(fd);
+  checkOffset('offset', offset);
+  checkOffset('length', length);
+  if (length === 0) throw argError(RangeError, 'ERR_OUT_OF_RANGE', 'length must be positive');
+  const exclusive = [mode.punchHole, mode.zeroRange, mode.writeZeroes].filter(Boolean).length;
+  if (exclusive > 1) {
+    throw argError(TypeError, 'ERR_INVALID_ARG_VALUE', 'punchHole, zeroRange and writeZeroes exclude each other');
+  }
+  const c = addon().constants;
+  let flags = 0;
+  if (mode.keepSize || mode.punchHole) flags |= c.FALLOC_FL_KEEP_SIZE;
+  if (mode.punchHole) flags |= c.FALLOC_FL_PUNCH_HOLE;
+  if (mode.zeroRange) flags |= c.FALLOC_FL_ZERO_RANGE;
+  if (mode.writeZeroes) flags |= c.FALLOC_FL_WRITE_ZEROES;
+  return addon().fallocate(fd, flags, offset, length);
+}
+
+/** The first `length` bytes (a multiple of 4096) of a device or image, read with O_DIRECT (plain reads on a
+ *  file system that refuses O_DIRECT); shorter if the device is. For superblock probes. */
+export async function readHead(path: string, length: number): Promise<Buffer> {
+  checkPath('path', path);
+  if (!Number.isSafeInteger(length) || length <= 0 || length % 4096 !== 0 || length > 1 << 30) {
+    throw argError(RangeError, 'ERR_OUT_OF_RANGE', `length must be a positive multiple of 4096 up to 1 GiB, got ${length}`);
+  }
+  return addon().readHead(path, length);
+}
+
+function leaseNumber(type: LeaseType): number {
+  const c = addon().constants;
+  switch (type) {
+    case 'read': return c.F_RDLCK;
+    case 'write': return c.F_WRLCK;
+    case 'none': return c.F_UNLCK;
+    default: throw argError(TypeError, 'ERR_INVALID_ARG_VALUE', `lease type must be read, write or none, got ${String(type)}`);
+  }
+}
+
+/** Take, change or drop (idempotently) a kernel lease. Throws code 'EAGAIN' when it conflicts with an open
+ *  for writing. Installs the break-signal handler before the first lease. Synchronous. */
+export function setLease(fd: number, type: LeaseType): void {
+  checkFd(fd);
+  addon().setLease(fd, leaseNumber(type));
+}
+
+/** F_GETLEASE; a lease being broken reports the type it is being downgraded to. */
+export function getLease(fd: number): LeaseType {
+  checkFd(fd);
+  const c = addon().constants;
+  const type = addon().getLease(fd);
+  return type === c.F_RDLCK ? 'read' : type === c.F_WRLCK ? 'write' : 'none';
+}
+
+/** The single callback, called on the main thread with the fd whose lease is being broken; replaces any
+ *  earlier one. fd -1 means the kernel's signal queue overflowed: check every held lease with getLease.
+ *  Never keeps the process alive. */
+export function onLeaseBreak(cb: (fd: number) => void): void {
+  if (typeof cb !== 'function') throw argError(TypeError, 'ERR_INVALID_ARG_TYPE', 'callback must be a function');
+  addon().onLeaseBreak(cb);
+}
