@@ -28,7 +28,7 @@ export class Device {
       const head = alignedBuffer(PROBE_BYTES);
       const n = await pread(fd, head, 0, PROBE_BYTES, 0);
       const id = probeSuperblock(Buffer.from(head.subarray(0, n)));
-      if (!id || id.uuid !== expectUuid) {
+      if (!id || !expectUuid || id.uuid !== expectUuid) {
         throw new FusedError('refused', `device UUID ${id?.uuid ?? 'unknown'} differs from the volume's UUID ${expectUuid}`, path);
       }
       return new Device(path, fd, info);

@@ -34,6 +34,8 @@ export async function checkDevice(path: string): Promise<DeviceCheck> {
  * Refusals (kind 'refused') name the device and why: other UUID, mounted here, none found.
  */
 export async function findVolumeDevice(uuid: string, given?: string): Promise<DeviceCheck> {
+  // An all-zero UUID is reported as '': it identifies nothing, so no device can be proven to carry the volume.
+  if (!uuid) throw new FusedError('refused', 'the volume has no file-system UUID, so no device can be verified to carry it');
   if (given) {
     const d = await checkDevice(given);
     if (!d.identity) throw new FusedError('refused', `no ext2/3/4 or XFS superblock (volume UUID is ${uuid})`, given);

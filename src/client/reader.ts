@@ -153,8 +153,20 @@ export class FileReader {
     start: number, end: number, sink: Sink, report: ReadReport,
   ): Promise<{ reached: number; lost: string | null }> {
     let lost: string | null = null;
+    /** Device reads not yet finished; a recall is answered as soon as they are (not when the sink drains). */
+    const reading = new Set<Promise<unknown>>();
+    let answered: Promise<void> | undefined;
+    const answer = (verb: 'RELEASE' | 'RETURN') => {
+      answered ??= Promise.allSettled([...reading]).then(async () => {
+        if (!session.isClosed) await session.release(map.lease, verb).catch(() => {});
+      });
+      return answered;
+    };
     const onRecall = (lease: string) => {
-      if (lease === map.lease) lost ??= 'recalled: the file was opened for writing or truncated on the server';
+      if (lease !== map.lease) return;
+      lost ??= 'recalled: the file was opened for writing or truncated on the server';
+      // Reads already issued return old, consistent bytes: the writer waits for our RETURN, so send it promptly.
+      void answer('RETURN');
     };
     const onClose = (why: string) => {
       lost ??= `map server connection lost (${why})`;
@@ -169,12 +181,14 @@ export class FileReader {
         while (inflight.length < DEPTH && lost === null) {
           const next = segments.next();
           if (next.done) break;
-          inflight.push(this.fetch(fh, device, next.value));
+          const p = this.fetch(fh, device, next.value);
+          reading.add(p);
+          void p.finally(() => reading.delete(p)).catch(() => {});
+          inflight.push(p);
         }
         const head = inflight.shift();
         if (!head) break;
         const chunk = await head;
-        // A read that started before the recall returned old, consistent bytes: the writer waits for our RETURN.
         await sink.write(chunk);
         if (chunk.buf) this.pool.push(chunk.buf);
         reached = chunk.offset + chunk.data.length;
@@ -187,7 +201,7 @@ export class FileReader {
       for (const p of inflight) await p.catch(() => {});
       session.off('recall', onRecall);
       session.off('close', onClose);
-      if (!session.isClosed) await session.release(map.lease, lost ? 'RETURN' : 'RELEASE').catch(() => {});
+      await answer(lost ? 'RETURN' : 'RELEASE');
     }
     return { reached, lost: reached < end ? lost : null };
   }

@@ -1,5 +1,5 @@
 // fusedcp: cp that moves bytes over the direct path when the source is on a fused mount, and says which path each file took.
-import { Command } from 'commander';
+import { Command, Option } from 'commander';
 import { lstat, readdir } from 'node:fs/promises';
 import { EXIT_CODES, FusedError } from '../errors.js';
 import { argBytes, displayName } from '../cli/argv.js';
@@ -12,16 +12,17 @@ import { parseSize } from '../ui/options.js';
 import { Progress } from '../ui/progress.js';
 
 interface Opts {
-  recursive?: boolean; preserve?: boolean; noClobber?: boolean; force?: boolean; verbose?: boolean; quiet?: boolean;
+  recursive?: boolean; R?: boolean; preserve?: boolean; noClobber?: boolean; force?: boolean; verbose?: boolean; quiet?: boolean;
   networkOnly?: boolean; json?: boolean; verify?: boolean; smallFile: string; progress: boolean;
 }
 
 export function build(ctx: CommandContext): Command {
   return new Command('fusedcp')
     .description('Copy files, reading their bytes straight from the shared device when they are on a fused mount.')
-    .argument('<SOURCE...>', 'files or (with -r) directories')
-    .argument('<DEST>', 'destination file or directory')
-    .option('-r, -R, --recursive', 'copy directories recursively')
+    .usage('[options] SOURCE... DEST')
+    .argument('<PATHS...>', 'SOURCE files or (with -r) directories, then the DEST file or directory')
+    .option('-r, --recursive', 'copy directories recursively (also -R)')
+    .addOption(new Option('-R', 'same as -r').hideHelp())
     .option('-p, --preserve', 'keep mode, ownership (as root) and timestamps')
     .option('-n, --no-clobber', 'never replace an existing file')
     .option('-f, --force', 'replace a destination that cannot be opened')
@@ -33,7 +34,10 @@ export function build(ctx: CommandContext): Command {
     .option('--small-file <SIZE>', 'files smaller than this go through the mount', String(DEFAULT_SMALL_FILE))
     .option('--no-progress', 'no progress display (it is shown only on a terminal anyway)')
     .addHelpText('after', '\nExit status: 0 ok, 1 failure, 2 usage, 3 verification mismatch, 4 some files failed.\nSee fusedcp(1).')
-    .action(async (sourceArgs: string[], destArg: string, opts: Opts) => {
+    .action(async (args: string[], opts: Opts) => {
+      if (args.length < 2) throw new FusedError('usage', `missing destination file operand after '${args[0]}'`);
+      const sourceArgs = args.slice(0, -1);
+      const destArg = args.at(-1)!;
       if (opts.noClobber && opts.force) throw new FusedError('usage', 'options -n and -f cannot be used together');
       const smallFile = parseSize(opts.smallFile, '--small-file');
       const sources = sourceArgs.map(argBytes);
@@ -46,7 +50,7 @@ export function build(ctx: CommandContext): Command {
       let doneBytes = 0;
       const t0 = performance.now();
       const copier = new Copier(reader, {
-        recursive: !!opts.recursive, preserve: !!opts.preserve, noClobber: !!opts.noClobber, force: !!opts.force, verify: !!opts.verify,
+        recursive: !!(opts.recursive || opts.R), preserve: !!opts.preserve, noClobber: !!opts.noClobber, force: !!opts.force, verify: !!opts.verify,
       }, {
         progress: (src, bytes) => progress.update(doneBytes + bytes, displayName(src)),
         file: (r) => {

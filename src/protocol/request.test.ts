@@ -1,0 +1,97 @@
+// Unit tests for request parsing and formatting: every verb, arity, bad arguments, round trips.
+
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { formatRequest, parseRequest, type Request } from './request.js';
+import { ProtocolError } from './constants.js';
+
+const code = (c: string) => (e: unknown) => e instanceof ProtocolError && e.code === c;
+const P = '473d6a8379fee023027ae9f91bdefec17a930131db331fb4bbe936e9692bbad0';
+
+test('every verb parses', () => {
+  assert.deepEqual(parseRequest('HELLO client1 1'), { verb: 'HELLO', node: 'client1', version: 1 });
+  assert.deepEqual(parseRequest('HELLO n.o_d-E9 2'), { verb: 'HELLO', node: 'n.o_d-E9', version: 2 });
+  assert.deepEqual(parseRequest(`AUTH ${P}`), { verb: 'AUTH', proof: P });
+  assert.deepEqual(parseRequest('VOLUMES'), { verb: 'VOLUMES' });
+  assert.deepEqual(parseRequest('VOLUME media'), { verb: 'VOLUME', volume: 'media' });
+  assert.deepEqual(parseRequest('VOLUME %6Dedia'), { verb: 'VOLUME', volume: 'media' });
+  assert.deepEqual(parseRequest('PROBE media'), { verb: 'PROBE', volume: 'media' });
+  assert.deepEqual(parseRequest('UNPROBE media .fused-probe-1a2b'),
+    { verb: 'UNPROBE', volume: 'media', name: '.fused-probe-1a2b' });
+  assert.deepEqual(parseRequest('MAP media clips/take%201.mov'),
+    { verb: 'MAP', volume: 'media', path: Buffer.from('clips/take 1.mov'), mode: 'read' });
+  assert.deepEqual(parseRequest('MAP media a//./b read'),
+    { verb: 'MAP', volume: 'media', path: Buffer.from('a/b'), mode: 'read' });
+  assert.deepEqual(parseRequest('RELEASE k3J9q2'), { verb: 'RELEASE', lease: 'k3J9q2' });
+  assert.deepEqual(parseRequest('RETURN k3J9q2'), { verb: 'RETURN', lease: 'k3J9q2' });
+  assert.deepEqual(parseRequest('PING'), { verb: 'PING' });
+  assert.deepEqual(parseRequest('QUIT'), { verb: 'QUIT' });
+});
+
+test('unknown verbs, lower case and empty lines are UNKNOWN', () => {
+  for (const l of ['', 'ping', 'FOO', 'FOO bar', ' PING', 'OK PONG', 'Map media x']) {
+    assert.throws(() => parseRequest(l), code('UNKNOWN'), JSON.stringify(l));
+  }
+  assert.throws(() => parseRequest('map media x'), { message: 'unknown verb map' });
+});
+
+test('wrong arity is BADARG for every verb', () => {
+  const bad = ['HELLO', 'HELLO a', 'HELLO a 1 x', 'AUTH', `AUTH ${P} x`, 'VOLUMES x', 'VOLUME', 'VOLUME a b',
+    'PROBE', 'PROBE a b', 'UNPROBE a', 'UNPROBE a b c', 'MAP', 'MAP v', 'MAP v p read x', 'RELEASE',
+    'RELEASE a b', 'RETURN', 'RETURN a b', 'PING x', 'QUIT now'];
+  for (const l of bad) assert.throws(() => parseRequest(l), code('BADARG'), l);
+  assert.throws(() => parseRequest('MAP v'), { message: 'usage: MAP <volume> <path> [read]' });
+});
+
+test('bad tokens and values are BADARG', () => {
+  const bad = ['PING ', 'VOLUME  media', 'VOLUME media ', 'HELLO client1 01', 'HELLO client1 -1',
+    'HELLO client1 1e3', 'HELLO cli%31 1', `HELLO ${'n'.repeat(65)} 1`, 'HELLO a/b 1',
+    `AUTH ${P.toUpperCase()}`, `AUTH ${P.slice(1)}`, `AUTH ${P}0`, 'VOLUME a%20b', `VOLUME ${'v'.repeat(65)}`,
+    'VOLUME %', 'MAP media x write', 'MAP media x READ', 'MAP media a%2', 'MAP media a=b', 'RELEASE k-3',
+    `RETURN ${'k'.repeat(33)}`, 'PROBE bad/name'];
+  for (const l of bad) assert.throws(() => parseRequest(l), code('BADARG'), l);
+});
+
+test('path and probe-name violations are BADPATH', () => {
+  const bad = ['MAP media /etc/passwd', 'MAP media ../x', 'MAP media a/../b', 'MAP media ..', 'MAP media .',
+    'MAP media a%00', 'MAP media %2Fetc', `MAP media ${'a'.repeat(4097)}`, 'UNPROBE media a/b', 'UNPROBE media ..',
+    'UNPROBE media .', 'UNPROBE media %2F', 'UNPROBE media %00'];
+  for (const l of bad) assert.throws(() => parseRequest(l), code('BADPATH'), l.slice(0, 40));
+});
+
+test('formatRequest round-trips with parseRequest for every verb', () => {
+  const reqs: Request[] = [
+    { verb: 'HELLO', node: 'client1', version: 1 },
+    { verb: 'AUTH', proof: P },
+    { verb: 'VOLUMES' },
+    { verb: 'VOLUME', volume: 'media' },
+    { verb: 'PROBE', volume: 'v.1_x-Y' },
+    { verb: 'UNPROBE', volume: 'media', name: '.fused-probe-0123' },
+    { verb: 'MAP', volume: 'media', path: Buffer.from('clips/take 1.mov'), mode: 'read' },
+    { verb: 'MAP', volume: 'media', path: Buffer.from([0x64, 0x2f, 0xff, 0x0a, 0x25, 0x3d, 0x20]), mode: 'read' },
+    { verb: 'RELEASE', lease: 'k3J9q2' },
+    { verb: 'RETURN', lease: 'Z' },
+    { verb: 'PING' },
+    { verb: 'QUIT' },
+  ];
+  for (const r of reqs) assert.deepEqual(parseRequest(formatRequest(r)), r);
+  assert.equal(formatRequest(reqs[6]!), 'MAP media clips/take%201.mov read');
+  assert.equal(formatRequest(reqs[7]!), 'MAP media d/%FF%0A%25%3D%20 read');
+  assert.equal(formatRequest({ verb: 'HELLO', node: 'c', version: 1 }), 'HELLO c 1');
+});
+
+test('a maximal MAP request fits the line limit', () => {
+  const line = formatRequest({ verb: 'MAP', volume: 'v'.repeat(64), path: Buffer.alloc(4096, 0x20), mode: 'read' });
+  assert.equal(line.length + 1, 12363);
+  assert.equal(parseRequest(line).verb, 'MAP');
+});
+
+test('formatRequest refuses what the server would refuse', () => {
+  assert.throws(() => formatRequest({ verb: 'HELLO', node: 'a b', version: 1 }), code('BADARG'));
+  assert.throws(() => formatRequest({ verb: 'HELLO', node: 'a', version: -1 }), RangeError);
+  assert.throws(() => formatRequest({ verb: 'AUTH', proof: 'xyz' }), code('BADARG'));
+  assert.throws(() => formatRequest({ verb: 'VOLUME', volume: '' }), code('BADARG'));
+  assert.throws(() => formatRequest({ verb: 'MAP', volume: 'v', path: Buffer.from('/abs'), mode: 'read' }), code('BADPATH'));
+  assert.throws(() => formatRequest({ verb: 'UNPROBE', volume: 'v', name: 'a/b' }), code('BADPATH'));
+  assert.throws(() => formatRequest({ verb: 'RELEASE', lease: 'a-b' }), code('BADARG'));
+});

@@ -1,0 +1,142 @@
+// Request lines: parse (server side, strict) and format (client side), per fused-protocol(7) REQUESTS.
+
+import { HEX64_RE, isLeaseId, isNodeName, isVolumeName, ProtocolError, VERBS, type Verb } from './constants.js';
+import { checkPath, decodeBytes, decodePath, encodeBytes, encodePath, excerpt, formatNumber, parseNumber } from './encoding.js';
+
+export type MapMode = 'read';
+
+export type Request =
+  | { verb: 'HELLO'; node: string; version: number }
+  | { verb: 'AUTH'; proof: string }
+  | { verb: 'VOLUMES' }
+  | { verb: 'VOLUME'; volume: string }
+  | { verb: 'PROBE'; volume: string }
+  | { verb: 'UNPROBE'; volume: string; name: string }
+  | { verb: 'MAP'; volume: string; path: Buffer; mode: MapMode }
+  | { verb: 'RELEASE'; lease: string }
+  | { verb: 'RETURN'; lease: string }
+  | { verb: 'PING' }
+  | { verb: 'QUIT' };
+
+const USAGE: Readonly<Record<Verb, string>> = {
+  HELLO: 'HELLO <node> <version>',
+  AUTH: 'AUTH <proof>',
+  VOLUMES: 'VOLUMES',
+  VOLUME: 'VOLUME <volume>',
+  PROBE: 'PROBE <volume>',
+  UNPROBE: 'UNPROBE <volume> <name>',
+  MAP: 'MAP <volume> <path> [read]',
+  RELEASE: 'RELEASE <lease>',
+  RETURN: 'RETURN <lease>',
+  PING: 'PING',
+  QUIT: 'QUIT',
+};
+
+const isVerb = (s: string): s is Verb => (VERBS as readonly string[]).includes(s);
+
+function arity(verb: Verb, args: string[], min: number, max = min): void {
+  if (args.length < min || args.length > max) throw new ProtocolError('BADARG', `usage: ${USAGE[verb]}`);
+}
+
+function parseVolume(s: string): string {
+  const name = decodeBytes(s).toString('latin1');
+  if (!isVolumeName(name)) throw new ProtocolError('BADARG', `bad volume name ${excerpt(s)}: 1-64 of [A-Za-z0-9._-]`);
+  return name;
+}
+
+function parseLease(s: string): string {
+  if (!isLeaseId(s)) throw new ProtocolError('BADARG', `bad lease id ${excerpt(s)}: 1-32 of [A-Za-z0-9]`);
+  return s;
+}
+
+/** A probe file name: one path component, so UNPROBE can never reach outside the volume root. */
+function checkFileName(raw: Buffer): Buffer {
+  if (raw.length === 0 || raw.includes(0x2f) || raw.includes(0)) {
+    throw new ProtocolError('BADPATH', 'probe name must be a single file name');
+  }
+  const s = raw.toString('latin1');
+  if (s === '.' || s === '..') throw new ProtocolError('BADPATH', 'probe name must be a single file name');
+  return raw;
+}
+
+/** Parses one request line (already framed: printable ASCII, no LF). Throws UNKNOWN, BADARG or BADPATH. */
+export function parseRequest(line: string): Request {
+  const sp = line.indexOf(' ');
+  const verb = sp < 0 ? line : line.slice(0, sp);
+  if (!isVerb(verb)) {
+    throw new ProtocolError('UNKNOWN', verb === '' ? 'empty request' : `unknown verb ${excerpt(verb)}`);
+  }
+  const args = sp < 0 ? [] : line.slice(sp + 1).split(' ');
+  if (args.includes('')) throw new ProtocolError('BADARG', 'empty token: tokens are separated by exactly one space');
+  switch (verb) {
+    case 'HELLO': {
+      arity(verb, args, 2);
+      if (!isNodeName(args[0]!)) throw new ProtocolError('BADARG', `bad node name ${excerpt(args[0]!)}: 1-64 of [A-Za-z0-9._-]`);
+      return { verb, node: args[0]!, version: parseNumber(args[1]!) };
+    }
+    case 'AUTH':
+      arity(verb, args, 1);
+      if (!HEX64_RE.test(args[0]!)) throw new ProtocolError('BADARG', 'proof must be 64 lower-case hex digits');
+      return { verb, proof: args[0]! };
+    case 'VOLUMES':
+    case 'PING':
+    case 'QUIT':
+      arity(verb, args, 0);
+      return { verb };
+    case 'VOLUME':
+    case 'PROBE':
+      arity(verb, args, 1);
+      return { verb, volume: parseVolume(args[0]!) };
+    case 'UNPROBE': {
+      arity(verb, args, 2);
+      const volume = parseVolume(args[0]!);
+      return { verb, volume, name: checkFileName(decodeBytes(args[1]!)).toString('utf8') };
+    }
+    case 'MAP': {
+      arity(verb, args, 2, 3);
+      const volume = parseVolume(args[0]!);
+      const path = decodePath(args[1]!);
+      if (args.length === 3 && args[2] !== 'read') {
+        throw new ProtocolError('BADARG', `unknown MAP mode ${excerpt(args[2]!)} (only read)`);
+      }
+      return { verb, volume, path, mode: 'read' };
+    }
+    case 'RELEASE':
+    case 'RETURN':
+      arity(verb, args, 1);
+      return { verb, lease: parseLease(args[0]!) };
+  }
+}
+
+function checkVolume(v: string): string {
+  if (!isVolumeName(v)) throw new ProtocolError('BADARG', `bad volume name ${excerpt(v)}`);
+  return v;
+}
+
+/** Formats a request line without LF; validates like parseRequest, so a bad request never leaves the client. */
+export function formatRequest(r: Request): string {
+  switch (r.verb) {
+    case 'HELLO':
+      if (!isNodeName(r.node)) throw new ProtocolError('BADARG', `bad node name ${excerpt(r.node)}`);
+      return `HELLO ${r.node} ${formatNumber(r.version)}`;
+    case 'AUTH':
+      if (!HEX64_RE.test(r.proof)) throw new ProtocolError('BADARG', 'proof must be 64 lower-case hex digits');
+      return `AUTH ${r.proof}`;
+    case 'VOLUMES':
+    case 'PING':
+    case 'QUIT':
+      return r.verb;
+    case 'VOLUME':
+    case 'PROBE':
+      return `${r.verb} ${checkVolume(r.volume)}`;
+    case 'UNPROBE':
+      return `UNPROBE ${checkVolume(r.volume)} ${encodeBytes(checkFileName(Buffer.from(r.name, 'utf8')))}`;
+    case 'MAP':
+      if (r.mode !== 'read') throw new ProtocolError('BADARG', `unknown MAP mode ${excerpt(String(r.mode))}`);
+      return `MAP ${checkVolume(r.volume)} ${encodePath(checkPath(r.path))} ${r.mode}`;
+    case 'RELEASE':
+    case 'RETURN':
+      if (!isLeaseId(r.lease)) throw new ProtocolError('BADARG', `bad lease id ${excerpt(r.lease)}`);
+      return `${r.verb} ${r.lease}`;
+  }
+}
