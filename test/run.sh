@@ -11,5 +11,8 @@ if [[ $what == unit || $what == all ]]; then
 fi
 if [[ $what == bats || $what == all ]]; then
   if [[ $# -gt 0 ]]; then files=("$@"); else mapfile -t files < <(ls test/bats/*.bats | sort); fi
-  npx bats --timing --print-output-on-failure "${files[@]}"
+  [[ $(id -u) == 0 ]] || { echo "test/run.sh: the bats suites need root (loop devices, mounts, namespaces)" >&2; exit 1; }
+  # A private mount namespace: our mounts cannot be pinned by namespaces others create meanwhile, and vanish
+  # with the run even if a teardown is cut short.
+  unshare -m --propagation private node_modules/bats/bin/bats --timing --print-output-on-failure "${files[@]}"
 fi

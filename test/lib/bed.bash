@@ -1,0 +1,254 @@
+# Two-node test bed: loop-device volumes, server/client network namespaces, sshd + sshfs, map server.
+# Usable from bats (setup_file/teardown_file) and from demo scripts: source it, call bed_init, ..., bed_teardown.
+# Everything made is recorded in $BED_DIR/undo.log (one "KIND VALUE..." per line) and undone in reverse
+# order by bed_teardown, so a failure half-way leaves nothing behind and nothing of anyone else is touched.
+
+BED_ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
+BED_PORT=${BED_PORT:-7447}
+
+bed_log() { printf 'bed: %s\n' "$*" >&2; }
+bed_die() { bed_log "$*"; return 1; }
+
+# bed_init [ID]: state dir, wrapper binaries, names. ID defaults to the caller's PID so beds never collide.
+bed_init() {
+	BED_ID=${1:-$$}
+	BED_DIR=$(mktemp -d "${TMPDIR:-/tmp}/fused-bed.$BED_ID.XXXXXX") || return 1
+	: >"$BED_DIR/undo.log"
+	echo "dir $BED_DIR" >>"$BED_DIR/undo.log"
+	BED_SRV_NS=fsrv-$BED_ID
+	BED_CLI_NS=fcli-$BED_ID
+	BED_SRV_ADDR=10.213.0.1
+	BED_CLI_ADDR=10.213.0.2
+	# The commands live in one place; tests call "$FUSED_BIN/fusedctl" etc. (also usable under nsenter).
+	FUSED_BIN=$BED_DIR/bin
+	mkdir -p "$FUSED_BIN" "$BED_DIR/client-state"
+	local cmd
+	for cmd in fusedctl fusedmap fusedcp fusedcat fusedthrottle; do
+		printf '#!/bin/sh\nexec node %q "$@"\n' "$BED_ROOT/bin/$cmd.js" >"$FUSED_BIN/$cmd"
+		chmod +x "$FUSED_BIN/$cmd"
+	done
+	export BED_ID BED_DIR BED_SRV_NS BED_CLI_NS BED_SRV_ADDR BED_CLI_ADDR FUSED_BIN BED_ROOT BED_PORT
+	bed_save_env
+}
+
+# Record one thing to undo. Kinds: dir, pid, mount, fuse, loop, netns.
+bed_record() { echo "$*" >>"$BED_DIR/undo.log"; }
+
+# Write the exported bed variables so another shell (a demo step, a debugging session) can source them.
+bed_save_env() {
+	local v
+	for v in ${!BED_@} FUSED_BIN; do printf 'export %s=%q\n' "$v" "${!v}"; done >"$BED_DIR/env"
+}
+
+# bed_make_image PATH FSTYPE [SIZE]: a sparse image with a file system; prints nothing.
+# FSTYPE: ext4-1k, ext4-4k, xfs, ext4-inline. Discards are off or mkfs would punch holes in the image.
+bed_make_image() {
+	local img=$1 fstype=$2 size=${3:-6G}
+	truncate -s "$size" "$img" || return 1
+	case $fstype in
+	ext4-1k) mkfs.ext4 -q -F -b 1024 -E nodiscard -L fused "$img" ;;
+	ext4-4k) mkfs.ext4 -q -F -b 4096 -E nodiscard -L fused "$img" ;;
+	ext4-inline) mkfs.ext4 -q -F -b 4096 -O inline_data -E nodiscard -L fused "$img" ;;
+	xfs) mkfs.xfs -q -f -K -L fused "$img" ;;
+	*) bed_die "unknown file system type '$fstype'" ;;
+	esac
+}
+
+# bed_attach IMAGE: attach a loop device with direct I/O, record it, print its name.
+bed_attach() {
+	local img=$1 dev
+	dev=$(losetup -f --show --direct-io=on "$img") || return 1
+	bed_record loop "$dev" "$img"
+	echo "$dev"
+}
+
+# bed_mount DEV DIR [mount args...]: mount and record.
+bed_mount() {
+	local dev=$1 dir=$2
+	shift 2
+	mkdir -p "$dir"
+	mount "$@" "$dev" "$dir" || return 1
+	bed_record mount "$dir"
+}
+
+# bed_make_volume FSTYPE [SIZE]: the shared volume. Device A is mounted for the server at $BED_SRV_DIR,
+# device B ($BED_DEV_B) stays unmounted: it is the client's own path to the same disk.
+bed_make_volume() {
+	BED_FSTYPE=$1
+	BED_IMG=$BED_DIR/volume-$BED_FSTYPE.img
+	bed_make_image "$BED_IMG" "$BED_FSTYPE" "${2:-6G}" || return 1
+	BED_DEV_A=$(bed_attach "$BED_IMG") || return 1
+	BED_DEV_B=$(bed_attach "$BED_IMG") || return 1
+	BED_SRV_DIR=$BED_DIR/server-volume
+	bed_mount "$BED_DEV_A" "$BED_SRV_DIR" || return 1
+	BED_UUID=$(blkid -p -s UUID -o value "$BED_DEV_B")
+	BED_BLOCK_SIZE=$(stat -f -c %S "$BED_SRV_DIR")
+	export BED_FSTYPE BED_IMG BED_DEV_A BED_DEV_B BED_SRV_DIR BED_UUID BED_BLOCK_SIZE
+	bed_save_env
+}
+
+# bed_make_nodes [RATE]: server and client network namespaces joined by a veth pair, shaped with tbf like
+# Ethernet (RATE defaults to 1gbit; "none" for no shaping). The veth ends are created inside the
+# namespaces, so nothing appears in the host's namespace.
+bed_make_nodes() {
+	local rate=${1:-1gbit} ns
+	for ns in "$BED_SRV_NS" "$BED_CLI_NS"; do
+		ip netns add "$ns" || return 1
+		bed_record netns "$ns"
+		ip -n "$ns" link set lo up || return 1
+	done
+	ip link add "vs-$BED_ID" netns "$BED_SRV_NS" type veth peer name "vc-$BED_ID" netns "$BED_CLI_NS" || return 1
+	ip -n "$BED_SRV_NS" addr add "$BED_SRV_ADDR/30" dev "vs-$BED_ID" &&
+		ip -n "$BED_CLI_NS" addr add "$BED_CLI_ADDR/30" dev "vc-$BED_ID" &&
+		ip -n "$BED_SRV_NS" link set "vs-$BED_ID" up &&
+		ip -n "$BED_CLI_NS" link set "vc-$BED_ID" up || return 1
+	if [[ $rate != none ]]; then
+		bed_in_server tc qdisc add dev "vs-$BED_ID" root tbf rate "$rate" burst 256kb latency 20ms &&
+			nsenter --net="/run/netns/$BED_CLI_NS" tc qdisc add dev "vc-$BED_ID" root tbf rate "$rate" burst 256kb latency 20ms || return 1
+	fi
+}
+
+# bed_in_server CMD...: run CMD in the server's network namespace (host mount namespace, so mounts are shared).
+bed_in_server() { nsenter --net="/run/netns/$BED_SRV_NS" "$@"; }
+
+# bed_in_client CMD...: run CMD in the client's network namespace with the bed's fuse registry.
+bed_in_client() { FUSED_STATE_DIR=$BED_DIR/client-state nsenter --net="/run/netns/$BED_CLI_NS" "$@"; }
+
+# bed_wait_port NS HOST PORT [TRIES]: wait (bounded, 0.1 s steps) until a TCP port answers from namespace NS.
+bed_wait_port() {
+	local ns=$1 host=$2 port=$3 tries=${4:-100}
+	while ((tries-- > 0)); do
+		nsenter --net="/run/netns/$ns" nc -z -w 1 "$host" "$port" 2>/dev/null && return 0
+		sleep 0.1
+	done
+	bed_die "nothing answers on $host:$port in $ns"
+}
+
+# Record a process with its start time, so teardown never kills a recycled PID.
+bed_record_pid() {
+	local start
+	start=$(awk '{print $22}' "/proc/$1/stat" 2>/dev/null) || return 1
+	bed_record pid "$1" "$start"
+}
+
+# bed_start_sshd: an sshd in the server namespace with its own host key and a client key in the state dir.
+bed_start_sshd() {
+	local d=$BED_DIR/ssh
+	mkdir -p "$d" && chmod 700 "$d"
+	ssh-keygen -q -t ed25519 -N '' -f "$d/host_key" && ssh-keygen -q -t ed25519 -N '' -f "$d/client_key" || return 1
+	cp "$d/client_key.pub" "$d/authorized_keys"
+	cat >"$d/sshd_config" <<-CONF
+		ListenAddress $BED_SRV_ADDR:22
+		HostKey $d/host_key
+		PidFile $d/sshd.pid
+		AuthorizedKeysFile $d/authorized_keys
+		PermitRootLogin prohibit-password
+		PasswordAuthentication no
+		KbdInteractiveAuthentication no
+		UsePAM no
+		StrictModes no
+		Subsystem sftp internal-sftp
+	CONF
+	# sshd needs its privilege-separation directory; it is a system path, created if absent and left.
+	mkdir -p /run/sshd
+	# nsenter execs the program (no subshell in between), so $! is sshd itself.
+	nsenter --net="/run/netns/$BED_SRV_NS" /usr/sbin/sshd -D -e -f "$d/sshd_config" </dev/null >"$d/sshd.log" 2>&1 3>&- &
+	BED_SSHD_PID=$!
+	bed_record_pid "$BED_SSHD_PID" || bed_die "sshd exited at once: $(cat "$d/sshd.log")" || return 1
+	export BED_SSHD_PID
+	bed_wait_port "$BED_CLI_NS" "$BED_SRV_ADDR" 22
+}
+
+# bed_mount_client [REMOTE_DIR] [MOUNTPOINT]: sshfs (from the client namespace) of the server's directory.
+# nsenter keeps the host mount namespace, so the FUSE mount is visible to every process on the machine.
+bed_mount_client() {
+	local remote=${1:-$BED_SRV_DIR} mnt=${2:-$BED_DIR/client-volume}
+	mkdir -p "$mnt"
+	bed_in_client sshfs -o "IdentityFile=$BED_DIR/ssh/client_key,StrictHostKeyChecking=no,UserKnownHostsFile=/dev/null,LogLevel=ERROR" \
+		-o dir_cache=no -o dcache_timeout=1 "root@$BED_SRV_ADDR:$remote" "$mnt" || return 1
+	bed_record fuse "$mnt"
+	[[ -n ${2:-} ]] || { BED_CLI_DIR=$mnt; export BED_CLI_DIR; bed_save_env; }
+}
+
+# bed_start_server [extra serve args...]: the map server in the server namespace for volume "vol".
+bed_start_server() {
+	[[ -f $BED_DIR/secret ]] || { (umask 077 && openssl rand -hex 32 >"$BED_DIR/secret") || return 1; }
+	BED_SECRET=$BED_DIR/secret
+	BED_SERVER=$BED_SRV_ADDR:$BED_PORT
+	nsenter --net="/run/netns/$BED_SRV_NS" "$FUSED_BIN/fusedctl" serve --listen "$BED_SERVER" --volume "vol=$BED_SRV_DIR" \
+		--secret-file "$BED_SECRET" --node srv "$@" </dev/null >>"$BED_DIR/server.log" 2>&1 3>&- &
+	BED_SERVER_PID=$!
+	bed_record_pid "$BED_SERVER_PID" || bed_die "map server exited at once: $(tail -3 "$BED_DIR/server.log")" || return 1
+	export BED_SECRET BED_SERVER BED_SERVER_PID
+	bed_save_env
+	local tries=200
+	# Bounded, and stops at once if the server exits (say, refusing its volume).
+	until bed_in_client nc -z -w 1 "$BED_SRV_ADDR" "$BED_PORT" 2>/dev/null; do
+		((tries-- > 0)) && bed_alive "$BED_SERVER_PID" ||
+			bed_die "map server not answering: $(tail -3 "$BED_DIR/server.log")" || return 1
+		sleep 0.1
+	done
+}
+
+# bed_alive PID: the process exists and is not a zombie.
+bed_alive() { [[ $(awk '{print $3}' "/proc/$1/stat" 2>/dev/null) == [^Z] ]]; }
+
+# bed_stop_server: SIGTERM the map server and wait (bounded) for it to exit.
+bed_stop_server() { bed_kill_pid "$BED_SERVER_PID"; }
+
+# bed_kill_pid PID [START]: TERM, wait up to 5 s, then KILL; only if the PID is still the process we started.
+bed_kill_pid() {
+	local pid=$1 start=${2:-} i
+	[[ -n $start ]] || start=$(awk -v p="$pid" '$1 == "pid" && $2 == p {print $3}' "$BED_DIR/undo.log" | tail -1)
+	[[ -r /proc/$pid/stat && $(awk '{print $22}' "/proc/$pid/stat" 2>/dev/null) == "$start" ]] || return 0
+	kill -TERM "$pid" 2>/dev/null
+	for ((i = 0; i < 50; i++)); do
+		[[ -e /proc/$pid ]] && [[ $(awk '{print $3}' "/proc/$pid/stat" 2>/dev/null) != Z ]] || return 0
+		sleep 0.1
+	done
+	kill -KILL "$pid" 2>/dev/null
+	wait "$pid" 2>/dev/null || true
+}
+
+bed_unmount() {
+	local dir=$1 kind=$2 i
+	for ((i = 0; i < 20; i++)); do
+		mountpoint -q "$dir" || return 0
+		if [[ $kind == fuse ]]; then fusermount3 -u "$dir" 2>/dev/null || umount "$dir" 2>/dev/null; else umount "$dir" 2>/dev/null; fi
+		mountpoint -q "$dir" || return 0
+		sleep 0.25
+	done
+	bed_log "unmounting $dir lazily"
+	umount -l "$dir"
+}
+
+bed_detach() {
+	local dev=$1 img=$2 i
+	for ((i = 0; i < 20; i++)); do
+		# Only the device still backed by our image: loop numbers get reused by others.
+		[[ $(losetup -n -O BACK-FILE "$dev" 2>/dev/null) == "$img"* ]] || return 0
+		losetup -d "$dev" 2>/dev/null && return 0
+		sleep 0.25
+	done
+	bed_log "loop device $dev still busy; detaching lazily (autoclear)"
+	losetup -d "$dev"
+}
+
+# bed_teardown: undo everything recorded, newest first, even after failures; safe to call twice.
+bed_teardown() {
+	[[ -n ${BED_DIR:-} && -f $BED_DIR/undo.log ]] || return 0
+	local kind a b pid
+	while read -r kind a b; do
+		case $kind in
+		pid) bed_kill_pid "$a" "$b" ;;
+		fuse | mount) bed_unmount "$a" "$kind" ;;
+		loop) bed_detach "$a" "$b" ;;
+		netns)
+			# Stragglers (sshfs's ssh, say) live only in our own namespace.
+			for pid in $(ip netns pids "$a" 2>/dev/null); do kill -KILL "$pid" 2>/dev/null; done
+			ip netns del "$a" ;;
+		dir) [[ $a == */fused-bed.* || $a == /dev/shm/fused-* ]] && rm -rf "$a" ;;
+		esac
+	done < <(tac "$BED_DIR/undo.log")
+	unset BED_DIR
+}
