@@ -32,6 +32,9 @@ export interface ReadReport {
   bytesNetwork: number;
   /** The map was recalled or lost mid-read. */
   interrupted: boolean;
+  /** After an interruption, the file's size or mtime through the mount differed from the start: the bytes
+   *  delivered mix the old and the new content (unless the sink could restart). */
+  changed: boolean;
 }
 
 export interface ReaderOptions {
@@ -61,10 +64,11 @@ export class FileReader {
     // Open through the mount first: the network file system's own permission checks apply (safety rule 5).
     const fh = await open(file, 'r');
     try {
-      const size = (await fh.stat()).size;
+      const initial = await fh.stat();
+      const size = initial.size;
       const start = Math.min(range.offset ?? 0, size);
       const end = range.length === undefined ? size : Math.min(size, start + range.length);
-      const report: ReadReport = { size, path: 'network', reason: null, bytesDirect: 0, bytesZero: 0, bytesNetwork: 0, interrupted: false };
+      const report: ReadReport = { size, path: 'network', reason: null, bytesDirect: 0, bytesZero: 0, bytesNetwork: 0, interrupted: false, changed: false };
       const direct = await this.prepare(file, size, end - start);
       if ('reason' in direct) {
         report.reason = direct.reason;
@@ -90,6 +94,8 @@ export class FileReader {
       report.path = 'mixed';
       const again = await open(file, 'r');
       try {
+        const now = await again.stat();
+        report.changed = now.size !== initial.size || now.mtimeMs !== initial.mtimeMs;
         if (sink.restart) {
           await sink.restart();
           report.bytesDirect = report.bytesZero = report.bytesNetwork = 0;

@@ -41,7 +41,12 @@ export function build(ctx: CommandContext): Command {
           try {
             const r = await reader.read(file, sink, { ...(offset !== undefined ? { offset } : {}), ...(length !== undefined ? { length } : {}) });
             const name = displayName(file);
-            if (r.interrupted && !opts.quiet) process.stderr.write(`fusedcat: ${name}: ${r.reason}; the rest was read through the mount\n`);
+            if (r.interrupted && r.changed) {
+              // Bytes already written to the pipe cannot be taken back: say so, and fail, like tar does.
+              failed++;
+              lastError = new FusedError('failure', 'changed while being read');
+              process.stderr.write(`fusedcat: ${name}: changed while being read (${r.reason}); the output mixes old and new content\n`);
+            } else if (r.interrupted && !opts.quiet) process.stderr.write(`fusedcat: ${name}: ${r.reason}; the rest was read through the mount\n`);
             else if (opts.verbose) process.stderr.write(`fusedcat: ${name}: ${r.path}${r.reason ? ` (${r.reason})` : ''}\n`);
             else if (r.path !== 'direct' && r.reason && !opts.quiet && r.size > 0 && !opts.networkOnly) {
               process.stderr.write(`fusedcat: ${name}: through the network: ${r.reason}\n`);
