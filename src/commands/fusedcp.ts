@@ -127,11 +127,12 @@ function summary(results: FileResult[], seconds: number): string {
   const total = sum((r) => r.report!.size);
   const direct = sum((r) => r.report!.bytesDirect);
   const network = sum((r) => r.report!.bytesNetwork);
+  const zero = sum((r) => r.report!.bytesZero);
   const small = copied.filter((r) => r.report!.reason?.startsWith('small read')).length;
   const failed = results.filter((r) => r.status === 'failed').length;
   return (
     `fusedcp: ${copied.length} file(s), ${humanBytes(total)} in ${seconds.toFixed(2)} s (${humanBytes(seconds > 0 ? total / seconds : 0)}/s): ` +
-    `${humanBytes(direct)} direct, ${humanBytes(network)} through the network` +
+    `${humanBytes(direct)} direct, ${humanBytes(zero)} zeros (holes, unwritten), ${humanBytes(network)} through the network` +
     (small ? `, ${small} small file(s) through the network by choice` : '') +
     (failed ? `; ${failed} failed` : '') +
     '\n'
