@@ -12,7 +12,7 @@ import { parseSize } from '../ui/options.js';
 import { Progress } from '../ui/progress.js';
 
 interface Opts {
-  recursive?: boolean; R?: boolean; preserve?: boolean; noClobber?: boolean; force?: boolean; verbose?: boolean; quiet?: boolean;
+  recursive?: boolean; R?: boolean; preserve?: boolean; clobber?: boolean; force?: boolean; verbose?: boolean; quiet?: boolean;
   networkOnly?: boolean; json?: boolean; verify?: boolean; smallFile: string; progress: boolean;
 }
 
@@ -38,7 +38,9 @@ export function build(ctx: CommandContext): Command {
       if (args.length < 2) throw new FusedError('usage', `missing destination file operand after '${args[0]}'`);
       const sourceArgs = args.slice(0, -1);
       const destArg = args.at(-1)!;
-      if (opts.noClobber && opts.force) throw new FusedError('usage', 'options -n and -f cannot be used together');
+      // commander reads --no-clobber as the negation of --clobber.
+      const noClobber = opts.clobber === false;
+      if (noClobber && opts.force) throw new FusedError('usage', 'options -n and -f cannot be used together');
       const smallFile = parseSize(opts.smallFile, '--small-file');
       const sources = sourceArgs.map(argBytes);
       const dest = argBytes(destArg);
@@ -50,7 +52,7 @@ export function build(ctx: CommandContext): Command {
       let doneBytes = 0;
       const t0 = performance.now();
       const copier = new Copier(reader, {
-        recursive: !!(opts.recursive || opts.R), preserve: !!opts.preserve, noClobber: !!opts.noClobber, force: !!opts.force, verify: !!opts.verify,
+        recursive: !!(opts.recursive || opts.R), preserve: !!opts.preserve, noClobber, force: !!opts.force, verify: !!opts.verify,
       }, {
         progress: (src, bytes) => progress.update(doneBytes + bytes, displayName(src)),
         file: (r) => {
