@@ -36,3 +36,13 @@ export function errnoCode(err: unknown): string | undefined {
 export function errorMessage(err: unknown): string {
   return err instanceof Error ? err.message : String(err);
 }
+
+/** A system error as people read it: "no such file or directory", without the code and the syscall. */
+export function describeError(err: unknown): string {
+  const msg = errorMessage(err);
+  const code = errnoCode(err);
+  if (!code) return msg;
+  if (code === 'EISDIR') return 'is a directory';
+  const bare = msg.replace(/^E[A-Z0-9]+: /, '').replace(/, \w+(\([^)]*\))?( '.*')?$/s, '');
+  return bare.charAt(0).toLowerCase() + bare.slice(1);
+}

@@ -1,5 +1,5 @@
 // The client side of fused for commands: which fuse a file is under, sessions to map servers, maps.
-import { FusedError, errorMessage } from '../errors.js';
+import { FusedError, describeError, errorMessage } from '../errors.js';
 import { validateMap } from '../volume/extents.js';
 import { openSession } from './fuse.js';
 import { findFuseFor, loadFuses, type FuseRecord, type FusedFile } from './registry.js';
@@ -19,7 +19,7 @@ export class FuseClient {
     try {
       return await findFuseFor(file, this.fuses);
     } catch (err) {
-      throw new FusedError('failure', errorMessage(err).replace(/, realpath.*$/, ''));
+      throw new FusedError('failure', describeError(err));
     }
   }
 

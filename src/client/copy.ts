@@ -2,7 +2,7 @@
 import { randomBytes } from 'node:crypto';
 import { chmod, chown, lstat, mkdir, open, readdir, readlink, rename, stat, symlink, unlink, utimes, type FileHandle } from 'node:fs/promises';
 import type { Stats } from 'node:fs';
-import { FusedError, errnoCode, errorMessage } from '../errors.js';
+import { FusedError } from '../errors.js';
 import { sha256File } from './hash.js';
 import { FileReader, type Chunk, type ReadReport } from './reader.js';
 
@@ -242,10 +242,4 @@ async function isInside(inner: Buffer, outer: Buffer): Promise<boolean> {
   const a = (await realpath(inner, { encoding: 'buffer' })) as Buffer;
   const b = (await realpath(outer, { encoding: 'buffer' })) as Buffer;
   return a.equals(b) || (a.length > b.length && a.subarray(0, b.length).equals(b) && a[b.length] === SLASH);
-}
-
-export function describeError(err: unknown): string {
-  const code = errnoCode(err);
-  const msg = errorMessage(err);
-  return code ? msg.replace(/^[A-Z]+: /, '').replace(/, \w+ '.*'$/s, '') : msg;
 }

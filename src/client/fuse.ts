@@ -20,7 +20,9 @@ export function loadSecret(file: string): Buffer {
   try {
     return readSecretFile(file);
   } catch (err) {
-    throw new FusedError('failure', errorMessage(err), file);
+    const why = errorMessage(err).replace(/^secret file .*?: (?=[a-z])/, '');
+    const hint = /missing/.test(why) ? ` (make one with: openssl rand -hex 32 > ${file}; the same file on every node)` : '';
+    throw new FusedError('failure', why + hint, `secret file ${file}`);
   }
 }
 

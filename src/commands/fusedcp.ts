@@ -1,11 +1,11 @@
 // fusedcp: cp that moves bytes over the direct path when the source is on a fused mount, and says which path each file took.
 import { Command, Option } from 'commander';
 import { lstat, readdir } from 'node:fs/promises';
-import { EXIT_CODES, FusedError } from '../errors.js';
+import { EXIT_CODES, FusedError, describeError } from '../errors.js';
 import { argBytes, displayName } from '../cli/argv.js';
 import type { CommandContext } from '../cli/run.js';
 import { FuseClient } from '../client/client.js';
-import { Copier, describeError, joinBytes, type FileResult } from '../client/copy.js';
+import { Copier, joinBytes, type FileResult } from '../client/copy.js';
 import { DEFAULT_SMALL_FILE, FileReader } from '../client/reader.js';
 import { humanBytes, jsonOut } from '../ui/messages.js';
 import { parseSize } from '../ui/options.js';
