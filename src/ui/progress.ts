@@ -8,7 +8,10 @@ export class Progress {
   private last = 0;
 
   constructor(enabled: boolean, private readonly totalBytes: number) {
-    if (enabled && process.stderr.isTTY) this.spinner = ora({ stream: process.stderr, discardStdin: false }).start();
+    // A terminal that reports no width (a pty without a size) would make ora clear lines forever.
+    if (enabled && process.stderr.isTTY && (process.stderr.columns ?? 0) >= 20) {
+      this.spinner = ora({ stream: process.stderr, discardStdin: false }).start();
+    }
   }
 
   update(doneBytes: number, label: string): void {
@@ -19,7 +22,10 @@ export class Progress {
     const secs = (now - this.t0) / 1000;
     const rate = secs > 0 ? doneBytes / secs : 0;
     const eta = rate > 0 && this.totalBytes > doneBytes ? `, ETA ${Math.ceil((this.totalBytes - doneBytes) / rate)} s` : '';
-    this.spinner.text = `${label}  ${humanBytes(doneBytes)} / ${humanBytes(this.totalBytes)}  ${humanBytes(rate)}/s${eta}`;
+    const figures = `  ${humanBytes(doneBytes)} / ${humanBytes(this.totalBytes)}  ${humanBytes(rate)}/s${eta}`;
+    // One line only: the file name gives way to the figures.
+    const room = Math.max(8, (process.stderr.columns ?? 80) - figures.length - 4);
+    this.spinner.text = (label.length > room ? '…' + label.slice(-(room - 1)) : label) + figures;
   }
 
   /** Clear the line before other stderr output, then keep going. */
