@@ -67,7 +67,7 @@ function finish(name: string, err: unknown): Promise<void> {
       return flushAndExit(0);
     }
     if (err.code === 'commander.executeSubCommandAsync' || err.code === 'commander.help') return flushAndExit(err.exitCode);
-    process.stderr.write(`${name}: ${err.message.replace(/^error: /, '')}\nTry '${name} --help' for more information.\n`);
+    process.stderr.write(`${name}: ${err.message.replace(/^error: /, '').replace(/\s*\n\s*/g, ' ')}\nTry '${name} --help' for more information.\n`);
     return flushAndExit(EXIT_CODES.usage);
   }
   if (err instanceof FusedError && err.kind === 'usage') {

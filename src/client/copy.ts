@@ -69,7 +69,7 @@ export class Copier {
     const targetStat = await stat(target).catch(() => undefined);
     const intoDir = targetStat?.isDirectory() ?? false;
     if (sources.length > 1 && !intoDir) {
-      throw new FusedError(targetStat ? 'usage' : 'failure', targetStat ? 'is not a directory' : 'no such directory', `target '${target}'`);
+      throw new FusedError('usage', targetStat ? 'is not a directory' : 'no such directory', `target '${target}'`);
     }
     for (const src of sources) {
       const dst = intoDir ? joinBytes(target, baseBytes(src)) : target;

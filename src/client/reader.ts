@@ -2,7 +2,7 @@
 import { open, type FileHandle } from 'node:fs/promises';
 import { errorMessage, FusedError } from '../errors.js';
 import { alignedBuffer } from '../native/index.js';
-import { sliceMap, type MapExtent } from '../volume/extents.js';
+import { networkReason, sliceMap, type MapExtent } from '../volume/extents.js';
 import type { FuseClient } from './client.js';
 import { ALIGN, Device } from './device.js';
 import type { FileMap, Session } from './session.js';
@@ -85,7 +85,7 @@ export class FileReader {
       }
       report.path = report.bytesNetwork > 0 ? 'mixed' : 'direct';
       if (map.networkReason) report.reason = map.networkReason;
-      else if (report.bytesNetwork > 0) report.reason = 'some extents are not directly readable (inline, unaligned, encoded or unknown)';
+      else if (report.bytesNetwork > 0) report.reason = `some extents through the network: ${networkReasons(map.extents)}`;
       if (lost === null) return report;
       // Recalled or cut off: the map may no longer describe the file. Finish through the mount, from a fresh open
       // (an fd opened before the change may keep stale data), restarting when the sink can.
@@ -141,7 +141,7 @@ export class FileReader {
     }
     if (map.extents.length > 0 && map.extents.every((e) => e.state === 'NETWORK')) {
       await release();
-      return { reason: map.networkReason ?? 'no extent is directly readable' };
+      return { reason: map.networkReason ?? networkReasons(map.extents) };
     }
     let device: Device;
     try {
@@ -179,6 +179,9 @@ export class FileReader {
     };
     session.on('recall', onRecall);
     session.on('close', onClose);
+    // A recall or a lost connection may have come while the map was being fetched or the device opened.
+    if (session.isRecalled(map.lease)) onRecall(map.lease);
+    if (session.isClosed) onClose('closed before the first read');
     const segments = segmentsOf(sliceMap(map.extents, start, end - start));
     const inflight: Promise<Chunk & { buf?: Buffer }>[] = [];
     let reached = start;
@@ -239,6 +242,11 @@ export class FileReader {
       this.pool.push(buf);
     }
   }
+}
+
+/** The distinct reasons the NETWORK extents of a map give, joined. */
+function networkReasons(extents: readonly MapExtent[]): string {
+  return [...new Set(extents.filter((e) => e.state === 'NETWORK').map((e) => networkReason(e.flags)))].join('; ');
 }
 
 async function readFully(fh: FileHandle, buf: Buffer, position: number, length: number): Promise<Buffer> {

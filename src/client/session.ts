@@ -73,6 +73,8 @@ export class Session extends EventEmitter<SessionEvents> {
   private readonly pending: Pending[] = [];
   private greeting: ((line: string) => void) | undefined;
   private closed = false;
+  /** Leases the server recalled: kept, so a recall that arrives before anyone listens is not lost. */
+  private readonly recalled = new Set<string>();
   serverNode = '';
   access: 'ro' | 'rw' = 'ro';
 
@@ -167,7 +169,10 @@ export class Session extends EventEmitter<SessionEvents> {
       return;
     }
     if (reply.kind === 'push') {
-      if (reply.event === 'RECALL' && reply.fields.lease) this.emit('recall', reply.fields.lease, reply.fields.reason ?? '');
+      if (reply.event === 'RECALL' && reply.fields.lease) {
+        this.recalled.add(reply.fields.lease);
+        this.emit('recall', reply.fields.lease, reply.fields.reason ?? '');
+      }
       else if (reply.event === 'BYE') this.fail(unreachable(this.address, `server said goodbye (${reply.fields.reason ?? ''})`));
       return;
     }
@@ -262,8 +267,17 @@ export class Session extends EventEmitter<SessionEvents> {
     };
   }
 
+  /** Whether the server has recalled this lease (it may no longer describe the file). */
+  isRecalled(lease: string): boolean {
+    return this.recalled.has(lease);
+  }
+
   async release(lease: string, verb: 'RELEASE' | 'RETURN' = 'RELEASE'): Promise<void> {
-    await this.request({ verb, lease });
+    try {
+      await this.request({ verb, lease });
+    } finally {
+      this.recalled.delete(lease);
+    }
   }
 
   async probe(volume: string): Promise<{ name: string; token: string }> {

@@ -2,6 +2,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import {
+  networkReason,
   FIEMAP_FLAGS as F, buildMap, classifyExtent, flagNames, mapTotals, sliceMap, validateMap,
   type ExtentState, type MapExtent, type RawExtent,
 } from './extents.js';
@@ -335,4 +336,14 @@ test('flagNames uses filefrag -v names and order, unknown bits in hex', () => {
     ['encoded', 'encrypted', 'not_aligned', 'inline', 'tail_packed']);
   assert.deepEqual(flagNames(F.MERGED | F.SHARED), ['merged', 'shared']);
   assert.deepEqual(flagNames(0x10 | 0x4000 | 0x8000_0000 | F.SHARED), ['shared', '0x10', '0x4000', '0x80000000']);
+});
+
+test('networkReason names why an extent must go through the network, most specific first', () => {
+  assert.match(networkReason(F.DATA_INLINE | F.NOT_ALIGNED | F.LAST), /inline/);
+  assert.match(networkReason(F.DELALLOC | F.UNKNOWN), /delayed allocation/);
+  assert.match(networkReason(F.ENCODED), /encoded/);
+  assert.match(networkReason(F.DATA_ENCRYPTED), /encrypted/);
+  assert.match(networkReason(F.NOT_ALIGNED), /not block-aligned/);
+  assert.match(networkReason(F.SHARED), /shared/);
+  assert.equal(networkReason(0), 'extent not directly usable');
 });

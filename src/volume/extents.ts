@@ -43,6 +43,18 @@ export function classifyExtent(flags: number, purpose: Purpose): ExtentState {
   return 'DATA';
 }
 
+/** Why an extent with these flags must be read through the network mount, in words for people. */
+export function networkReason(flags: number): string {
+  if (flags & FIEMAP_FLAGS.DATA_INLINE) return 'data is inline in the inode, not in data blocks';
+  if (flags & FIEMAP_FLAGS.DATA_TAIL) return 'data is packed in a shared tail block';
+  if (flags & FIEMAP_FLAGS.DATA_ENCRYPTED) return 'data is encrypted';
+  if (flags & FIEMAP_FLAGS.ENCODED) return 'data is encoded (compressed)';
+  if (flags & (FIEMAP_FLAGS.DELALLOC | FIEMAP_FLAGS.UNKNOWN)) return 'blocks not allocated yet (delayed allocation)';
+  if (flags & FIEMAP_FLAGS.NOT_ALIGNED) return 'data is not block-aligned on the device';
+  if (flags & FIEMAP_FLAGS.SHARED) return 'blocks are shared with another file';
+  return 'extent not directly usable';
+}
+
 /** One raw extent clipped to the file and classified, ready for the sweep in buildMap. */
 interface Piece { start: number; end: number; physical: number; state: ExtentState; flags: number }
 

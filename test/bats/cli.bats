@@ -1,0 +1,85 @@
+#!/usr/bin/env bats
+# Command-line behaviour shared by every command: help, misuse, exit codes, pipes, progress only on a terminal.
+
+load helpers
+
+setup_file() {
+	bed_setup_file ext4-4k
+	head -c $((64 << 20)) /dev/urandom >"$BED_SRV_DIR/clip.bin"
+	sync
+	fuse_client >/dev/null
+}
+
+teardown_file() { bed_teardown_file; }
+
+# cat_to FILE ARGS...: fusedcat in the client node, its output into FILE (binary-safe, unlike $output).
+cat_to() {
+	local out=$1
+	shift
+	bed_in_client "$FUSED_BIN/fusedcat" "$@" >"$out"
+}
+
+@test "--help prints usage on stdout and exits 0, for every command" {
+	local c
+	for c in fusedctl fusedmap fusedcat fusedcp; do
+		run -0 --separate-stderr "$FUSED_BIN/$c" --help
+		assert_line --index 0 --regexp "^Usage: $c "
+		assert_equal "$stderr" ''
+		assert_output --partial 'Exit status'
+	done
+	run -0 --separate-stderr "$FUSED_BIN/fusedctl" help fuse
+	assert_line --index 0 --regexp '^Usage: fusedctl fuse '
+}
+
+@test "misuse is one line naming the problem plus a hint, exit 2, nothing on stdout" {
+	run -2 --separate-stderr "$FUSED_BIN/fusedmap" --bogus x
+	assert_equal "$output" ''
+	assert_equal "${#stderr_lines[@]}" 2
+	assert_equal "${stderr_lines[0]}" "fusedmap: unknown option '--bogus' (Did you mean --blocks?)"
+	assert_equal "${stderr_lines[1]}" "Try 'fusedmap --help' for more information."
+	run -2 --separate-stderr "$FUSED_BIN/fusedmap" -o nosuchcolumn "$BED_CLI_DIR/clip.bin"
+	assert_equal "${stderr_lines[0]}" 'fusedmap: nosuchcolumn: unknown column (known: index, logical, physical, length, state, flags, rawFlags)'
+	run -2 --separate-stderr "$FUSED_BIN/fusedcp" /etc/hostname /etc/passwd "$BED_DIR/not-a-dir"
+	assert_equal "${stderr_lines[0]}" "fusedcp: target '$BED_DIR/not-a-dir': no such directory"
+	run -2 --separate-stderr "$FUSED_BIN/fusedcp" /etc/hostname /etc/passwd /etc/hostname
+	assert_equal "${stderr_lines[0]}" "fusedcp: target '/etc/hostname': is not a directory"
+	run -2 --separate-stderr "$FUSED_BIN/fusedcp" -n -f /etc/hostname "$BED_DIR/x"
+	run -2 --separate-stderr "$FUSED_BIN/fusedcat" --offset 12Q "$BED_CLI_DIR/clip.bin"
+	assert_equal "${stderr_lines[0]}" "fusedcat: --offset: expected a size like 4096, 64K, 4M or 1G, got '12Q'"
+	run -2 --separate-stderr "$FUSED_BIN/fusedctl" serve --volume 'bad name=/tmp'
+}
+
+@test "some files failing and others working exits 4; all failing exits 1" {
+	run -4 --separate-stderr bed_in_client "$FUSED_BIN/fusedmap" "$BED_CLI_DIR/clip.bin" "$BED_CLI_DIR/missing"
+	assert_equal "${stderr_lines[0]}" "fusedmap: $BED_CLI_DIR/missing: no such file or directory"
+	run -1 --separate-stderr bed_in_client "$FUSED_BIN/fusedmap" "$BED_CLI_DIR/missing"
+	run -4 cat_to "$BED_DIR/cat.out" -q "$BED_CLI_DIR/missing" "$BED_CLI_DIR/clip.bin"
+	assert_equal "$(sha256sum <"$BED_DIR/cat.out" | cut -d' ' -f1)" "$(sha256sum <"$BED_SRV_DIR/clip.bin" | cut -d' ' -f1)"
+	run -4 --separate-stderr bed_in_client "$FUSED_BIN/fusedcp" -q "$BED_CLI_DIR/missing" "$BED_CLI_DIR/clip.bin" "$BED_DIR/"
+	assert [ -f "$BED_DIR/clip.bin" ]
+	assert_equal "$(sha256sum <"$BED_DIR/clip.bin" | cut -d' ' -f1)" "$(sha256sum <"$BED_SRV_DIR/clip.bin" | cut -d' ' -f1)"
+}
+
+@test "fusedcat into a pipe closed early ends quietly with status 0" {
+	run -0 --separate-stderr bash -c 'set -o pipefail; "$0" "$1" | head -c 100 | wc -c' "$FUSED_BIN/fusedcat" "$BED_CLI_DIR/clip.bin"
+	assert_output 100
+	assert_equal "$stderr" ''
+}
+
+@test "fusedcp shows progress on a terminal, and nothing in a pipe" {
+	local out=$BED_DIR/progress
+	rm -f "$BED_DIR/p1" "$BED_DIR/p2"
+	# script(1) gives the command a terminal; stty gives it a width.
+	run -0 bed_in_client script -qec "stty cols 120 rows 40; $FUSED_BIN/fusedcp $BED_CLI_DIR/clip.bin $BED_DIR/p1" "$out" </dev/null
+	run -0 grep -c 'MiB / 64 MiB' "$out"
+	run -0 --separate-stderr bed_in_client "$FUSED_BIN/fusedcp" "$BED_CLI_DIR/clip.bin" "$BED_DIR/p2"
+	assert_equal "$stderr" ''
+	assert_equal "$(sha256sum <"$BED_DIR/p1" | cut -d' ' -f1)" "$(sha256sum <"$BED_SRV_DIR/clip.bin" | cut -d' ' -f1)"
+	assert_equal "$(sha256sum <"$BED_DIR/p2" | cut -d' ' -f1)" "$(sha256sum <"$BED_SRV_DIR/clip.bin" | cut -d' ' -f1)"
+}
+
+@test "fusedmap --json is valid JSON with the documented fields" {
+	run -0 --separate-stderr bed_in_client "$FUSED_BIN/fusedmap" --json "$BED_CLI_DIR/clip.bin"
+	run -0 jq -r '.[0] | [.size, .blockSize, (.extents | length > 0), (.extents[0] | keys | sort | join(","))] | @tsv' <<<"$output"
+	assert_output "$(printf '%s\t%s\t%s\t%s' $((64 << 20)) 4096 true 'flags,index,length,logical,physical,rawFlags,state')"
+}
