@@ -27,6 +27,8 @@ export interface ReadReport {
   path: 'direct' | 'network' | 'mixed';
   /** Why (some) bytes went through the network mount, or null. */
   reason: string | null;
+  /** The direct path was wanted but could not be used (a small read or --network-only is a choice, not this). */
+  fallback: boolean;
   bytesDirect: number;
   bytesZero: number;
   bytesNetwork: number;
@@ -68,10 +70,11 @@ export class FileReader {
       const size = initial.size;
       const start = Math.min(range.offset ?? 0, size);
       const end = range.length === undefined ? size : Math.min(size, start + range.length);
-      const report: ReadReport = { size, path: 'network', reason: null, bytesDirect: 0, bytesZero: 0, bytesNetwork: 0, interrupted: false, changed: false };
+      const report: ReadReport = { size, path: 'network', reason: null, fallback: false, bytesDirect: 0, bytesZero: 0, bytesNetwork: 0, interrupted: false, changed: false };
       const direct = await this.prepare(file, size, end - start);
       if ('reason' in direct) {
         report.reason = direct.reason;
+        report.fallback = !direct.choice;
         await this.viaMount(fh, start, end, sink, report);
         return report;
       }
@@ -84,12 +87,14 @@ export class FileReader {
         await device.close();
       }
       report.path = report.bytesNetwork > 0 ? 'mixed' : 'direct';
+      report.fallback = report.bytesNetwork > 0;
       if (map.networkReason) report.reason = map.networkReason;
-      else if (report.bytesNetwork > 0) report.reason = `some extents through the network: ${networkReasons(map.extents)}`;
+      else if (report.bytesNetwork > 0) report.reason = networkReasons(map.extents);
       if (lost === null) return report;
       // Recalled or cut off: the map may no longer describe the file. Finish through the mount, from a fresh open
       // (an fd opened before the change may keep stale data), restarting when the sink can.
       report.interrupted = true;
+      report.fallback = true;
       report.reason = lost;
       report.path = 'mixed';
       const again = await open(file, 'r');
@@ -115,8 +120,8 @@ export class FileReader {
   }
 
   /** Everything the direct path needs, or the reason it cannot be used. */
-  private async prepare(file: Buffer, size: number, wanted: number): Promise<{ map: FileMap; session: Session; device: Device } | { reason: string }> {
-    if (this.opts.networkOnly) return { reason: 'network path requested (--network-only)' };
+  private async prepare(file: Buffer, size: number, wanted: number): Promise<{ map: FileMap; session: Session; device: Device } | { reason: string; choice?: true }> {
+    if (this.opts.networkOnly) return { reason: 'network path requested (--network-only)', choice: true };
     if (!this.client) return { reason: 'no fuses on this node' };
     let fused;
     try {
@@ -126,7 +131,7 @@ export class FileReader {
     }
     if (!fused) return { reason: 'not on a fused mount' };
     const small = this.opts.smallFile ?? DEFAULT_SMALL_FILE;
-    if (wanted < small) return { reason: `small read (${wanted} bytes < ${small}): the network is cheaper than a map round trip` };
+    if (wanted < small) return { reason: `small read (${wanted} bytes < ${small}): the network is cheaper than a map round trip`, choice: true };
     let got;
     try {
       got = await this.client.map(fused);

@@ -48,8 +48,8 @@ export function build(ctx: CommandContext): Command {
               process.stderr.write(`fusedcat: ${name}: changed while being read (${r.reason}); the output mixes old and new content\n`);
             } else if (r.interrupted && !opts.quiet) process.stderr.write(`fusedcat: ${name}: ${r.reason}; the rest was read through the mount\n`);
             else if (opts.verbose) process.stderr.write(`fusedcat: ${name}: ${r.path}${r.reason ? ` (${r.reason})` : ''}\n`);
-            else if (r.path !== 'direct' && r.reason && !opts.quiet && r.size > 0 && !opts.networkOnly) {
-              process.stderr.write(`fusedcat: ${name}: through the network: ${r.reason}\n`);
+            else if (r.fallback && r.reason && !opts.quiet && r.size > 0) {
+              process.stderr.write(`fusedcat: ${name}: ${r.path === 'mixed' ? 'partly ' : ''}through the network: ${r.reason}\n`);
             }
           } catch (err) {
             if ((err as NodeJS.ErrnoException)?.code === 'EPIPE') return; // the reader of the pipe is gone

@@ -87,14 +87,9 @@ function tell(r: FileResult, opts: Opts): void {
   if (opts.verbose) {
     const how = rep ? ` [${rep.path}${rep.reason ? `: ${rep.reason}` : ''}]` : r.note ? ` [${r.note}]` : '';
     process.stderr.write(`'${src}' -> '${displayName(r.destination)}'${how}\n`);
-  } else if (rep && !opts.quiet && !opts.json && isFallback(rep.reason) && rep.size > 0) {
-    process.stderr.write(`fusedcp: ${src}: through the network: ${rep.reason}\n`);
+  } else if (rep && !opts.quiet && !opts.json && rep.fallback && rep.size > 0) {
+    process.stderr.write(`fusedcp: ${src}: ${rep.path === 'mixed' ? 'partly ' : ''}through the network: ${rep.reason}\n`);
   }
-}
-
-/** Small files and --network-only are choices, not fallbacks: they are not announced per file. */
-function isFallback(reason: string | null): boolean {
-  return reason !== null && !reason.startsWith('small read') && !reason.startsWith('network path requested');
 }
 
 function toJson(r: FileResult): Record<string, unknown> {
@@ -110,6 +105,7 @@ function toJson(r: FileResult): Record<string, unknown> {
           size: rep.size,
           path: rep.path,
           reason: rep.reason,
+          fallback: rep.fallback,
           interrupted: rep.interrupted,
           bytesDirect: rep.bytesDirect,
           bytesZero: rep.bytesZero,
