@@ -56,7 +56,7 @@ export async function fuse(mountpointArg: string, opts: FuseOptions): Promise<Fu
       volume = names[0]!;
     }
     const info = await session.volume(volume).catch((err: Error) => {
-      throw new FusedError('failure', err.message.replace(/^NOVOLUME /, ''), `volume ${volume}`);
+      throw new FusedError('failure', err.message, `volume ${volume}`);
     });
     const device = await findVolumeDevice(info.uuid, opts.device);
     await proveMount(session, volume, mountpoint, opts.probeWaitMs ?? 5000);

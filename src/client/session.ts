@@ -131,7 +131,7 @@ export class Session extends EventEmitter<SessionEvents> {
       try {
         auth = (await session.withTimeout(session.request({ verb: 'AUTH', proof: authProof(opts.secret, g.challenge, opts.node) }), timeoutMs)).head;
       } catch (err) {
-        if (err instanceof FusedError && /AUTHFAIL/.test(err.message)) {
+        if (err instanceof ServerRefusal && err.code === 'AUTHFAIL') {
           throw new FusedError('unreachable', 'authentication failed (check the secret file)', formatServerAddress(address));
         }
         throw err;
@@ -184,7 +184,7 @@ export class Session extends EventEmitter<SessionEvents> {
     if (p.head === undefined) {
       if (reply.kind === 'err') {
         this.pending.shift();
-        p.reject(new FusedError('failure', `${reply.code} ${reply.text}`));
+        p.reject(new ServerRefusal(reply.code, reply.text));
         return;
       }
       if (reply.kind !== 'ok') {
@@ -300,6 +300,13 @@ export class Session extends EventEmitter<SessionEvents> {
     for (const p of this.pending.splice(0)) p.reject(unreachable(this.address, 'session closed'));
     this.socket.end(formatRequest({ verb: 'QUIT' }) + '\n');
     this.socket.destroySoon?.();
+  }
+}
+
+/** An ERR reply: the server's code and text. */
+export class ServerRefusal extends FusedError {
+  constructor(readonly code: string, text: string) {
+    super('failure', `${text} (${code})`);
   }
 }
 
