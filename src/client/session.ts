@@ -71,7 +71,8 @@ export interface SessionEvents {
 export class Session extends EventEmitter<SessionEvents> {
   private readonly framer = new LineFramer(LIMITS.maxLineBytes);
   private readonly pending: Pending[] = [];
-  private greeting: ((line: string) => void) | undefined;
+  /** Waiting for the server's first line; failures reject it like any pending reply. */
+  private greeting: { resolve: (line: string) => void; reject: (e: Error) => void } | undefined;
   private closed = false;
   /** Leases the server recalled: kept, so a recall that arrives before anyone listens is not lost. */
   private readonly recalled = new Set<string>();
@@ -116,12 +117,10 @@ export class Session extends EventEmitter<SessionEvents> {
     try {
       const line = await session.withTimeout(
         new Promise<string>((resolve, reject) => {
-          session.greeting = resolve;
-          session.pending.push({ resolve: () => {}, reject, multi: false, data: [] });
+          session.greeting = { resolve, reject };
         }),
         timeoutMs,
       );
-      session.pending.shift();
       if (line.startsWith('ERR ')) throw unreachable(address, line.slice(4));
       const g = parseGreeting(line);
       if (g.version !== PROTOCOL_VERSION) throw unreachable(address, `server speaks protocol ${g.version}, not ${PROTOCOL_VERSION}`);
@@ -158,7 +157,7 @@ export class Session extends EventEmitter<SessionEvents> {
     if (this.greeting) {
       const g = this.greeting;
       this.greeting = undefined;
-      g(line);
+      g.resolve(line);
       return;
     }
     let reply;
@@ -211,6 +210,8 @@ export class Session extends EventEmitter<SessionEvents> {
   private fail(err: Error): void {
     if (this.closed) return;
     this.closed = true;
+    this.greeting?.reject(err);
+    this.greeting = undefined;
     for (const p of this.pending.splice(0)) p.reject(err);
     this.socket.destroy();
     this.emit('close', err.message);

@@ -74,6 +74,11 @@ export class LeaseTable {
     return { ok: true, file };
   }
 
+  /** Give back a file lease nobody was granted a map of (the map failed after the kernel lease was taken). */
+  abandonFile(file: FileLease): void {
+    if (file.leases.size === 0 && !file.breaking && this.files.get(file.key) === file) this.closeFile(file);
+  }
+
   grant(holder: LeaseHolder, file: FileLease | undefined): Lease {
     const lease: Lease = { id: randomBytes(8).toString('hex'), holder, file, recalled: false };
     this.byId.set(lease.id, lease);

@@ -173,8 +173,7 @@ export class MapServer {
       }
       answer = { size, blockSize, change, extents };
     } catch (err) {
-      // Give the kernel lease back if no one else shares it.
-      this.leases.release(holder, this.leases.grant(holder, kernel.file).id);
+      this.leases.abandonFile(kernel.file);
       if (err instanceof Reply) throw err;
       const code = (err as { code?: string }).code;
       if (code === 'EOPNOTSUPP' || code === 'ENOTTY' || code === 'EBADR') {
