@@ -26,6 +26,8 @@ export class Progress {
     // One line only: the file name gives way to the figures.
     const room = Math.max(8, (process.stderr.columns ?? 80) - figures.length - 4);
     this.spinner.text = (label.length > room ? '…' + label.slice(-(room - 1)) : label) + figures;
+    // Draw now: ora's own timer may not tick before a fast copy ends.
+    this.spinner.render();
   }
 
   /** Clear the line before other stderr output, then keep going. */
