@@ -47,7 +47,7 @@ export function build(ctx: CommandContext): Command {
       const client = opts.networkOnly ? null : await FuseClient.load();
       const reader = new FileReader(client, { networkOnly: !!opts.networkOnly, smallFile });
       const showProgress = opts.progress && !opts.json && !opts.quiet && process.stderr.isTTY === true;
-      const progress = new Progress(showProgress, showProgress ? await totalBytes(sources) : 0);
+      const progress = await Progress.create(showProgress, showProgress ? await totalBytes(sources) : 0);
       const results: FileResult[] = [];
       let doneBytes = 0;
       const t0 = performance.now();

@@ -1,17 +1,24 @@
 // Progress on stderr, only on a terminal: bytes, rate, ETA (ora spinner).
-import ora, { type Ora } from 'ora';
+import type { Ora } from 'ora';
 import { humanBytes } from './messages.js';
 
 export class Progress {
   private spinner: Ora | undefined;
-  private readonly t0 = performance.now();
+  private t0 = performance.now();
   private last = 0;
 
-  constructor(enabled: boolean, private readonly totalBytes: number) {
+  private constructor(private readonly totalBytes: number) {}
+
+  /** A progress display, or a silent one when it is not wanted or stderr is not a usable terminal. */
+  static async create(enabled: boolean, totalBytes: number): Promise<Progress> {
+    const p = new Progress(totalBytes);
     // A terminal that reports no width (a pty without a size) would make ora clear lines forever.
     if (enabled && process.stderr.isTTY && (process.stderr.columns ?? 0) >= 20) {
-      this.spinner = ora({ stream: process.stderr, discardStdin: false }).start();
+      // Loaded only when shown: it costs start-up time every other run would pay for nothing.
+      const { default: ora } = await import('ora');
+      p.spinner = ora({ stream: process.stderr, discardStdin: false }).start();
     }
+    return p;
   }
 
   update(doneBytes: number, label: string): void {
