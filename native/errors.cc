@@ -31,6 +31,10 @@ Napi::Error MakeError(Napi::Env env, const Fault& fault) {
     code = "ENOTREG";
     text = "not a regular file";
     errno_value = 0;
+  } else if (fault.err == kErrTooMany) {
+    code = "E2BIG";
+    text = "more extents than the limit";
+    errno_value = E2BIG;
   } else if (fault.err == kErrTooBig) {
     code = "ERANGE";
     text = "extent offset or length beyond 2^53";
@@ -54,6 +58,15 @@ Napi::Error MakeError(Napi::Env env, const Fault& fault) {
 bool ThrowIfNot(Napi::Env env, bool ok, const char* what) {
   if (!ok) Napi::TypeError::New(env, what).ThrowAsJavaScriptException();
   return !ok;
+}
+
+bool ThrowFault(Napi::Env env, int rc, const char* syscall) {
+  if (rc >= 0) return false;
+  Fault fault;
+  fault.err = -rc;
+  fault.syscall = syscall;
+  MakeError(env, fault).ThrowAsJavaScriptException();
+  return true;
 }
 
 }  // namespace fused

@@ -16,6 +16,8 @@ struct Fault {
 
 // Error with .code (errno name), .errno (positive), .syscall, .path and "CODE: text, syscall 'path'".
 Napi::Error MakeError(Napi::Env env, const Fault& fault);
+// For synchronous calls: throw the error for a negative errno rc; false (nothing thrown) when rc >= 0.
+bool ThrowFault(Napi::Env env, int rc, const char* syscall);
 
 // Throws a TypeError and returns true when `ok` is false (the TS layer validates first; this is the backstop).
 bool ThrowIfNot(Napi::Env env, bool ok, const char* what);

@@ -1,5 +1,6 @@
 // Async bindings for FIEMAP, confined opens, direct I/O and block device facts; each runs on the libuv pool.
 #include <fcntl.h>
+#include <unistd.h>
 #include <linux/falloc.h>
 #include <linux/fiemap.h>
 
@@ -30,9 +31,17 @@ std::string ArgBytes(const Napi::Value& v) {
 
 class FiemapWorker : public PromiseWorker {
  public:
-  FiemapWorker(Napi::Env env, int fd, bool sync) : PromiseWorker(env, "fused:fiemap"), fd_(fd), sync_(sync) {}
+  // The worker owns a duplicate of the descriptor: if the caller closes its fd (and the number is reused by
+  // another open) while the batches run, FIEMAP still talks to the same file.
+  FiemapWorker(Napi::Env env, int fd, bool sync, size_t max)
+      : PromiseWorker(env, "fused:fiemap"), fd_(fcntl(fd, F_DUPFD_CLOEXEC, 0)), dup_errno_(fd_ < 0 ? errno : 0),
+        sync_(sync), max_(max) {}
+  ~FiemapWorker() override {
+    if (fd_ >= 0) close(fd_);
+  }
   void Execute() override {
-    int rc = FiemapAll(fd_, sync_, &extents_);
+    if (fd_ < 0) return Fail(-dup_errno_, "fcntl(F_DUPFD_CLOEXEC)");
+    int rc = FiemapAll(fd_, sync_, max_, &extents_);
     if (rc < 0) Fail(rc, "ioctl(FS_IOC_FIEMAP)");
   }
   Napi::Value Result() override {
@@ -51,8 +60,10 @@ class FiemapWorker : public PromiseWorker {
   }
 
  private:
-  int fd_;
+  int fd_;  // declared first: dup_errno_ is initialised from it
+  int dup_errno_;
   bool sync_;
+  size_t max_;
   std::vector<Extent> extents_;
 };
 
@@ -194,8 +205,20 @@ class ReadHeadWorker : public PromiseWorker {
 };
 
 Napi::Value JsFiemap(const Napi::CallbackInfo& info) {
-  if (ThrowIfNot(info.Env(), IsInt(info[0]) && info[1].IsBoolean(), "fiemap(fd, sync)")) return Napi::Value();
-  return (new FiemapWorker(info.Env(), ArgInt(info, 0), info[1].As<Napi::Boolean>()))->Start();
+  if (ThrowIfNot(info.Env(), IsInt(info[0]) && info[1].IsBoolean() && info[2].IsNumber(), "fiemap(fd, sync, maxExtents)"))
+    return Napi::Value();
+  double max = info[2].As<Napi::Number>().DoubleValue();
+  return (new FiemapWorker(info.Env(), ArgInt(info, 0), info[1].As<Napi::Boolean>(),
+                           max >= 9e15 ? SIZE_MAX : static_cast<size_t>(max)))
+      ->Start();
+}
+
+Napi::Value JsInodeFlags(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  if (ThrowIfNot(env, IsInt(info[0]), "inodeFlags(fd)")) return Napi::Value();
+  long rc = InodeFlags(ArgInt(info, 0));
+  if (ThrowFault(env, rc < 0 ? static_cast<int>(rc) : 0, "ioctl(FS_IOC_GETFLAGS)")) return Napi::Value();
+  return Napi::Number::New(env, static_cast<double>(rc));
 }
 
 Napi::Value JsOpenBeneath(const Napi::CallbackInfo& info) {
@@ -304,6 +327,7 @@ Napi::Value JsAlignedBuffer(const Napi::CallbackInfo& info) {
 
 void InitIo(Napi::Env env, Napi::Object exports) {
   exports.Set("fiemap", Napi::Function::New(env, JsFiemap, "fiemap"));
+  exports.Set("inodeFlags", Napi::Function::New(env, JsInodeFlags, "inodeFlags"));
   exports.Set("openBeneath", Napi::Function::New(env, JsOpenBeneath, "openBeneath"));
   exports.Set("openDirect", Napi::Function::New(env, JsOpenDirect, "openDirect"));
   exports.Set("deviceInfo", Napi::Function::New(env, JsDeviceInfo, "deviceInfo"));

@@ -120,15 +120,6 @@ int Install(Napi::Env env, const char** syscall) {
   return 0;
 }
 
-bool ThrowFault(Napi::Env env, int rc, const char* syscall) {
-  if (rc >= 0) return false;
-  Fault fault;
-  fault.err = -rc;
-  fault.syscall = syscall;
-  MakeError(env, fault).ThrowAsJavaScriptException();
-  return true;
-}
-
 Napi::Value JsSetLease(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   if (ThrowIfNot(env, info[0].IsNumber() && info[1].IsNumber(), "setLease(fd, type)")) return Napi::Value();

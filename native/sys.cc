@@ -37,7 +37,7 @@ int OpenAt2(int dirfd, const char* path, uint64_t flags, uint64_t resolve) {
 
 }  // namespace
 
-int FiemapAll(int fd, bool sync, std::vector<Extent>* out) {
+int FiemapAll(int fd, bool sync, size_t max_extents, std::vector<Extent>* out) {
   size_t bytes = sizeof(struct fiemap) + kFiemapBatch * sizeof(struct fiemap_extent);
   auto* fm = static_cast<struct fiemap*>(calloc(1, bytes));
   if (fm == nullptr) return -ENOMEM;
@@ -63,6 +63,10 @@ int FiemapAll(int fd, bool sync, std::vector<Extent>* out) {
         break;
       }
       out->push_back({fe.fe_logical, fe.fe_physical, fe.fe_length, fe.fe_flags});
+      if (out->size() > max_extents) {
+        rc = -kErrTooMany;
+        break;
+      }
       if (fe.fe_flags & FIEMAP_EXTENT_LAST) last = true;
     }
     if (rc != 0 || last) break;
@@ -76,7 +80,8 @@ int FiemapAll(int fd, bool sync, std::vector<Extent>* out) {
 }
 
 int OpenBeneath(const std::string& root, const std::string& rel, bool write, const char** syscall) {
-  const uint64_t resolve = RESOLVE_BENEATH | RESOLVE_NO_MAGICLINKS;
+  // NO_XDEV: a file on another file system mounted inside the volume has offsets on another disk.
+  const uint64_t resolve = RESOLVE_BENEATH | RESOLVE_NO_MAGICLINKS | RESOLVE_NO_XDEV;
   if (root.find('\0') != std::string::npos || rel.find('\0') != std::string::npos) {
     *syscall = "openat2";
     return -EINVAL;
@@ -247,3 +252,9 @@ int GetLease(int fd) {
 }
 
 }  // namespace fused
+
+long InodeFlags(int fd) {
+  long flags = 0;
+  if (ioctl(fd, FS_IOC_GETFLAGS, &flags) < 0) return -errno;
+  return flags;
+}

@@ -17,6 +17,7 @@ constexpr int kFallocWriteZeroes = 0x80;
 constexpr int kErrNotRegular = 1 << 20;
 // Not an errno: a FIEMAP number does not fit a JS number exactly.
 constexpr int kErrTooBig = (1 << 20) + 1;
+constexpr int kErrTooMany = (1 << 20) + 2;
 
 struct Extent {
   uint64_t logical;
@@ -35,7 +36,11 @@ struct DeviceFacts {
 };
 
 // Every extent of fd's data, in kernel order, batch after batch. *syscall names the failing call.
-int FiemapAll(int fd, bool sync, std::vector<Extent>* out);
+// Stops with -kErrTooMany once more than max_extents extents were collected (a hostile file must not cost
+// unbounded memory).
+int FiemapAll(int fd, bool sync, size_t max_extents, std::vector<Extent>* out);
+// FS_IOC_GETFLAGS: the inode's attribute flags (FS_ENCRYPT_FL, FS_JOURNAL_DATA_FL, ...), or -errno.
+long InodeFlags(int fd);
 
 // openat2 beneath root, regular files only; returns the fd. *syscall names the failing call.
 int OpenBeneath(const std::string& root, const std::string& rel, bool write, const char** syscall);

@@ -46,3 +46,9 @@ export function describeError(err: unknown): string {
   const bare = msg.replace(/^E[A-Z0-9]+: /, '').replace(/, \w+(\([^)]*\))?( '.*')?$/s, '');
   return bare.charAt(0).toLowerCase() + bare.slice(1);
 }
+
+/** An error as the reason part of `CMD: FILE: reason`, keeping what it is about (a server, a device). */
+export function reasonOf(err: unknown): string {
+  if (err instanceof FusedError) return err.subject ? `${err.subject}: ${err.message}` : err.message;
+  return describeError(err);
+}

@@ -1,6 +1,6 @@
 // Entry for every command: parse argv, run the command, one exit handler for all outcomes.
 import { Command, CommanderError } from 'commander';
-import { EXIT_CODES, FusedError } from '../errors.js';
+import { EXIT_CODES, FusedError, describeError } from '../errors.js';
 import { formatError } from '../ui/messages.js';
 
 /** What a command module gives the entry: its commander program. Actions return an exit code. */
@@ -22,8 +22,6 @@ const COMMANDS: Record<string, () => Promise<CommandModule>> = {
 };
 
 export async function main(name: string): Promise<void> {
-  // Direct reads hold a libuv pool thread each; the pool is sized here, before its first use.
-  process.env.UV_THREADPOOL_SIZE ??= '16';
   let exitCode = 0;
   const ctx: CommandContext = {
     name,
@@ -34,7 +32,8 @@ export async function main(name: string): Promise<void> {
   // A closed pipe on stdout (`fusedmap f | head -1`) ends the command quietly.
   process.stdout.on('error', (err: NodeJS.ErrnoException) => {
     if (err.code === 'EPIPE') process.exit(exitCode);
-    throw err;
+    process.stderr.write(`${name}: standard output: ${describeError(err)}\n`);
+    process.exit(EXIT_CODES.failure);
   });
   process.on('unhandledRejection', (err) => finish(name, err));
   try {

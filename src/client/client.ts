@@ -1,12 +1,15 @@
 // The client side of fused for commands: which fuse a file is under, sessions to map servers, maps.
 import { FusedError, describeError, errorMessage } from '../errors.js';
 import { validateMap } from '../volume/extents.js';
+import { findMount, type MountEntry } from '../volume/mountinfo.js';
+import { readMounts } from '../sys/blockdev.js';
 import { openSession } from './fuse.js';
 import { findFuseFor, loadFuses, type FuseRecord, type FusedFile } from './registry.js';
 import type { FileMap, Session } from './session.js';
 
 export class FuseClient {
   private readonly sessions = new Map<string, Promise<Session>>();
+  private mounts: Promise<MountEntry[]> | undefined;
 
   private constructor(readonly fuses: FuseRecord[]) {}
 
@@ -16,10 +19,25 @@ export class FuseClient {
 
   /** The fuse a file is under, or undefined (then the file is not on a fused mount). */
   async resolve(file: Buffer): Promise<FusedFile | undefined> {
+    let found: FusedFile | undefined;
     try {
-      return await findFuseFor(file, this.fuses);
+      found = await findFuseFor(file, this.fuses);
     } catch (err) {
       throw new FusedError('failure', describeError(err));
+    }
+    if (found) await this.checkMount(found.fuse);
+    return found;
+  }
+
+  /** The network mount at a fuse's mount point must still be the one that was fused (not unmounted, not
+   *  replaced by another): else a local file of the same name would be paired with the server's map. */
+  private async checkMount(fuse: FuseRecord): Promise<void> {
+    if (fuse.mountFstype === undefined) return; // recorded before this check existed
+    this.mounts ??= readMounts();
+    const now = findMount(await this.mounts, fuse.mountpoint);
+    if (!now || now.mountPoint !== fuse.mountpoint || now.fstype !== fuse.mountFstype || now.source !== fuse.mountSource) {
+      const seen = now && now.mountPoint === fuse.mountpoint ? `${now.fstype} ${now.source}` : 'no mount';
+      throw new FusedError('failure', `${fuse.mountpoint} is not the mount that was fused (${fuse.mountFstype} ${fuse.mountSource}; now ${seen})`);
     }
   }
 

@@ -199,6 +199,8 @@ export class Copier {
             }),
       };
       const report = await this.reader.read(src, sink);
+      // A pipe or device cannot be rewound: bytes of two versions of the file may already be in it.
+      if (inPlace && report.interrupted && report.changed) throw new FusedError('failure', `changed while being read (${report.reason})`);
       if (!inPlace) await fh.truncate(end);
       if (!inPlace) await fh.chmod(this.opts.preserve ? st.mode & 0o7777 : st.mode & 0o777 & ~this.umask);
       await fh.close();

@@ -2,6 +2,8 @@
 import { FusedError, errorMessage } from '../errors.js';
 import { alignedBuffer, close, deviceInfo, openDirect, pread, type DeviceInfo } from '../native/index.js';
 import { PROBE_BYTES, probeSuperblock } from '../volume/superblock.js';
+import { readMounts } from '../sys/blockdev.js';
+import { mountsOfDevice } from '../volume/mountinfo.js';
 
 export const ALIGN = 4096;
 export const alignDown = (n: number): number => Math.floor(n / ALIGN) * ALIGN;
@@ -25,6 +27,11 @@ export class Device {
     }
     try {
       const info = await deviceInfo(fd);
+      if (info.isBlockDevice) {
+        const mounted = mountsOfDevice(await readMounts(), info.rdevMajor, info.rdevMinor);
+        // Mounted here, the page cache of that mount would disagree with what we read beside it.
+        if (mounted.length) throw new FusedError('refused', `device is mounted on this node (at ${mounted.map((m) => m.mountPoint).join(', ')})`, path);
+      }
       const head = alignedBuffer(PROBE_BYTES);
       const n = await pread(fd, head, 0, PROBE_BYTES, 0);
       const id = probeSuperblock(Buffer.from(head.subarray(0, n)));

@@ -1,5 +1,5 @@
 // Finding and checking the local block device that carries a volume.
-import { stat } from 'node:fs/promises';
+import { readdir, stat } from 'node:fs/promises';
 import { FusedError, errorMessage } from '../errors.js';
 import { deviceNumbers, listBlockDevices, readIdentity, readMounts } from '../sys/blockdev.js';
 import { mountsOfDevice } from '../volume/mountinfo.js';
@@ -59,10 +59,18 @@ export async function findVolumeDevice(uuid: string, given?: string): Promise<De
     if (identity?.uuid !== uuid) continue;
     matches.push({ path: dev.path, identity, mountedAt: mountsOfDevice(mounts, dev.major, dev.minor).map((m) => m.mountPoint) });
   }
-  const free = matches.filter((m) => m.mountedAt.length === 0);
+  // A device that is part of another (a multipath or LVM member) is reached through its holder instead.
+  const free = (await Promise.all(matches.map(async (m) => ((await hasHolders(m.path)) ? undefined : m)))).filter(
+    (m): m is DeviceCheck => m !== undefined && m.mountedAt.length === 0,
+  );
+  if (free.length > 1) {
+    // A snapshot or a clone carries the same UUID with other bytes: never guess which one is the volume.
+    throw new FusedError('refused', `several local devices carry the volume's UUID ${uuid} (${free.map((m) => m.path).join(', ')}); name the right one with --device`);
+  }
   if (free[0]) return free[0];
-  if (matches[0]) {
-    throw new FusedError('refused', `device with UUID ${uuid} is mounted on this node (at ${matches[0].mountedAt.join(', ')}); fused needs an unmounted path to the disk`, matches[0].path);
+  const mounted = matches.find((m) => m.mountedAt.length > 0);
+  if (mounted) {
+    throw new FusedError('refused', `device with UUID ${uuid} is mounted on this node (at ${mounted.mountedAt.join(', ')}); fused needs an unmounted path to the disk`, mounted.path);
   }
   throw new FusedError('refused', `no local block device has the volume's UUID ${uuid}`);
 }
@@ -70,6 +78,16 @@ export async function findVolumeDevice(uuid: string, given?: string): Promise<De
 export async function isBlockDevice(path: string): Promise<boolean> {
   try {
     return (await stat(path)).isBlockDevice();
+  } catch {
+    return false;
+  }
+}
+
+/** Whether other block devices are built on this one (/sys/class/block/NAME/holders is not empty). */
+async function hasHolders(path: string): Promise<boolean> {
+  const name = path.replace(/^\/dev\//, '');
+  try {
+    return (await readdir(`/sys/class/block/${name}/holders`)).length > 0;
   } catch {
     return false;
   }

@@ -5,7 +5,8 @@ import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { FusedError, errorMessage } from '../errors.js';
 import { readSecretFile } from '../protocol/index.js';
-import { readIdentity } from '../sys/blockdev.js';
+import { readIdentity, readMounts } from '../sys/blockdev.js';
+import { findMount } from '../volume/mountinfo.js';
 import { findVolumeDevice, isBlockDevice } from './devices.js';
 import { canonicalMountpoint, loadFuses, saveFuses, type FuseRecord } from './registry.js';
 import { Session, formatServerAddress, parseServerAddress, type ServerAddress } from './session.js';
@@ -60,6 +61,7 @@ export async function fuse(mountpointArg: string, opts: FuseOptions): Promise<Fu
     });
     const device = await findVolumeDevice(info.uuid, opts.device);
     await proveMount(session, volume, mountpoint, opts.probeWaitMs ?? 5000);
+    const mount = findMount(await readMounts(), mountpoint);
     const record: FuseRecord = {
       mountpoint,
       server: formatServerAddress(session.address),
@@ -71,6 +73,7 @@ export async function fuse(mountpointArg: string, opts: FuseOptions): Promise<Fu
       node: opts.node,
       secretFile: opts.secretFile,
       fusedAt: new Date().toISOString(),
+      ...(mount ? { mountFstype: mount.fstype, mountSource: mount.source } : {}),
     };
     const records = (await loadFuses()).filter((r) => r.mountpoint !== mountpoint);
     records.push(record);

@@ -1,6 +1,7 @@
 // The direct reader: a file's bytes in order, DATA from the device, zeros without I/O, the rest through the mount.
-import { open, type FileHandle } from 'node:fs/promises';
-import { errorMessage, FusedError } from '../errors.js';
+import { open, stat, type FileHandle } from 'node:fs/promises';
+import type { Stats } from 'node:fs';
+import { describeError, errorMessage, FusedError } from '../errors.js';
 import { alignedBuffer } from '../native/index.js';
 import { networkReason, sliceMap, type MapExtent } from '../volume/extents.js';
 import type { FuseClient } from './client.js';
@@ -45,6 +46,9 @@ export interface ReaderOptions {
   smallFile?: number;
 }
 
+/** A read from the device failed: a reason to fall back to the mount, not to fail the file. */
+class DeviceReadError extends Error {}
+
 /** One shared zero chunk: ZERO and HOLE ranges never touch the device. */
 const ZEROS = Buffer.alloc(CHUNK);
 
@@ -71,7 +75,7 @@ export class FileReader {
       const start = Math.min(range.offset ?? 0, size);
       const end = range.length === undefined ? size : Math.min(size, start + range.length);
       const report: ReadReport = { size, path: 'network', reason: null, fallback: false, bytesDirect: 0, bytesZero: 0, bytesNetwork: 0, interrupted: false, changed: false };
-      const direct = await this.prepare(file, size, end - start);
+      const direct = await this.prepare(file, initial, end - start);
       if ('reason' in direct) {
         report.reason = direct.reason;
         report.fallback = !direct.choice;
@@ -120,7 +124,8 @@ export class FileReader {
   }
 
   /** Everything the direct path needs, or the reason it cannot be used. */
-  private async prepare(file: Buffer, size: number, wanted: number): Promise<{ map: FileMap; session: Session; device: Device } | { reason: string; choice?: true }> {
+  private async prepare(file: Buffer, opened: Stats, wanted: number): Promise<{ map: FileMap; session: Session; device: Device } | { reason: string; choice?: true }> {
+    const size = opened.size;
     if (this.opts.networkOnly) return { reason: 'network path requested (--network-only)', choice: true };
     if (!this.client) return { reason: 'no fuses on this node' };
     let fused;
@@ -143,6 +148,16 @@ export class FileReader {
     if (map.size !== size) {
       await release();
       return { reason: `size through the mount (${size}) differs from the map (${map.size}): file changing or cached` };
+    }
+    // The map must be of the file we opened: the path may have been renamed over meanwhile.
+    const now = await stat(file).catch(() => undefined);
+    if (!now || now.dev !== opened.dev || now.ino !== opened.ino || now.size !== opened.size || now.mtimeMs !== opened.mtimeMs) {
+      await release();
+      return { reason: 'the file was replaced or changed while it was being mapped' };
+    }
+    if (map.mtime !== undefined && Math.floor(map.mtime) !== Math.floor(opened.mtimeMs / 1000)) {
+      await release();
+      return { reason: `the mapped file (mtime ${Math.floor(map.mtime)}) is not the one opened through the mount (mtime ${Math.floor(opened.mtimeMs / 1000)})` };
     }
     if (map.extents.length > 0 && map.extents.every((e) => e.state === 'NETWORK')) {
       await release();
@@ -179,8 +194,11 @@ export class FileReader {
       // Reads already issued return old, consistent bytes: the writer waits for our RETURN, so send it promptly.
       void answer('RETURN');
     };
+    /** The server's lease went with the connection: reads not yet delivered are no longer covered by it. */
+    let unguarded = false;
     const onClose = (why: string) => {
       lost ??= `map server connection lost (${why})`;
+      unguarded = true;
     };
     session.on('recall', onRecall);
     session.on('close', onClose);
@@ -190,6 +208,9 @@ export class FileReader {
     const segments = segmentsOf(sliceMap(map.extents, start, end - start));
     const inflight: Promise<Chunk & { buf?: Buffer }>[] = [];
     let reached = start;
+    // A long read sends nothing else: ping so the server's idle timeout does not end the session (and lease).
+    const keepAlive = setInterval(() => void session.ping().catch(() => {}), Math.max(1000, session.idleMs / 3));
+    keepAlive.unref();
     try {
       for (;;) {
         while (inflight.length < DEPTH && lost === null) {
@@ -202,7 +223,19 @@ export class FileReader {
         }
         const head = inflight.shift();
         if (!head) break;
-        const chunk = await head;
+        let chunk: Chunk & { buf?: Buffer };
+        try {
+          chunk = await head;
+        } catch (err) {
+          if (!(err instanceof DeviceReadError)) throw err;
+          // Fall back, don't fail: the rest of the file comes through the mount.
+          lost ??= `device read failed: ${err.message}`;
+          break;
+        }
+        if (unguarded) {
+          if (chunk.buf) this.pool.push(chunk.buf);
+          break;
+        }
         await sink.write(chunk);
         if (chunk.buf) this.pool.push(chunk.buf);
         reached = chunk.offset + chunk.data.length;
@@ -211,6 +244,7 @@ export class FileReader {
         else report.bytesNetwork += chunk.data.length;
       }
     } finally {
+      clearInterval(keepAlive);
       // Drain reads still in flight after an error so their buffers are not written into later.
       for (const p of inflight) await p.catch(() => {});
       session.off('recall', onRecall);
@@ -224,8 +258,13 @@ export class FileReader {
     if (e.state === 'ZERO' || e.state === 'HOLE') return { offset: e.logical, data: ZEROS.subarray(0, e.length), kind: 'zero' };
     const buf = this.buffer();
     if (e.state === 'DATA') {
-      const data = await device.readInto(buf, e.physical, e.length);
-      return { offset: e.logical, data, kind: 'direct', buf };
+      try {
+        const data = await device.readInto(buf, e.physical, e.length);
+        return { offset: e.logical, data, kind: 'direct', buf };
+      } catch (err) {
+        this.pool.push(buf);
+        throw new DeviceReadError(err instanceof FusedError ? err.message : describeError(err));
+      }
     }
     const data = await readFully(fh, buf, e.logical, e.length);
     if (data.length < e.length) throw new FusedError('failure', `file shrank while reading (at byte ${e.logical + data.length})`);

@@ -15,6 +15,9 @@ export interface FuseRecord {
   node: string;
   secretFile: string;
   fusedAt: string;
+  /** The network mount seen at fuse time (file-system type and source), re-checked before each direct read. */
+  mountFstype?: string;
+  mountSource?: string;
 }
 
 export function stateDir(env = process.env): string {

@@ -47,6 +47,8 @@ export interface FileMap {
   size: number;
   blockSize: number;
   change: string;
+  /** The mapped file's mtime in seconds (with nanoseconds), if the server said. */
+  mtime?: number;
   extents: WireExtent[];
   /** Why the server marked the whole file NETWORK, if it did. */
   networkReason?: string;
@@ -78,6 +80,8 @@ export class Session extends EventEmitter<SessionEvents> {
   private readonly recalled = new Set<string>();
   serverNode = '';
   access: 'ro' | 'rw' = 'ro';
+  /** The server's idle timeout (from HELLO); a long direct read pings well within it. */
+  idleMs = 300_000;
 
   private constructor(private readonly socket: net.Socket, readonly address: ServerAddress) {
     super();
@@ -125,7 +129,9 @@ export class Session extends EventEmitter<SessionEvents> {
       const g = parseGreeting(line);
       if (g.version !== PROTOCOL_VERSION) throw unreachable(address, `server speaks protocol ${g.version}, not ${PROTOCOL_VERSION}`);
       session.serverNode = g.node;
-      await session.withTimeout(session.request({ verb: 'HELLO', node: opts.node, version: PROTOCOL_VERSION }), timeoutMs);
+      const hello = await session.withTimeout(session.request({ verb: 'HELLO', node: opts.node, version: PROTOCOL_VERSION }), timeoutMs);
+      const idle = Number(hello.head.idle);
+      if (Number.isSafeInteger(idle) && idle > 0) session.idleMs = idle * 1000;
       let auth: Fields;
       try {
         auth = (await session.withTimeout(session.request({ verb: 'AUTH', proof: authProof(opts.secret, g.challenge, opts.node) }), timeoutMs)).head;
@@ -250,22 +256,30 @@ export class Session extends EventEmitter<SessionEvents> {
 
   async map(volume: string, path: Buffer): Promise<FileMap> {
     const { head, data } = await this.request({ verb: 'MAP', volume, path, mode: 'read' });
-    const extents = data.map((l) => {
-      if (!l.startsWith('X ')) throw new FusedError('failure', `unexpected data line in a map: ${l.slice(0, 80)}`);
-      return parseExtent(l.slice(2));
-    });
-    const count = parseNumber(head.extents ?? '');
-    if (count !== extents.length) {
-      throw new FusedError('failure', `map announced ${count} extents but carried ${extents.length}`);
+    try {
+      const extents = data.map((l) => {
+        if (!l.startsWith('X ')) throw new FusedError('failure', `unexpected data line in a map: ${l.slice(0, 80)}`);
+        return parseExtent(l.slice(2));
+      });
+      const count = parseNumber(head.extents ?? '');
+      if (count !== extents.length) {
+        throw new FusedError('failure', `map announced ${count} extents but carried ${extents.length}`);
+      }
+      const mtime = head.mtime !== undefined && /^\d+(\.\d{1,9})?$/.test(head.mtime) ? Number(head.mtime) : undefined;
+      return {
+        lease: head.lease ?? '',
+        size: parseNumber(head.size ?? ''),
+        blockSize: parseNumber(head.blocksize ?? ''),
+        change: head.change ?? '',
+        ...(mtime !== undefined ? { mtime } : {}),
+        extents,
+        ...(head.network ? { networkReason: head.network } : {}),
+      };
+    } catch (err) {
+      // A map we cannot use must not keep its lease (and the server's descriptor) until the session ends.
+      if (head.lease) await this.release(head.lease).catch(() => {});
+      throw err;
     }
-    return {
-      lease: head.lease ?? '',
-      size: parseNumber(head.size ?? ''),
-      blockSize: parseNumber(head.blocksize ?? ''),
-      change: head.change ?? '',
-      extents,
-      ...(head.network ? { networkReason: head.network } : {}),
-    };
   }
 
   /** Whether the server has recalled this lease (it may no longer describe the file). */

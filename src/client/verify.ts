@@ -1,5 +1,6 @@
 // fusedmap --verify: the bytes a map points at on the device must equal the file's bytes through the mount.
 import { open } from 'node:fs/promises';
+import { FusedError } from '../errors.js';
 import { alignedBuffer } from '../native/index.js';
 import { Device, ALIGN } from './device.js';
 import type { FileMap } from './session.js';
@@ -9,7 +10,9 @@ export interface VerifyResult { ok: boolean; checkedBytes: number; mismatches: M
 
 const CHUNK = 4 * 1024 * 1024;
 
-export async function verifyMap(device: Device, mountPath: Buffer, map: FileMap): Promise<VerifyResult> {
+/** Compare every DATA extent; `lost()` is asked between chunks and a reason stops the comparison (a recall:
+ *  the file is changing, so a difference would prove nothing). */
+export async function verifyMap(device: Device, mountPath: Buffer, map: FileMap, lost: () => string | null = () => null): Promise<VerifyResult> {
   const scratch = alignedBuffer(CHUNK + 2 * ALIGN);
   const viaMount = Buffer.allocUnsafe(CHUNK);
   const fh = await open(mountPath, 'r');
@@ -19,6 +22,8 @@ export async function verifyMap(device: Device, mountPath: Buffer, map: FileMap)
     for (const [index, e] of map.extents.entries()) {
       if (e.state !== 'DATA') continue;
       for (let off = 0; off < e.length; off += CHUNK) {
+        const why = lost();
+        if (why) throw new FusedError('failure', `changed while verifying (${why})`);
         const len = Math.min(CHUNK, e.length - off);
         const fromDevice = await device.readInto(scratch, e.physical + off, len);
         let got = 0;

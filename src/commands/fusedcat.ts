@@ -1,6 +1,6 @@
 // fusedcat: a file's bytes to stdout over the direct path, for pipes (`fusedcat clip.mov | ffmpeg -i - ...`).
 import { Command } from 'commander';
-import { EXIT_CODES, FusedError, describeError } from '../errors.js';
+import { EXIT_CODES, FusedError, reasonOf } from '../errors.js';
 import { argBytes, displayName } from '../cli/argv.js';
 import type { CommandContext } from '../cli/run.js';
 import { FuseClient } from '../client/client.js';
@@ -55,7 +55,7 @@ export function build(ctx: CommandContext): Command {
             if ((err as NodeJS.ErrnoException)?.code === 'EPIPE') return; // the reader of the pipe is gone
             failed++;
             lastError = err;
-            process.stderr.write(formatError('fusedcat', err instanceof FusedError && err.subject ? err : new FusedError('failure', describeError(err), displayName(file))) + '\n');
+            process.stderr.write(formatError('fusedcat', new FusedError('failure', reasonOf(err), displayName(file))) + '\n');
           }
         }
       } finally {

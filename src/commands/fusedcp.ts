@@ -1,7 +1,7 @@
 // fusedcp: cp that moves bytes over the direct path when the source is on a fused mount, and says which path each file took.
 import { Command, Option } from 'commander';
 import { lstat, readdir } from 'node:fs/promises';
-import { EXIT_CODES, FusedError, describeError } from '../errors.js';
+import { EXIT_CODES, FusedError, reasonOf } from '../errors.js';
 import { argBytes, displayName } from '../cli/argv.js';
 import type { CommandContext } from '../cli/run.js';
 import { FuseClient } from '../client/client.js';
@@ -80,7 +80,7 @@ export function build(ctx: CommandContext): Command {
 function tell(r: FileResult, opts: Opts): void {
   const src = displayName(r.source);
   if (r.status === 'failed') {
-    process.stderr.write(`fusedcp: ${src}: ${describeError(r.error)}\n`);
+    process.stderr.write(`fusedcp: ${src}: ${reasonOf(r.error)}\n`);
     return;
   }
   const rep = r.report;
@@ -115,7 +115,7 @@ function toJson(r: FileResult): Record<string, unknown> {
     seconds: Math.round(r.seconds * 1000) / 1000,
     mbPerSec: mbps,
     ...(r.verified !== undefined ? { verified: r.verified } : {}),
-    ...(r.status === 'failed' ? { error: describeError(r.error) } : {}),
+    ...(r.status === 'failed' ? { error: reasonOf(r.error) } : {}),
   };
 }
 

@@ -1,6 +1,6 @@
 // fusedmap: a file's extent map as the map server hands it out, like `filefrag -v`, for people and scripts.
 import { Command } from 'commander';
-import { EXIT_CODES, FusedError, errorMessage } from '../errors.js';
+import { EXIT_CODES, FusedError, reasonOf } from '../errors.js';
 import { argBytes, displayName } from '../cli/argv.js';
 import type { CommandContext } from '../cli/run.js';
 import { FuseClient } from '../client/client.js';
@@ -61,7 +61,8 @@ export function build(ctx: CommandContext): Command {
           } catch (err) {
             failed++;
             lastError = err;
-            process.stderr.write(formatError('fusedmap', err instanceof FusedError && !err.subject ? new FusedError(err.kind, err.message, displayName(file)) : prefix(err, file)) + '\n');
+            const kind = err instanceof FusedError ? err.kind : 'failure';
+            process.stderr.write(formatError('fusedmap', new FusedError(kind, reasonOf(err), displayName(file))) + '\n');
           }
         }
       } finally {
@@ -75,22 +76,28 @@ export function build(ctx: CommandContext): Command {
     });
 }
 
-function prefix(err: unknown, file: Buffer): FusedError {
-  return err instanceof FusedError ? err : new FusedError('failure', errorMessage(err), displayName(file));
-}
-
 interface MapResult { map: FileMap; volume: string; verify?: VerifyResult }
 
 async function mapOne(client: FuseClient, file: Buffer, opts: Opts): Promise<MapResult> {
   const fused = await client.resolve(file);
-  if (!fused) throw new FusedError('failure', 'not on a fused mount (see fusedctl status)', displayName(file));
+  if (!fused) throw new FusedError('failure', 'not on a fused mount (see fusedctl status)');
   const { map, session } = await client.map(fused);
+  let lost: string | null = null;
+  const onRecall = (lease: string) => {
+    if (lease === map.lease) lost = 'the map was recalled: the file was opened for writing on the server';
+  };
+  const onClose = () => {
+    lost ??= 'the map server connection was lost';
+  };
+  session.on('recall', onRecall);
+  session.on('close', onClose);
   try {
     let verify: VerifyResult | undefined;
     if (opts.verify) {
+      if (session.isRecalled(map.lease)) onRecall(map.lease);
       const device = await Device.open(fused.fuse.device, fused.fuse.uuid);
       try {
-        verify = await verifyMap(device, fused.abs, map);
+        verify = await verifyMap(device, fused.abs, map, () => lost);
       } finally {
         await device.close();
       }
@@ -100,7 +107,9 @@ async function mapOne(client: FuseClient, file: Buffer, opts: Opts): Promise<Map
     }
     return { map, volume: fused.fuse.volume, ...(verify ? { verify } : {}) };
   } finally {
-    await session.release(map.lease).catch(() => {});
+    session.off('recall', onRecall);
+    session.off('close', onClose);
+    await session.release(map.lease, lost ? 'RETURN' : 'RELEASE').catch(() => {});
   }
 }
 

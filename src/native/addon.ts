@@ -22,7 +22,8 @@ export interface NativeConstants {
 
 /** The addon's exports as C++ defines them; arguments are already validated by index.ts. */
 export interface NativeAddon {
-  fiemap(fd: number, sync: boolean): Promise<RawExtent[]>;
+  fiemap(fd: number, sync: boolean, maxExtents: number): Promise<RawExtent[]>;
+  inodeFlags(fd: number): number;
   openBeneath(root: string, rel: Buffer, write: boolean): Promise<number>;
   openDirect(path: string, write: boolean, exclusive: boolean): Promise<number>;
   deviceInfo(fd: number): Promise<RawDeviceInfo>;

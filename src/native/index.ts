@@ -36,11 +36,21 @@ function checkPath(name: string, value: unknown): asserts value is string {
 }
 
 /** FS_IOC_FIEMAP on an open fd. sync (default true) sets FIEMAP_FLAG_SYNC. Every extent as the kernel gave it,
- *  batch after batch until FIEMAP_EXTENT_LAST (no merging: callers do that). */
-export async function fiemap(fd: number, opts: { sync?: boolean } = {}): Promise<FiemapExtent[]> {
+ *  batch after batch until FIEMAP_EXTENT_LAST (no merging: callers do that). The addon works on its own dup of
+ *  fd. More than maxExtents (default: no limit) fails with code 'E2BIG' before more memory is spent. */
+export async function fiemap(fd: number, opts: { sync?: boolean; maxExtents?: number } = {}): Promise<FiemapExtent[]> {
   checkFd(fd);
-  return addon().fiemap(fd, opts.sync ?? true);
+  return addon().fiemap(fd, opts.sync ?? true, opts.maxExtents ?? Number.MAX_SAFE_INTEGER);
 }
+
+/** Inode attribute flags (FS_IOC_GETFLAGS), e.g. INODE_FLAGS.ENCRYPT. Synchronous: one quick ioctl. */
+export function inodeFlags(fd: number): number {
+  checkFd(fd);
+  return addon().inodeFlags(fd);
+}
+
+/** The FS_IOC_GETFLAGS bits fused cares about (linux/fs.h). */
+export const INODE_FLAGS = { COMPR: 0x4, ENCRYPT: 0x800, JOURNAL_DATA: 0x4000, NOCOW: 0x800000, DAX: 0x2000000, INLINE_DATA: 0x10000000 } as const;
 
 /** Open `rel` beneath directory `root` with openat2(RESOLVE_BENEATH | RESOLVE_NO_MAGICLINKS); regular files
  *  only ('ENOTREG' otherwise), dev/ino checked between the O_PATH probe and the real open ('ESTALE').

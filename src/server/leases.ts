@@ -17,7 +17,7 @@ export interface Lease {
 }
 
 /** One open descriptor per mapped file carrying the kernel read lease; shared by every map of that file. */
-interface FileLease {
+export interface FileLease {
   key: string;
   fd: number;
   leases: Set<Lease>;
@@ -28,12 +28,14 @@ export type KernelLeaseResult = { ok: true; file: FileLease } | { ok: false; rea
 
 export class LeaseTable {
   private readonly byId = new Map<string, Lease>();
+  private readonly byHolder = new Map<LeaseHolder, Set<Lease>>();
   private readonly files = new Map<string, FileLease>();
   private readonly filesByFd = new Map<number, FileLease>();
-  private waiters = new Map<FileLease, () => void>();
+  private readonly waiters = new Map<FileLease, () => void>();
 
   constructor(
     private readonly recallWaitMs: number,
+    private readonly maxFiles: number,
     private readonly log: (line: string) => void,
   ) {
     onLeaseBreak((fd) => {
@@ -45,20 +47,21 @@ export class LeaseTable {
     });
   }
 
-  get size(): number {
-    return this.byId.size;
+  /** Leases a holder has (for the per-connection limit). */
+  countFor(holder: LeaseHolder): number {
+    return this.byHolder.get(holder)?.size ?? 0;
   }
 
   /** Take (or share) the kernel read lease on an open file. The fd is consumed: kept or closed. */
   acquireFile(key: string, fd: number): KernelLeaseResult {
     const existing = this.files.get(key);
-    if (existing && !existing.breaking) {
+    if (existing) {
       closeFd(fd, () => {});
       return { ok: true, file: existing };
     }
-    if (existing?.breaking) {
+    if (this.filesByFd.size >= this.maxFiles) {
       closeFd(fd, () => {});
-      return { ok: false, reason: 'the file is being opened for writing (lease recall in progress)' };
+      return { ok: false, reason: `the server holds leases on ${this.maxFiles} files already` };
     }
     try {
       setLease(fd, 'read');
@@ -74,20 +77,21 @@ export class LeaseTable {
     return { ok: true, file };
   }
 
-  /** Give back a file lease nobody was granted a map of (the map failed after the kernel lease was taken). */
-  abandonFile(file: FileLease): void {
-    if (file.leases.size === 0 && !file.breaking && this.files.get(file.key) === file) this.closeFile(file);
-  }
-
+  /** A map lease. Granted before the file is mapped, so its kernel lease cannot go away underneath FIEMAP. */
   grant(holder: LeaseHolder, file: FileLease | undefined): Lease {
     const lease: Lease = { id: randomBytes(8).toString('hex'), holder, file, recalled: false };
     this.byId.set(lease.id, lease);
+    let mine = this.byHolder.get(holder);
+    if (!mine) this.byHolder.set(holder, (mine = new Set()));
+    mine.add(lease);
     file?.leases.add(lease);
     return lease;
   }
 
-  get(id: string): Lease | undefined {
-    return this.byId.get(id);
+  /** Whether the map behind this lease can still be trusted (no recall, file lease still current). */
+  isCurrent(lease: Lease): boolean {
+    const file = lease.file;
+    return !lease.recalled && file !== undefined && !file.breaking && this.files.get(file.key) === file;
   }
 
   /** RELEASE or RETURN: the holder stops using the map. */
@@ -99,7 +103,7 @@ export class LeaseTable {
   }
 
   releaseAll(holder: LeaseHolder): void {
-    for (const lease of [...this.byId.values()]) if (lease.holder === holder) this.drop(lease);
+    for (const lease of [...(this.byHolder.get(holder) ?? [])]) this.drop(lease);
   }
 
   /** Close every file lease (server shutdown). */
@@ -109,18 +113,21 @@ export class LeaseTable {
 
   private drop(lease: Lease): void {
     this.byId.delete(lease.id);
+    const mine = this.byHolder.get(lease.holder);
+    mine?.delete(lease);
+    if (mine?.size === 0) this.byHolder.delete(lease.holder);
     const file = lease.file;
+    lease.file = undefined;
     if (!file) return;
     file.leases.delete(lease);
-    if (file.leases.size === 0) {
-      const wake = this.waiters.get(file);
-      if (wake) wake();
-      else this.closeFile(file);
-    }
+    if (file.leases.size > 0) return;
+    const wake = this.waiters.get(file);
+    if (wake) wake(); // a break is waiting for this return
+    else if (!file.breaking) this.closeFile(file);
   }
 
   private closeFile(file: FileLease): void {
-    this.files.delete(file.key);
+    if (this.files.get(file.key) === file) this.files.delete(file.key);
     this.filesByFd.delete(file.fd);
     try {
       setLease(file.fd, 'none');
@@ -136,7 +143,7 @@ export class LeaseTable {
     if (!file || file.breaking) return;
     file.breaking = true;
     // New maps of this file must not share a lease that is going away.
-    this.files.delete(file.key);
+    if (this.files.get(file.key) === file) this.files.delete(file.key);
     const leases = [...file.leases];
     this.log(`lease break on ${file.key}: recalling ${leases.length} map(s)`);
     for (const lease of leases) {
@@ -153,17 +160,11 @@ export class LeaseTable {
       });
       this.waiters.delete(file);
       if (file.leases.size > 0) {
-        this.log(`lease break on ${file.key}: ${file.leases.size} map(s) not returned within ${this.recallWaitMs} ms; revoking`);
-        for (const lease of [...file.leases]) lease.file = undefined;
-        file.leases.clear();
+        this.log(`lease break on ${file.key}: ${file.leases.size} map(s) not returned within ${this.recallWaitMs} ms; revoked`);
+        // Revoked: gone from the table, so a late RETURN gets NOLEASE.
+        for (const lease of [...file.leases]) this.drop(lease);
       }
     }
-    this.filesByFd.delete(file.fd);
-    try {
-      setLease(file.fd, 'none');
-    } catch {
-      // closing releases it too
-    }
-    closeFd(file.fd, () => {});
+    this.closeFile(file);
   }
 }

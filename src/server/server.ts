@@ -5,7 +5,7 @@ import { open as openFile, unlink } from 'node:fs/promises';
 import net from 'node:net';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
-import { fiemap, openBeneath } from '../native/index.js';
+import { INODE_FLAGS, fiemap, inodeFlags, openBeneath } from '../native/index.js';
 import {
   LIMITS,
   LineFramer,
@@ -42,12 +42,18 @@ export interface ServerOptions {
   maxExtents?: number;
   maxLeasesPerConnection?: number;
   recallWaitMs?: number;
+  /** Files under a kernel lease at once, over all connections (each holds a descriptor). */
+  maxFiles?: number;
+  /** Probe files one connection may have at once. */
+  maxProbes?: number;
   log?: (line: string) => void;
 }
 
 /** A map reply's body, ready to send. */
 interface MapAnswer {
   size: number;
+  /** The file's mtime as seconds.nanoseconds, so a client can tell the map is of the file it opened. */
+  mtime: string;
   blockSize: number;
   change: string;
   extents: WireExtent[];
@@ -77,11 +83,13 @@ export class MapServer {
       maxExtents: LIMITS.maxExtentsPerMap,
       maxLeasesPerConnection: LIMITS.maxLeasesPerConnection,
       recallWaitMs: LIMITS.recallWaitMs,
+      maxFiles: 8192,
+      maxProbes: 4,
       log: () => {},
       ...options,
     };
     for (const v of options.volumes) this.volumes.set(v.name, v);
-    this.leases = new LeaseTable(this.opts.recallWaitMs, this.opts.log);
+    this.leases = new LeaseTable(this.opts.recallWaitMs, this.opts.maxFiles, this.opts.log);
     this.server = net.createServer((socket) => this.accept(socket));
   }
 
@@ -117,6 +125,8 @@ export class MapServer {
     const peer = `${socket.remoteAddress}:${socket.remotePort}`;
     if (this.connections.size >= this.opts.maxConnections) {
       this.opts.log(`${peer}: refused, ${this.connections.size} connections already`);
+      // A peer that resets at once must not take the server down with an unhandled 'error'.
+      socket.on('error', () => {});
       socket.end(formatErr('BUSY', `too many connections (limit ${this.opts.maxConnections})`) + '\n');
       return;
     }
@@ -146,43 +156,63 @@ export class MapServer {
     const size = Number(st.size);
     const blockSize = volume.identity.blockSize;
     const change = `${st.ino}-${st.ctimeNs}`;
+    const mtime = `${st.mtimeNs / 1_000_000_000n}.${String(st.mtimeNs % 1_000_000_000n).padStart(9, '0')}`;
     const whole = (reason: string): MapAnswer => ({
       size,
       blockSize,
       change,
+      mtime,
       networkReason: reason,
       extents: size > 0 ? [{ logical: 0, physical: 0, length: size, state: 'NETWORK', flags: 0 }] : [],
     });
-    if (volume.networkOnly) {
+    const networkOnly = volume.networkOnly ?? this.fileNetworkReason(volume, fd, st);
+    if (networkOnly) {
       await closeFd(fd).catch(() => {});
-      const lease = this.leases.grant(holder, undefined);
-      return { ...whole(volume.networkOnly), leaseId: lease.id };
+      return { ...whole(networkOnly), leaseId: this.leases.grant(holder, undefined).id };
     }
-    // The lease comes before FIEMAP: a writer that opens the file after this point breaks it.
+    // The lease comes before FIEMAP: a writer that opens the file after this point breaks it. The map lease is
+    // granted at once too, so the shared kernel lease (and its fd) stays while FIEMAP runs.
     const kernel = this.leases.acquireFile(`${st.dev}:${st.ino}`, fd);
-    if (!kernel.ok) {
-      const lease = this.leases.grant(holder, undefined);
-      return { ...whole(kernel.reason), leaseId: lease.id };
-    }
-    let answer: MapAnswer;
+    if (!kernel.ok) return { ...whole(kernel.reason), leaseId: this.leases.grant(holder, undefined).id };
+    const lease = this.leases.grant(holder, kernel.file);
+    let extents: WireExtent[];
     try {
-      const raw = await fiemap(kernel.file.fd, { sync: true });
-      const extents = buildMap(raw, size, 'read');
-      if (extents.length > this.opts.maxExtents) {
-        throw new Reply('TOOBIG', `${extents.length} extents, more than the limit of ${this.opts.maxExtents}`);
-      }
-      answer = { size, blockSize, change, extents };
+      const raw = await fiemap(kernel.file.fd, { sync: true, maxExtents: this.opts.maxExtents });
+      extents = buildMap(raw, size, 'read');
+      if (extents.length > this.opts.maxExtents) throw Object.assign(new Error('too many'), { code: 'E2BIG' });
     } catch (err) {
-      this.leases.abandonFile(kernel.file);
-      if (err instanceof Reply) throw err;
+      this.leases.release(holder, lease.id);
       const code = (err as { code?: string }).code;
+      if (code === 'E2BIG') throw new Reply('TOOBIG', `more than the limit of ${this.opts.maxExtents} extents`);
       if (code === 'EOPNOTSUPP' || code === 'ENOTTY' || code === 'EBADR') {
         throw new Reply('NOMAP', `FIEMAP not supported: ${(err as Error).message}`);
       }
       throw new Reply('INTERNAL', `FIEMAP failed: ${(err as Error).message}`);
     }
-    const lease = this.leases.grant(holder, kernel.file);
-    return { ...answer, leaseId: lease.id };
+    // Opened for writing (or truncated) while FIEMAP ran: the extents may already be stale.
+    if (!this.leases.isCurrent(lease)) return { ...whole('the file was opened for writing while it was mapped'), leaseId: lease.id };
+    return { size, blockSize, change, mtime, extents, leaseId: lease.id };
+  }
+
+  /** Why one file must go through the network although its volume is fine, if it must. */
+  private fileNetworkReason(volume: Volume, fd: number, st: BigIntStats): string | undefined {
+    const dev = st.dev;
+    const major = Number(((dev >> 8n) & 0xfffn) | ((dev >> 32n) & ~0xfffn));
+    const minor = Number((dev & 0xffn) | ((dev >> 12n) & ~0xffn));
+    if (major !== volume.major || minor !== volume.minor) {
+      // openat2 RESOLVE_NO_XDEV already refuses other mounts; this is the belt to those braces.
+      return 'the file is not on the volume\'s file system';
+    }
+    let flags = 0;
+    try {
+      flags = inodeFlags(fd);
+    } catch {
+      return undefined; // no attribute flags on this file system: nothing more to learn
+    }
+    if (flags & INODE_FLAGS.ENCRYPT) return 'the file is encrypted (fscrypt): its blocks hold ciphertext';
+    if (flags & INODE_FLAGS.JOURNAL_DATA) return 'the file journals its data (chattr +j): its blocks may be older than the journal';
+    if (flags & INODE_FLAGS.COMPR) return 'the file is compressed';
+    return undefined;
   }
 }
 
@@ -223,7 +253,6 @@ class Connection implements LeaseHolder {
   private replying = false;
   private pendingPushes: string[] = [];
   private readonly probes = new Map<string, string>();
-  private leaseCount = 0;
 
   constructor(
     private readonly server: MapServer,
@@ -371,7 +400,7 @@ class Connection implements LeaseHolder {
           throw new Reply('VERSION', `protocol version ${req.version} not supported (this server speaks ${PROTOCOL_VERSION})`);
         }
         this.node = req.node;
-        return this.send([formatOk('HELLO', { node: server.opts.node, version: PROTOCOL_VERSION })]);
+        return this.send([formatOk('HELLO', { node: server.opts.node, version: PROTOCOL_VERSION, idle: server.opts.idleTimeoutMs / 1000 })]);
       case 'AUTH': {
         if (this.node === undefined) throw new Reply('ORDER', 'send HELLO before AUTH');
         if (this.authed) throw new Reply('ORDER', 'already authenticated');
@@ -412,14 +441,27 @@ class Connection implements LeaseHolder {
       }
       case 'PROBE': {
         const v = server.volume(req.volume);
+        if (this.probes.size >= server.opts.maxProbes) {
+          throw new Reply('LIMIT', `too many probes on this connection (limit ${server.opts.maxProbes})`);
+        }
         const name = `.fused-probe-${randomBytes(8).toString('hex')}`;
         const token = randomBytes(16).toString('hex');
         const path = join(v.dir, name);
-        const fh = await openFile(path, 'wx', 0o644);
         try {
-          await fh.writeFile(token + '\n');
-        } finally {
-          await fh.close();
+          const fh = await openFile(path, 'wx', 0o644);
+          try {
+            await fh.writeFile(token + '\n');
+            await fh.sync();
+          } finally {
+            await fh.close();
+          }
+        } catch (err) {
+          await unlink(path).catch(() => {});
+          const code = (err as { code?: string }).code;
+          if (code === 'EACCES' || code === 'EPERM' || code === 'EROFS' || code === 'ENOSPC' || code === 'EDQUOT') {
+            throw new Reply('ACCESS', `cannot create a probe file in the volume: ${(err as Error).message}`);
+          }
+          throw err;
         }
         this.probes.set(`${v.name}/${name}`, path);
         return this.send([formatOk('PROBE', { name, token })]);
@@ -434,16 +476,16 @@ class Connection implements LeaseHolder {
       }
       case 'MAP': {
         const v = server.volume(req.volume);
-        if (this.leaseCount >= server.opts.maxLeasesPerConnection) {
+        if (server.leases.countFor(this) >= server.opts.maxLeasesPerConnection) {
           throw new Reply('LIMIT', `too many leases on this connection (limit ${server.opts.maxLeasesPerConnection})`);
         }
         const answer = await server.map(v, req.path, this);
-        this.leaseCount++;
         const head: Record<string, string | number> = {
           lease: answer.leaseId,
           size: answer.size,
           blocksize: answer.blockSize,
           change: answer.change,
+          mtime: answer.mtime,
           extents: answer.extents.length,
         };
         if (answer.networkReason) head.network = answer.networkReason;
@@ -459,7 +501,6 @@ class Connection implements LeaseHolder {
       case 'RELEASE':
       case 'RETURN': {
         if (!server.leases.release(this, req.lease)) throw new Reply('NOLEASE', `no lease ${req.lease} on this connection`);
-        this.leaseCount--;
         return this.send([formatOk(req.verb)]);
       }
       default:

@@ -11,6 +11,9 @@ export interface Volume {
   dir: string;
   mountPoint: string;
   device: string;
+  /** Device numbers of the mounted file system: every mapped file must be on it (st_dev). */
+  major: number;
+  minor: number;
   identity: VolumeIdentity;
   /** Why the direct path is refused for every file of this volume, if it is. */
   networkOnly?: string;
@@ -53,9 +56,12 @@ export async function openVolume(name: string, dirArg: string): Promise<Volume> 
     throw new FusedError('failure', `cannot read the superblock of ${device}: ${errorMessage(err)}`, dirArg);
   }
   if (!identity) throw new FusedError('failure', `no ext2/3/4 or XFS superblock on ${device}`, dirArg);
-  const volume: Volume = { name, dir, mountPoint: mount.mountPoint, device, identity };
+  const volume: Volume = { name, dir, mountPoint: mount.mountPoint, device, major: mount.major, minor: mount.minor, identity };
   if (identity.fstype === 'xfs' && identity.xfsRealtime) {
     volume.networkOnly = 'XFS realtime section: physical offsets may be on the realtime device';
+  } else if (/(^|,)data=journal(,|$)/.test(mount.superOptions)) {
+    // FIEMAP_FLAG_SYNC only commits data to the journal: the blocks in place may still hold older bytes.
+    volume.networkOnly = 'ext4 data=journal: data reaches its blocks only at journal checkpoints';
   }
   return volume;
 }

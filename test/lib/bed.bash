@@ -23,8 +23,8 @@ bed_init() {
 	FUSED_BIN=$BED_DIR/bin
 	mkdir -p "$FUSED_BIN" "$BED_DIR/client-state"
 	local cmd
-	for cmd in fusedctl fusedmap fusedcp fusedcat fusedthrottle; do
-		printf '#!/bin/sh\nexec node %q "$@"\n' "$BED_ROOT/bin/$cmd.js" >"$FUSED_BIN/$cmd"
+	for cmd in fusedctl fusedmap fusedcp fusedcat; do
+		printf '#!/bin/sh\nexec node %q "$@"\n' "$BED_ROOT/bin/$cmd.cjs" >"$FUSED_BIN/$cmd"
 		chmod +x "$FUSED_BIN/$cmd"
 	done
 	export BED_ID BED_DIR BED_SRV_NS BED_CLI_NS BED_SRV_ADDR BED_CLI_ADDR FUSED_BIN BED_ROOT BED_PORT
