@@ -251,10 +251,10 @@ int GetLease(int fd) {
   return type < 0 ? -errno : type;
 }
 
-}  // namespace fused
-
 long InodeFlags(int fd) {
   long flags = 0;
   if (ioctl(fd, FS_IOC_GETFLAGS, &flags) < 0) return -errno;
   return flags;
 }
+
+}  // namespace fused

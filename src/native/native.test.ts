@@ -5,7 +5,7 @@ import { spawn, execFileSync } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import {
-  alignedBuffer, close, deviceInfo, fadvise, fallocate, fiemap, fsync, getLease, onLeaseBreak, openBeneath,
+  INODE_FLAGS, alignedBuffer, close, deviceInfo, fadvise, fallocate, fiemap, fsync, getLease, inodeFlags, onLeaseBreak, openBeneath,
   openDirect, pread, pwrite, readHead, setLease, type FiemapExtent,
 } from './index.js';
 
@@ -124,6 +124,30 @@ describe('fiemap', () => {
     sameAsFilefrag(ext, file('many'));
   });
 
+  test('maxExtents: more extents than the limit fail with E2BIG; exactly the limit is fine', async () => {
+    const fd = fs.openSync(file('many'), 'r');
+    try {
+      await assert.rejects(fiemap(fd, { maxExtents: 1000 }), (err: NodeJS.ErrnoException) => err.code === 'E2BIG');
+      assert.equal((await fiemap(fd, { maxExtents: 1280 })).length, 1280);
+    } finally {
+      fs.closeSync(fd);
+    }
+  });
+
+  test('works on its own duplicate of the descriptor: closing ours mid-call does not matter', async () => {
+    const fd = fs.openSync(file('many'), 'r');
+    const pending = fiemap(fd);
+    fs.closeSync(fd);
+    // Reuse the number for another file at once: FIEMAP must still describe the first one.
+    const other = fs.openSync(file('falloc'), 'r');
+    try {
+      const ext = await pending;
+      assert.equal(ext.length, 1280);
+    } finally {
+      fs.closeSync(other);
+    }
+  });
+
   test('FIEMAP on a pipe fails with an errno-shaped error', async () => {
     const [r, w] = pipeFds();
     try {
@@ -168,6 +192,27 @@ function pipeFds(): [number, number] {
   const w = fs.openSync(fifo, fs.constants.O_WRONLY | fs.constants.O_NONBLOCK);
   return [r, w];
 }
+
+describe('inodeFlags', () => {
+  test('reads FS_IOC_GETFLAGS: a plain file has no encrypt or journal-data flag, chattr +j sets JOURNAL_DATA', () => {
+    const p = file('flags');
+    fs.writeFileSync(p, 'x');
+    const fd = fs.openSync(p, 'r');
+    try {
+      const flags = inodeFlags(fd);
+      assert.equal(flags & INODE_FLAGS.ENCRYPT, 0);
+      assert.equal(flags & INODE_FLAGS.JOURNAL_DATA, 0);
+      try {
+        execFileSync('chattr', ['+j', p], { stdio: 'ignore' });
+      } catch {
+        return; // not ext4, or no chattr: the plain case above is what can be checked
+      }
+      assert.equal(inodeFlags(fd) & INODE_FLAGS.JOURNAL_DATA, INODE_FLAGS.JOURNAL_DATA);
+    } finally {
+      fs.closeSync(fd);
+    }
+  });
+});
 
 describe('openBeneath', () => {
   let root = '';

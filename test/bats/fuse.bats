@@ -96,6 +96,44 @@ assert_no_fuses() {
 	run -0 bed_in_client "$FUSED_BIN/fusedctl" unfuse "$BED_DIR/client-volume2"
 }
 
+@test "fuse refuses to guess when several unmounted devices carry the volume's UUID (exit 5)" {
+	# A clone of the image (like a snapshot of the LUN) carries the same UUID with possibly other bytes.
+	local copy dev
+	copy=$BED_DIR/twin.img
+	sync
+	cp --sparse=always "$BED_IMG" "$copy"
+	dev=$(bed_attach "$copy")
+	bed_mount_client "$BED_SRV_DIR" "$BED_DIR/client-volume3"
+	run -5 --separate-stderr fuse_client "$BED_DIR/client-volume3"
+	assert_regex "$stderr" "several local devices carry the volume's UUID"
+	assert_regex "$stderr" "$BED_DEV_B"
+	assert_regex "$stderr" "$dev"
+	run -0 jq length <<<"$(fused_status_json)"
+	local before=$output
+	# Naming the device settles it.
+	run -0 --separate-stderr fuse_client "$BED_DIR/client-volume3" --device "$BED_DEV_B"
+	run -0 bed_in_client "$FUSED_BIN/fusedctl" unfuse "$BED_DIR/client-volume3"
+	run -0 jq length <<<"$(fused_status_json)"
+	assert_output "$before"
+}
+
+@test "a fused mount point that no longer shows the fused mount is never read from the device" {
+	bed_mount_client "$BED_SRV_DIR" "$BED_DIR/client-volume4"
+	run -0 --separate-stderr fuse_client "$BED_DIR/client-volume4" --device "$BED_DEV_B"
+	fusermount3 -u "$BED_DIR/client-volume4"
+	# A local file with the server file's name, size and mtime now sits where the mount was.
+	head -c 1048576 /dev/urandom >"$BED_DIR/client-volume4/data.bin"
+	touch -r "$BED_SRV_DIR/data.bin" "$BED_DIR/client-volume4/data.bin"
+	run -0 --separate-stderr bed_in_client "$FUSED_BIN/fusedcp" --json --small-file 0 "$BED_DIR/client-volume4/data.bin" "$BED_DIR/impostor.out"
+	run -0 jq -r '.[0] | [.path, .bytesDirect, .reason] | @tsv' <<<"$output"
+	assert_regex "$output" $'^network\t0\t.*is not the mount that was fused'
+	assert_equal "$(sha256sum <"$BED_DIR/impostor.out" | cut -d' ' -f1)" "$(sha256sum <"$BED_DIR/client-volume4/data.bin" | cut -d' ' -f1)"
+	run -1 --separate-stderr bed_in_client "$FUSED_BIN/fusedmap" "$BED_DIR/client-volume4/data.bin"
+	assert_regex "$stderr" 'is not the mount that was fused'
+	rm "$BED_DIR/client-volume4/data.bin"
+	run -0 bed_in_client "$FUSED_BIN/fusedctl" unfuse "$BED_DIR/client-volume4"
+}
+
 @test "status shows the server unreachable after it stops; unfuse removes the fuse" {
 	bed_stop_server
 	run -0 --separate-stderr fused_status_json

@@ -46,6 +46,23 @@ d, rd = conn(); print(rd.readline().decode().split()[0])"
 	assert_line --index 4 'FUSED'
 }
 
+@test "peers that reset at once past --max-connections cannot take the server down" {
+	run -0 py "
+import struct
+held = [conn() for _ in range(2)]
+for (s, r) in held: r.readline()
+for i in range(200):
+    s = socket.create_connection((HOST, PORT), timeout=10)
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack('ii', 1, 0))
+    s.close()
+for (s, r) in held: r.close(); s.close()
+time.sleep(0.5)
+a, ra = conn(); print(ra.readline().decode().split()[0])"
+	assert_output 'FUSED'
+	run bed_alive "$(cat "$BATS_FILE_TMPDIR/limited.pid")"
+	assert_success
+}
+
 @test "a connection idle for --idle-timeout gets '! BYE reason=idle' and is closed" {
 	run -0 py "
 a, ra = conn(); ra.readline(); t0 = time.time()

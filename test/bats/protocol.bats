@@ -94,3 +94,25 @@ assert_map_good_follows() {
 	assert_line --index 2 --regexp '^OK MAP '
 	assert_line --index 5 'OK PONG'
 }
+
+@test "MAP of a file on another file system mounted inside the volume gets ERR BADPATH" {
+	mkdir -p "$BED_SRV_DIR/nested"
+	mount -t tmpfs -o size=1m fused-nested "$BED_SRV_DIR/nested"
+	bed_record mount "$BED_SRV_DIR/nested"
+	echo data >"$BED_SRV_DIR/nested/f"
+	run -0 --separate-stderr proto "MAP vol nested/f" "MAP vol good.bin" PING
+	assert_line --index 0 --regexp '^ERR BADPATH '
+	assert_map_good_follows
+	umount "$BED_SRV_DIR/nested"
+}
+
+@test "PROBE is limited per connection (ERR LIMIT) and the probe files go with the connection" {
+	run -0 --separate-stderr proto "PROBE vol" "PROBE vol" "PROBE vol" "PROBE vol" "PROBE vol" PING
+	local i
+	for i in 0 1 2 3; do assert_line --index "$i" --regexp '^OK PROBE name=\.fused-probe-[0-9a-f]{16} token=[0-9a-f]{32}$'; done
+	assert_line --index 4 --regexp '^ERR LIMIT '
+	assert_line --index 5 'OK PONG'
+	sleep 0.5
+	run -0 bash -c 'ls -A "$0" | grep -c "^\.fused-probe-" || true' "$BED_SRV_DIR"
+	assert_output 0
+}
