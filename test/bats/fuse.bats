@@ -76,12 +76,9 @@ assert_no_fuses() {
 @test "fusedmap --verify exits 3 when the client's device holds other bytes than the volume" {
 	# A copy of the image has the volume's UUID; changing a data block of the copy changes only what the
 	# client reads from its device, never the mounted file system.
-	local copy dev phys
-	copy=$BED_DIR/copy.img
-	sync
-	cp --sparse=always "$BED_IMG" "$copy"
-	dev=$(bed_attach "$copy")
-	bed_mount_client "$BED_SRV_DIR" "$BED_DIR/client-volume2"
+	local dev phys
+	clone_volume copy "$BED_DIR/client-volume2"
+	dev=$CLONE_DEV
 	run -0 --separate-stderr fuse_client "$BED_DIR/client-volume2" --device "$dev"
 	run -0 --separate-stderr bed_in_client "$FUSED_BIN/fusedmap" --verify --json "$BED_DIR/client-volume2/data.bin"
 	run -0 jq -c '.[0].verify | [.ok, .mismatches]' <<<"$output"
@@ -98,12 +95,9 @@ assert_no_fuses() {
 
 @test "fuse refuses to guess when several unmounted devices carry the volume's UUID (exit 5)" {
 	# A clone of the image (like a snapshot of the LUN) carries the same UUID with possibly other bytes.
-	local copy dev
-	copy=$BED_DIR/twin.img
-	sync
-	cp --sparse=always "$BED_IMG" "$copy"
-	dev=$(bed_attach "$copy")
-	bed_mount_client "$BED_SRV_DIR" "$BED_DIR/client-volume3"
+	local dev
+	clone_volume twin "$BED_DIR/client-volume3"
+	dev=$CLONE_DEV
 	run -5 --separate-stderr fuse_client "$BED_DIR/client-volume3"
 	assert_regex "$stderr" "several local devices carry the volume's UUID"
 	assert_regex "$stderr" "$BED_DEV_B"

@@ -54,3 +54,14 @@ fuse_client() {
 
 # fused_status_json: the client's fuses, as JSON.
 fused_status_json() { bed_in_client "$FUSED_BIN/fusedctl" status --json; }
+
+# clone_volume NAME MOUNTPOINT: a copy of the volume's image attached as another device (same UUID, bytes of
+# its own, so changing them never touches the mounted volume), and another client mount of the server's
+# volume at MOUNTPOINT. Sets CLONE_DEV.
+clone_volume() {
+	local copy=$BED_DIR/$1.img
+	sync
+	cp --sparse=always "$BED_IMG" "$copy"
+	CLONE_DEV=$(bed_attach "$copy")
+	bed_mount_client "$BED_SRV_DIR" "$2"
+}

@@ -175,12 +175,9 @@ assert_fast_writer() { ((ms < 5000)) || fail "the opener on the server waited ${
 }
 
 @test "a device whose UUID changed after the fuse: fusedcp goes through the network, naming the UUID" {
-	local copy dev mnt=$BED_DIR/client-volume2
-	copy=$BED_DIR/copy.img
-	sync
-	cp --sparse=always "$BED_IMG" "$copy"
-	dev=$(bed_attach "$copy")
-	bed_mount_client "$BED_SRV_DIR" "$mnt"
+	local dev mnt=$BED_DIR/client-volume2
+	clone_volume copy "$mnt"
+	dev=$CLONE_DEV
 	run -0 --separate-stderr fuse_client "$mnt" --device "$dev"
 	# Only the copy's device, never device A (mounted) or B (the client's path to the volume).
 	[[ $dev != "$BED_DEV_A" && $dev != "$BED_DEV_B" ]] || fail "the copy got a bed device"
