@@ -16,7 +16,8 @@ export class Progress {
     if (enabled && process.stderr.isTTY && (process.stderr.columns ?? 0) >= 20) {
       // Loaded only when shown: it costs start-up time every other run would pay for nothing.
       const { default: ora } = await import('ora');
-      p.spinner = ora({ stream: process.stderr, discardStdin: false }).start();
+      // isEnabled: the decision is ours (a terminal, --no-progress); ora would also turn itself off under CI=.
+      p.spinner = ora({ stream: process.stderr, discardStdin: false, isEnabled: true }).start();
     }
     return p;
   }
