@@ -92,8 +92,7 @@ export class FileReader {
       }
       report.path = report.bytesNetwork > 0 ? 'mixed' : 'direct';
       report.fallback = report.bytesNetwork > 0;
-      if (map.networkReason) report.reason = map.networkReason;
-      else if (report.bytesNetwork > 0) report.reason = networkReasons(map.extents);
+      if (report.bytesNetwork > 0) report.reason = networkReasons(map.extents);
       if (lost === null) return report;
       // Recalled or cut off: the map may no longer describe the file. Finish through the mount, from a fresh open
       // (an fd opened before the change may keep stale data), restarting when the sink can.
@@ -109,8 +108,8 @@ export class FileReader {
           await sink.restart();
           report.bytesDirect = report.bytesZero = report.bytesNetwork = 0;
           report.path = 'network';
-          report.size = (await again.stat()).size;
-          await this.viaMount(again, start, range.length === undefined ? report.size : Math.min(report.size, start + range.length), sink, report);
+          report.size = now.size;
+          await this.viaMount(again, start, range.length === undefined ? now.size : Math.min(now.size, start + range.length), sink, report);
         } else {
           await this.viaMount(again, reached, end, sink, report);
         }
