@@ -1,6 +1,6 @@
 // Copying files and trees off fused mounts: temporary name, rename when complete, path taken per file.
 import { randomBytes } from 'node:crypto';
-import { chmod, chown, lstat, mkdir, open, readdir, readlink, rename, stat, symlink, unlink, utimes, type FileHandle } from 'node:fs/promises';
+import { chmod, chown, lstat, mkdir, open, readdir, readlink, realpath, rename, stat, symlink, unlink, utimes, type FileHandle } from 'node:fs/promises';
 import type { Stats } from 'node:fs';
 import { FusedError } from '../errors.js';
 import { sha256File } from './hash.js';
@@ -240,7 +240,6 @@ function tempName(dst: Buffer): Buffer {
 
 /** Whether `inner` is `outer` or below it (both resolved). */
 async function isInside(inner: Buffer, outer: Buffer): Promise<boolean> {
-  const { realpath } = await import('node:fs/promises');
   const a = (await realpath(inner, { encoding: 'buffer' })) as Buffer;
   const b = (await realpath(outer, { encoding: 'buffer' })) as Buffer;
   return a.equals(b) || (a.length > b.length && a.subarray(0, b.length).equals(b) && a[b.length] === SLASH);

@@ -24,6 +24,7 @@ import {
   type WireExtent,
 } from '../protocol/index.js';
 import { buildMap } from '../volume/extents.js';
+import { splitDev } from '../sys/blockdev.js';
 import { LeaseTable, type LeaseHolder } from './leases.js';
 import type { Volume } from './volumes.js';
 
@@ -196,9 +197,7 @@ export class MapServer {
 
   /** Why one file must go through the network although its volume is fine, if it must. */
   private fileNetworkReason(volume: Volume, fd: number, st: BigIntStats): string | undefined {
-    const dev = st.dev;
-    const major = Number(((dev >> 8n) & 0xfffn) | ((dev >> 32n) & ~0xfffn));
-    const minor = Number((dev & 0xffn) | ((dev >> 12n) & ~0xffn));
+    const { major, minor } = splitDev(st.dev);
     if (major !== volume.major || minor !== volume.minor) {
       // openat2 RESOLVE_NO_XDEV already refuses other mounts; this is the belt to those braces.
       return 'the file is not on the volume\'s file system';

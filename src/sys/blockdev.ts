@@ -1,5 +1,5 @@
 // Block device facts from sysfs and /proc: names, device numbers, mounts, superblock identity.
-import { readFile, readdir, realpath, stat } from 'node:fs/promises';
+import { readFile, readdir, stat } from 'node:fs/promises';
 import { readHead } from '../native/index.js';
 import { parseMountinfo, type MountEntry } from '../volume/mountinfo.js';
 import { PROBE_BYTES, probeSuperblock, type VolumeIdentity } from '../volume/superblock.js';
@@ -43,14 +43,19 @@ export async function listBlockDevices(): Promise<BlockDevice[]> {
 export async function deviceNumbers(path: string): Promise<{ major: number; minor: number } | undefined> {
   const st = await stat(path);
   if (!st.isBlockDevice()) return undefined;
-  return { major: Number(BigInt(st.rdev) >> 8n) & 0xfff, minor: (st.rdev & 0xff) | ((st.rdev >> 12) & 0xfff00) };
+  return splitDev(st.rdev);
+}
+
+/** Major and minor of a dev_t (glibc's gnu_dev_major/minor layout). */
+export function splitDev(dev: number | bigint): { major: number; minor: number } {
+  const d = BigInt(dev);
+  return {
+    major: Number(((d >> 8n) & 0xfffn) | ((d >> 32n) & ~0xfffn)),
+    minor: Number((d & 0xffn) | ((d >> 12n) & ~0xffn)),
+  };
 }
 
 /** The superblock identity of a device or image, read with O_DIRECT (never a stale page cache). */
 export async function readIdentity(path: string): Promise<VolumeIdentity | null> {
   return probeSuperblock(await readHead(path, PROBE_BYTES));
-}
-
-export async function resolvePath(p: string): Promise<string> {
-  return realpath(p);
 }
