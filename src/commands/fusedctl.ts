@@ -44,10 +44,14 @@ export function build(ctx: CommandContext): Command {
     .option('--node <NAME>', 'this server\'s node name', defaultNode())
     .option('--max-connections <N>', 'connections served at once', String(LIMITS.maxConnections))
     .option('--idle-timeout <SECONDS>', 'close connections idle this long', String(LIMITS.idleTimeoutMs / 1000))
-    .action(async (opts: { volume: string[]; listen: string; secretFile: string; node: string; maxConnections: string; idleTimeout: string }) => {
+    .option('--max-extents <N>', 'extents one map may have; a file with more gets ERR TOOBIG', String(LIMITS.maxExtentsPerMap))
+    .option('--max-leases <N>', 'leases one connection may hold at once; more get ERR LIMIT', String(LIMITS.maxLeasesPerConnection))
+    .action(async (opts: { volume: string[]; listen: string; secretFile: string; node: string; maxConnections: string; idleTimeout: string; maxExtents: string; maxLeases: string }) => {
       const address = parseServerAddress(opts.listen);
       const maxConnections = parseCount(opts.maxConnections, '--max-connections', 1, 100000);
       const idleTimeoutMs = parseCount(opts.idleTimeout, '--idle-timeout', 1, 86400) * 1000;
+      const maxExtents = parseCount(opts.maxExtents, '--max-extents', 1, LIMITS.maxExtentsPerMap);
+      const maxLeasesPerConnection = parseCount(opts.maxLeases, '--max-leases', 1, LIMITS.maxLeasesPerConnection);
       const specs = opts.volume.map(parseVolumeSpec);
       const names = new Set<string>();
       for (const s of specs) {
@@ -58,7 +62,7 @@ export function build(ctx: CommandContext): Command {
       const volumes: Volume[] = [];
       for (const s of specs) volumes.push(await openVolume(s.name, s.dir));
       const log = (line: string) => process.stderr.write(`fusedctl: ${line}\n`);
-      const server = new MapServer({ node: opts.node, secret, volumes, maxConnections, idleTimeoutMs, log });
+      const server = new MapServer({ node: opts.node, secret, volumes, maxConnections, idleTimeoutMs, maxExtents, maxLeasesPerConnection, log });
       let bound;
       try {
         bound = await server.listen(address.host, address.port);

@@ -28,6 +28,9 @@ import { splitDev } from '../sys/blockdev.js';
 import { LeaseTable, type LeaseHolder } from './leases.js';
 import type { Volume } from './volumes.js';
 
+/** Size of a probe file: one 4 KiB block at least, never inline data. */
+const PROBE_FILE_BYTES = 4096;
+
 const fstat = promisify(fstatCb) as unknown as (fd: number, opts: { bigint: true }) => Promise<BigIntStats>;
 const closeFd = promisify(closeCb);
 
@@ -449,7 +452,9 @@ class Connection implements LeaseHolder {
         try {
           const fh = await openFile(path, 'wx', 0o644);
           try {
-            await fh.writeFile(token + '\n');
+            // A whole block (padded with spaces) so that no file system keeps it inline in the inode: a client
+            // proves its device by reading the token from the probe's data block.
+            await fh.writeFile(token.padEnd(PROBE_FILE_BYTES - 1, ' ') + '\n');
             await fh.sync();
           } finally {
             await fh.close();
