@@ -49,6 +49,9 @@ export interface ReaderOptions {
 /** A read from the device failed: a reason to fall back to the mount, not to fail the file. */
 class DeviceReadError extends Error {}
 
+/** A device read completed after the lease deadline: its bytes are thrown away. */
+class LateReadError extends Error {}
+
 /** One shared zero chunk: ZERO and HOLE ranges never touch the device. */
 const ZEROS = Buffer.alloc(CHUNK);
 
@@ -75,7 +78,7 @@ export class FileReader {
       const start = Math.min(range.offset ?? 0, size);
       const end = range.length === undefined ? size : Math.min(size, start + range.length);
       const report: ReadReport = { size, path: 'network', reason: null, fallback: false, bytesDirect: 0, bytesZero: 0, bytesNetwork: 0, interrupted: false, changed: false };
-      const direct = await this.prepare(file, initial, end - start);
+      const direct = await this.prepare(file, fh, initial, end - start);
       if ('reason' in direct) {
         report.reason = direct.reason;
         report.fallback = !direct.choice;
@@ -123,7 +126,7 @@ export class FileReader {
   }
 
   /** Everything the direct path needs, or the reason it cannot be used. */
-  private async prepare(file: Buffer, opened: Stats, wanted: number): Promise<{ map: FileMap; session: Session; device: Device } | { reason: string; choice?: true }> {
+  private async prepare(file: Buffer, fh: FileHandle, opened: Stats, wanted: number): Promise<{ map: FileMap; session: Session; device: Device } | { reason: string; choice?: true }> {
     const size = opened.size;
     if (this.opts.networkOnly) return { reason: 'network path requested (--network-only)', choice: true };
     if (!this.client) return { reason: 'no fuses on this node' };
@@ -136,6 +139,8 @@ export class FileReader {
     if (!fused) return { reason: 'not on a fused mount' };
     const small = this.opts.smallFile ?? DEFAULT_SMALL_FILE;
     if (wanted < small) return { reason: `small read (${wanted} bytes < ${small}): the network is cheaper than a map round trip`, choice: true };
+    // Our own dirty pages of the file reach the server before it maps the file (safety rule 4).
+    await fh.datasync().catch(() => {});
     let got;
     try {
       got = await this.client.map(fused);
@@ -168,6 +173,13 @@ export class FileReader {
     } catch (err) {
       await release();
       return { reason: err instanceof FusedError && err.subject ? `${err.subject}: ${err.message}` : `device: ${errorMessage(err)}` };
+    }
+    // Every DATA extent must lie inside the device (and so cannot reach past it into another volume's bytes).
+    const outside = map.extents.find((e) => e.state === 'DATA' && e.physical + e.length > device.info.size);
+    if (outside) {
+      await device.close();
+      await release();
+      return { reason: `the map points outside the device (${outside.physical}+${outside.length} > ${device.info.size} bytes): refused` };
     }
     return { map, session, device };
   }
@@ -204,18 +216,25 @@ export class FileReader {
     // A recall or a lost connection may have come while the map was being fetched or the device opened.
     if (session.isRecalled(map.lease)) onRecall(map.lease);
     if (session.isClosed) onClose('closed before the first read');
+    const expired = () => `lease expired: no answer from the map server within the lease time (${session.leaseMs / 1000} s)`;
     const segments = segmentsOf(sliceMap(map.extents, start, end - start));
     const inflight: Promise<Chunk & { buf?: Buffer }>[] = [];
     let reached = start;
     // A long read sends nothing else: ping so the server's idle timeout does not end the session (and lease).
-    const keepAlive = setInterval(() => void session.ping().catch(() => {}), Math.max(1000, session.idleMs / 3));
+    // The reply to each PING also renews the lease.
+    const keepAlive = setInterval(() => void session.ping().catch(() => {}), Math.max(250, Math.min(session.idleMs, session.leaseMs) / 3));
     keepAlive.unref();
     try {
       for (;;) {
         while (inflight.length < DEPTH && lost === null) {
+          // No device read starts past the lease deadline (the server may have let a writer in).
+          if (!session.leaseValid(map.lease)) {
+            lost = expired();
+            break;
+          }
           const next = segments.next();
           if (next.done) break;
-          const p = this.fetch(fh, device, next.value);
+          const p = this.fetch(fh, device, next.value, () => session.leaseValid(map.lease));
           reading.add(p);
           void p.finally(() => reading.delete(p)).catch(() => {});
           inflight.push(p);
@@ -226,6 +245,11 @@ export class FileReader {
         try {
           chunk = await head;
         } catch (err) {
+          if (err instanceof LateReadError) {
+            // Completed past the deadline: its bytes may already be another file's. Never delivered.
+            lost ??= expired();
+            break;
+          }
           if (!(err instanceof DeviceReadError)) throw err;
           // Fall back, don't fail: the rest of the file comes through the mount.
           lost ??= `device read failed: ${err.message}`;
@@ -253,17 +277,23 @@ export class FileReader {
     return { reached, lost: reached < end ? lost : null };
   }
 
-  private async fetch(fh: FileHandle, device: Device, e: MapExtent): Promise<Chunk & { buf?: Buffer }> {
+  /** One piece: zeros, device bytes (checked against the lease deadline when the read completes), or the mount's. */
+  private async fetch(fh: FileHandle, device: Device, e: MapExtent, leaseValid: () => boolean): Promise<Chunk & { buf?: Buffer }> {
     if (e.state === 'ZERO' || e.state === 'HOLE') return { offset: e.logical, data: ZEROS.subarray(0, e.length), kind: 'zero' };
     const buf = this.buffer();
     if (e.state === 'DATA') {
+      let data: Buffer;
       try {
-        const data = await device.readInto(buf, e.physical, e.length);
-        return { offset: e.logical, data, kind: 'direct', buf };
+        data = await device.readInto(buf, e.physical, e.length);
       } catch (err) {
         this.pool.push(buf);
         throw new DeviceReadError(err instanceof FusedError ? err.message : describeError(err));
       }
+      if (!leaseValid()) {
+        this.pool.push(buf);
+        throw new LateReadError();
+      }
+      return { offset: e.logical, data, kind: 'direct', buf };
     }
     const data = await readFully(fh, buf, e.logical, e.length);
     if (data.length < e.length) throw new FusedError('failure', `file shrank while reading (at byte ${e.logical + data.length})`);

@@ -1,6 +1,7 @@
 // A client session with a map server: connect, authenticate, ask, and hear recalls.
 import { EventEmitter } from 'node:events';
 import net from 'node:net';
+import { performance } from 'node:perf_hooks';
 import { FusedError } from '../errors.js';
 import {
   DEFAULT_PORT,
@@ -45,6 +46,8 @@ export interface VolumeInfo extends Pick<VolumeIdentity, 'uuid' | 'label' | 'blo
 export interface FileMap {
   lease: string;
   size: number;
+  /** The server's inode number of the mapped file, if it said. */
+  ino?: string;
   blockSize: number;
   change: string;
   /** The mapped file's mtime in seconds (with nanoseconds), if the server said. */
@@ -55,6 +58,8 @@ export interface FileMap {
 }
 
 interface Pending {
+  /** When the request was sent (monotonic ms): its reply renews every lease not recalled until then + T - margin. */
+  sentAt: number;
   resolve: (r: { head: Fields; data: string[] }) => void;
   reject: (e: Error) => void;
   multi: boolean;
@@ -76,8 +81,14 @@ export class Session extends EventEmitter<SessionEvents> {
   /** Waiting for the server's first line; failures reject it like any pending reply. */
   private greeting: { resolve: (line: string) => void; reject: (e: Error) => void } | undefined;
   private closed = false;
-  /** Leases the server recalled: kept, so a recall that arrives before anyone listens is not lost. */
-  private readonly recalled = new Set<string>();
+  /** Leases the server recalled, with the deadline each had then (a recalled lease is never renewed); kept, so a
+   *  recall that arrives before anyone listens is not lost. */
+  private readonly recalled = new Map<string, number>();
+  /** T, the server's lease time (from HELLO). */
+  leaseMs = 0;
+  /** Every lease not recalled may be used until this monotonic time: the send time of the last request that got
+   *  a reply + T - margin (the server waits T + margin after a recall before it lets the file go). */
+  private validUntil = -Infinity;
   serverNode = '';
   access: 'ro' | 'rw' = 'ro';
   /** The server's idle timeout (from HELLO); a long direct read pings well within it. */
@@ -132,6 +143,9 @@ export class Session extends EventEmitter<SessionEvents> {
       const hello = await session.withTimeout(session.request({ verb: 'HELLO', node: opts.node, version: PROTOCOL_VERSION }), timeoutMs);
       const idle = Number(hello.head.idle);
       if (Number.isSafeInteger(idle) && idle > 0) session.idleMs = idle * 1000;
+      const lease = Number(hello.head.lease);
+      if (!Number.isSafeInteger(lease) || lease < 1) throw unreachable(address, `the server announced no usable lease time (lease=${hello.head.lease ?? ''})`);
+      session.leaseMs = lease * 1000;
       let auth: Fields;
       try {
         auth = (await session.withTimeout(session.request({ verb: 'AUTH', proof: authProof(opts.secret, g.challenge, opts.node) }), timeoutMs)).head;
@@ -175,7 +189,7 @@ export class Session extends EventEmitter<SessionEvents> {
     }
     if (reply.kind === 'push') {
       if (reply.event === 'RECALL' && reply.fields.lease) {
-        this.recalled.add(reply.fields.lease);
+        if (!this.recalled.has(reply.fields.lease)) this.recalled.set(reply.fields.lease, this.validUntil);
         this.emit('recall', reply.fields.lease, reply.fields.reason ?? '');
       }
       else if (reply.event === 'BYE') this.fail(unreachable(this.address, `server said goodbye (${reply.fields.reason ?? ''})`));
@@ -189,6 +203,7 @@ export class Session extends EventEmitter<SessionEvents> {
     if (p.head === undefined) {
       if (reply.kind === 'err') {
         this.pending.shift();
+        this.renew(p.sentAt);
         p.reject(new ServerRefusal(reply.code, reply.text));
         return;
       }
@@ -199,12 +214,14 @@ export class Session extends EventEmitter<SessionEvents> {
       p.head = reply.fields;
       if (!p.multi) {
         this.pending.shift();
+        this.renew(p.sentAt);
         p.resolve({ head: p.head, data: [] });
       }
       return;
     }
     if (reply.kind === 'end') {
       this.pending.shift();
+      this.renew(p.sentAt);
       p.resolve({ head: p.head, data: p.data });
     } else if (reply.kind === 'data') {
       p.data.push(line);
@@ -231,7 +248,7 @@ export class Session extends EventEmitter<SessionEvents> {
   request(req: Request): Promise<{ head: Fields; data: string[] }> {
     if (this.closed) return Promise.reject(unreachable(this.address, 'session closed'));
     return new Promise((resolve, reject) => {
-      this.pending.push({ resolve, reject, multi: MULTI_LINE.has(req.verb), data: [] });
+      this.pending.push({ sentAt: performance.now(), resolve, reject, multi: MULTI_LINE.has(req.verb), data: [] });
       this.socket.write(formatRequest(req) + '\n');
     });
   }
@@ -269,6 +286,7 @@ export class Session extends EventEmitter<SessionEvents> {
       return {
         lease: head.lease ?? '',
         size: parseNumber(head.size ?? ''),
+        ...(head.ino !== undefined && /^\d+$/.test(head.ino) ? { ino: head.ino } : {}),
         blockSize: parseNumber(head.blocksize ?? ''),
         change: head.change ?? '',
         ...(mtime !== undefined ? { mtime } : {}),
@@ -285,6 +303,24 @@ export class Session extends EventEmitter<SessionEvents> {
   /** Whether the server has recalled this lease (it may no longer describe the file). */
   isRecalled(lease: string): boolean {
     return this.recalled.has(lease);
+  }
+
+  /** A reply arrived, with no recall ahead of it, to a request sent at `sentAt`: the server held every lease not
+   *  recalled at least until it read that request. */
+  private renew(sentAt: number): void {
+    if (this.leaseMs <= 0) return;
+    this.validUntil = Math.max(this.validUntil, sentAt + this.leaseMs - LIMITS.leaseMarginMs);
+  }
+
+  /** Until when (monotonic ms, performance.now()) this lease may be used for device I/O: past it, the server may
+   *  have let a writer in. A lost connection renews nothing more. */
+  deadline(lease: string): number {
+    return this.recalled.get(lease) ?? this.validUntil;
+  }
+
+  /** Whether device I/O under this lease may still start or be used now. */
+  leaseValid(lease: string, now = performance.now()): boolean {
+    return now < this.deadline(lease);
   }
 
   async release(lease: string, verb: 'RELEASE' | 'RETURN' = 'RELEASE'): Promise<void> {

@@ -6,6 +6,8 @@ import { loadFuses } from '../client/registry.js';
 import { formatServerAddress, parseServerAddress } from '../client/session.js';
 import { DEFAULT_PORT, LIMITS } from '../protocol/index.js';
 import { MapServer } from '../server/server.js';
+import { LEASE_BREAK_TIME_FILE, leaseTimeProblem } from '../server/leases.js';
+import { readFileSync } from 'node:fs';
 import { openVolume, parseVolumeSpec, type Volume } from '../server/volumes.js';
 import type { CommandContext } from '../cli/run.js';
 import { renderTable, rowsToJson, selectColumns, type Column } from '../ui/columns.js';
@@ -46,12 +48,16 @@ export function build(ctx: CommandContext): Command {
     .option('--idle-timeout <SECONDS>', 'close connections idle this long', String(LIMITS.idleTimeoutMs / 1000))
     .option('--max-extents <N>', 'extents one map may have; a file with more gets ERR TOOBIG', String(LIMITS.maxExtentsPerMap))
     .option('--max-leases <N>', 'leases one connection may hold at once; more get ERR LIMIT', String(LIMITS.maxLeasesPerConnection))
-    .action(async (opts: { volume: string[]; listen: string; secretFile: string; node: string; maxConnections: string; idleTimeout: string; maxExtents: string; maxLeases: string }) => {
+    .option('--lease-time <SECONDS>', 'lease time T: a client uses a map at most T seconds after its last answered request', String(LIMITS.leaseTimeMs / 1000))
+    .action(async (opts: { volume: string[]; listen: string; secretFile: string; node: string; maxConnections: string; idleTimeout: string; maxExtents: string; maxLeases: string; leaseTime: string }) => {
       const address = parseServerAddress(opts.listen);
       const maxConnections = parseCount(opts.maxConnections, '--max-connections', 1, 100000);
       const idleTimeoutMs = parseCount(opts.idleTimeout, '--idle-timeout', 1, 86400) * 1000;
       const maxExtents = parseCount(opts.maxExtents, '--max-extents', 1, LIMITS.maxExtentsPerMap);
       const maxLeasesPerConnection = parseCount(opts.maxLeases, '--max-leases', 1, LIMITS.maxLeasesPerConnection);
+      const leaseTimeMs = parseCount(opts.leaseTime, '--lease-time', 2, 3600) * 1000;
+      const leaseProblem = leaseTimeProblem(leaseTimeMs, () => readFileSync(LEASE_BREAK_TIME_FILE, 'utf8'));
+      if (leaseProblem) throw new FusedError('failure', leaseProblem, '--lease-time');
       const specs = opts.volume.map(parseVolumeSpec);
       const names = new Set<string>();
       for (const s of specs) {
@@ -62,7 +68,7 @@ export function build(ctx: CommandContext): Command {
       const volumes: Volume[] = [];
       for (const s of specs) volumes.push(await openVolume(s.name, s.dir));
       const log = (line: string) => process.stderr.write(`fusedctl: ${line}\n`);
-      const server = new MapServer({ node: opts.node, secret, volumes, maxConnections, idleTimeoutMs, maxExtents, maxLeasesPerConnection, log });
+      const server = new MapServer({ node: opts.node, secret, volumes, maxConnections, idleTimeoutMs, maxExtents, maxLeasesPerConnection, leaseTimeMs, log });
       let bound;
       try {
         bound = await server.listen(address.host, address.port);
@@ -72,7 +78,7 @@ export function build(ctx: CommandContext): Command {
       for (const v of volumes) {
         log(`volume ${v.name}: ${v.dir} (${v.identity.fstype} ${v.identity.uuid} on ${v.device}, block size ${v.identity.blockSize})${v.networkOnly ? `; network only: ${v.networkOnly}` : ''}`);
       }
-      log(`listening on ${formatServerAddress({ host: bound.address, port: bound.port })}`);
+      log(`listening on ${formatServerAddress({ host: bound.address, port: bound.port })}; lease time ${leaseTimeMs / 1000} s`);
       await new Promise<void>((resolve) => {
         const stop = (sig: string) => {
           log(`${sig}: shutting down`);

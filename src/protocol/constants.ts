@@ -11,7 +11,12 @@ export const LIMITS = {
   idleTimeoutMs: 300_000,
   authTimeoutMs: 10_000,
   maxLeasesPerConnection: 4096,
-  recallWaitMs: 5_000,
+  /** T, the lease time announced in HELLO (fusedctl serve --lease-time). */
+  leaseTimeMs: 10_000,
+  /** The server waits T + this after a recall before it lets a file go without RETURN; clients stop at T - this. */
+  leaseMarginMs: 1_000,
+  /** A recall must be queued on its connection within this, or the connection is ended. */
+  recallQueueMs: 1_000,
   maxPathBytes: 4096,
 } as const;
 

@@ -1,12 +1,22 @@
-// Map leases: what each connection holds, and the kernel read lease that guards each mapped file.
+// Map leases: what each connection holds, the kernel read lease that guards each mapped file, and the lease-time
+// contract (NFSv4 style): a recalled or orphaned map is let go only after RETURN or after the lease time has surely
+// run out on the client.
 import { randomBytes } from 'node:crypto';
 import { close as closeFd } from 'node:fs';
-import { getLease, onLeaseBreak, setLease } from '../native/index.js';
+import { performance } from 'node:perf_hooks';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { getLease, onLeaseBreak, setLease, type LeaseType } from '../native/index.js';
+import { LIMITS } from '../protocol/index.js';
 
 /** The connection side of a lease holder: how the table reaches a client. */
 export interface LeaseHolder {
-  /** Send `! RECALL lease=ID reason=...`; the holder answers with RETURN. */
-  recall(leaseId: string, reason: string): void;
+  /** Who, for the log: node name and peer address. */
+  readonly name: string;
+  /** Send `! RECALL lease=ID reason=...`. Resolves with the monotonic time (ms) from which no reply can reach the
+   *  client ahead of the recall: when the line was queued on the socket, or when the connection ended if first. */
+  recall(leaseId: string, reason: string): Promise<number>;
+  /** End the connection at once (a recall that could not be queued in time). */
+  abort(reason: string): void;
 }
 
 export interface Lease {
@@ -14,6 +24,10 @@ export interface Lease {
   holder: LeaseHolder;
   file: FileLease | undefined;
   recalled: boolean;
+  /** When the holder's connection ended with this lease still held (monotonic ms). */
+  orphanedAt?: number;
+  /** Called once when the lease leaves the table (returned, released, revoked, expired). */
+  onDrop?: () => void;
 }
 
 /** One open descriptor per mapped file carrying the kernel read lease; shared by every map of that file. */
@@ -26,25 +40,59 @@ export interface FileLease {
 
 export type KernelLeaseResult = { ok: true; file: FileLease } | { ok: false; reason: string };
 
+/** The kernel calls the table needs; tests pass fakes. */
+export interface KernelLeases {
+  setLease(fd: number, type: LeaseType): void;
+  getLease(fd: number): LeaseType;
+  onLeaseBreak(cb: (fd: number) => void): void;
+  close(fd: number): void;
+}
+
+const NATIVE_KERNEL: KernelLeases = {
+  setLease,
+  getLease,
+  onLeaseBreak,
+  close: (fd) => closeFd(fd, () => {}),
+};
+
+export interface LeaseTableOptions {
+  /** T: how long a client may use a map after sending the last request that got a reply. */
+  leaseTimeMs: number;
+  /** Added to T on the server's side (the client subtracts its own): clock-rate differences, scheduling. */
+  marginMs: number;
+  /** A recall must be queued on the socket within this; else the connection is ended (its cutoff is then). */
+  recallQueueMs: number;
+  /** Files under a kernel lease at once (each holds a descriptor). */
+  maxFiles: number;
+  log: (line: string) => void;
+  kernel?: KernelLeases;
+  now?: () => number;
+}
+
 export class LeaseTable {
   private readonly byId = new Map<string, Lease>();
   private readonly byHolder = new Map<LeaseHolder, Set<Lease>>();
   private readonly files = new Map<string, FileLease>();
   private readonly filesByFd = new Map<number, FileLease>();
-  private readonly waiters = new Map<FileLease, () => void>();
+  private readonly kernel: KernelLeases;
+  private readonly now: () => number;
+  private readonly idle = new Set<() => void>();
 
-  constructor(
-    private readonly recallWaitMs: number,
-    private readonly maxFiles: number,
-    private readonly log: (line: string) => void,
-  ) {
-    onLeaseBreak((fd) => {
+  constructor(private readonly opts: LeaseTableOptions) {
+    this.kernel = opts.kernel ?? NATIVE_KERNEL;
+    this.now = opts.now ?? (() => performance.now());
+    this.kernel.onLeaseBreak((fd) => {
       if (fd >= 0) return void this.onBreak(fd);
       // The kernel's signal queue overflowed: find the breaking leases by asking each descriptor.
       for (const held of [...this.filesByFd.keys()]) {
-        if (getLease(held) !== 'read') void this.onBreak(held);
+        if (this.kernel.getLease(held) !== 'read') void this.onBreak(held);
       }
     });
+  }
+
+  /** How long after a recall (or an orphaning) the server waits for RETURN: T plus the margin. */
+  get expiryMs(): number {
+    return this.opts.leaseTimeMs + this.opts.marginMs;
   }
 
   /** Leases a holder has (for the per-connection limit). */
@@ -52,21 +100,31 @@ export class LeaseTable {
     return this.byHolder.get(holder)?.size ?? 0;
   }
 
+  /** Leases in the table, held or orphaned. */
+  get size(): number {
+    return this.byId.size;
+  }
+
+  /** Files under a kernel lease. */
+  get fileCount(): number {
+    return this.filesByFd.size;
+  }
+
   /** Take (or share) the kernel read lease on an open file. The fd is consumed: kept or closed. */
   acquireFile(key: string, fd: number): KernelLeaseResult {
     const existing = this.files.get(key);
     if (existing) {
-      closeFd(fd, () => {});
+      this.kernel.close(fd);
       return { ok: true, file: existing };
     }
-    if (this.filesByFd.size >= this.maxFiles) {
-      closeFd(fd, () => {});
-      return { ok: false, reason: `the server holds leases on ${this.maxFiles} files already` };
+    if (this.filesByFd.size >= this.opts.maxFiles) {
+      this.kernel.close(fd);
+      return { ok: false, reason: `the server holds leases on ${this.opts.maxFiles} files already` };
     }
     try {
-      setLease(fd, 'read');
+      this.kernel.setLease(fd, 'read');
     } catch (err) {
-      closeFd(fd, () => {});
+      this.kernel.close(fd);
       const code = (err as { code?: string }).code;
       if (code === 'EAGAIN') return { ok: false, reason: 'the file is open for writing' };
       return { ok: false, reason: `kernel lease refused: ${(err as Error).message}` };
@@ -102,42 +160,67 @@ export class LeaseTable {
     return true;
   }
 
-  releaseAll(holder: LeaseHolder): void {
-    for (const lease of [...(this.byHolder.get(holder) ?? [])]) this.drop(lease);
+  /**
+   * The holder's connection ended at `at` (monotonic ms). Its client may still use its maps until its own lease
+   * time runs out, so they stay (and guard their files) until at + T + margin, then expire.
+   */
+  orphan(holder: LeaseHolder, at: number): void {
+    const mine = this.byHolder.get(holder);
+    if (!mine) return;
+    this.byHolder.delete(holder);
+    const until = at + this.expiryMs;
+    for (const lease of mine) lease.orphanedAt = at;
+    void sleep(Math.max(0, until - this.now())).then(() => {
+      for (const lease of mine) if (this.byId.get(lease.id) === lease) this.drop(lease);
+    });
   }
 
-  /** Close every file lease (server shutdown). */
+  /** Resolves when no lease is held or orphaned any more (graceful shutdown waits for it). */
+  drained(): Promise<void> {
+    if (this.byId.size === 0) return Promise.resolve();
+    return new Promise((resolve) => this.idle.add(resolve));
+  }
+
+  /** Close every file lease at once (the process is going away regardless). */
   closeAll(): void {
     for (const lease of [...this.byId.values()]) this.drop(lease);
+    for (const file of [...this.filesByFd.values()]) this.closeFile(file);
   }
 
   private drop(lease: Lease): void {
+    if (this.byId.get(lease.id) !== lease) return;
     this.byId.delete(lease.id);
     const mine = this.byHolder.get(lease.holder);
     mine?.delete(lease);
     if (mine?.size === 0) this.byHolder.delete(lease.holder);
     const file = lease.file;
     lease.file = undefined;
-    if (!file) return;
-    file.leases.delete(lease);
-    if (file.leases.size > 0) return;
-    const wake = this.waiters.get(file);
-    if (wake) wake(); // a break is waiting for this return
-    else if (!file.breaking) this.closeFile(file);
+    if (file) {
+      file.leases.delete(lease);
+      // A breaking file is closed by its break, once every recall is settled.
+      if (file.leases.size === 0 && !file.breaking) this.closeFile(file);
+    }
+    lease.onDrop?.();
+    if (this.byId.size === 0) {
+      for (const wake of this.idle) wake();
+      this.idle.clear();
+    }
   }
 
   private closeFile(file: FileLease): void {
     if (this.files.get(file.key) === file) this.files.delete(file.key);
+    if (this.filesByFd.get(file.fd) !== file) return;
     this.filesByFd.delete(file.fd);
     try {
-      setLease(file.fd, 'none');
+      this.kernel.setLease(file.fd, 'none');
     } catch {
       // closing the descriptor releases the lease anyway
     }
-    closeFd(file.fd, () => {});
+    this.kernel.close(file.fd);
   }
 
-  /** The kernel is breaking the lease on fd: recall every map of the file, wait (bounded), then let go. */
+  /** The kernel is breaking the lease on fd: recall every map of the file, wait for each RETURN or its expiry,
+   *  then let go so the opener proceeds. */
   private async onBreak(fd: number): Promise<void> {
     const file = this.filesByFd.get(fd);
     if (!file || file.breaking) return;
@@ -145,26 +228,85 @@ export class LeaseTable {
     // New maps of this file must not share a lease that is going away.
     if (this.files.get(file.key) === file) this.files.delete(file.key);
     const leases = [...file.leases];
-    this.log(`lease break on ${file.key}: recalling ${leases.length} map(s)`);
-    for (const lease of leases) {
-      lease.recalled = true;
-      lease.holder.recall(lease.id, 'write-open');
+    this.opts.log(`lease break on ${file.key}: recalling ${leases.length} map(s)`);
+    const started = this.now();
+    const unreturned = await Promise.all(leases.map((lease) => this.recallOne(lease)));
+    for (const lease of unreturned) {
+      if (!lease) continue;
+      this.opts.log(
+        `lease break on ${file.key}: ${lease.holder.name} did not return lease ${lease.id} within ${this.expiryMs} ms` +
+          ` of the ${lease.orphanedAt !== undefined ? 'end of its connection' : 'recall'}; revoked`,
+      );
+      this.drop(lease);
     }
-    if (file.leases.size > 0) {
-      await new Promise<void>((resolve) => {
-        const timer = setTimeout(resolve, this.recallWaitMs);
-        this.waiters.set(file, () => {
-          clearTimeout(timer);
-          resolve();
-        });
-      });
-      this.waiters.delete(file);
-      if (file.leases.size > 0) {
-        this.log(`lease break on ${file.key}: ${file.leases.size} map(s) not returned within ${this.recallWaitMs} ms; revoked`);
-        // Revoked: gone from the table, so a late RETURN gets NOLEASE.
-        for (const lease of [...file.leases]) this.drop(lease);
-      }
-    }
+    this.opts.log(`lease break on ${file.key}: released after ${Math.round(this.now() - started)} ms`);
     this.closeFile(file);
   }
+
+  /** Recall one map; resolves with the lease if it was not returned before it expired, else undefined. */
+  private async recallOne(lease: Lease): Promise<Lease | undefined> {
+    if (this.byId.get(lease.id) !== lease) return undefined;
+    lease.recalled = true;
+    const returned = new Promise<void>((resolve) => (lease.onDrop = resolve));
+    let cutoff: number;
+    if (lease.orphanedAt !== undefined) {
+      cutoff = lease.orphanedAt;
+    } else {
+      // No reply can reach the client ahead of the recall once it is queued; a connection that cannot take it
+      // in time (a reply stuck behind a full socket) is ended, and then nothing more reaches the client at all.
+      const queued = lease.holder.recall(lease.id, 'write-open');
+      const first = await raceTimer(Promise.race([queued, returned.then(() => 'returned' as const)]), this.opts.recallQueueMs, 'late' as const);
+      if (first === 'returned') return undefined;
+      if (first === 'late') {
+        lease.holder.abort('recall-unsent');
+        cutoff = this.now();
+      } else {
+        cutoff = first;
+      }
+    }
+    const left = cutoff + this.expiryMs - this.now();
+    if (left > 0) await raceTimer(returned, left, undefined);
+    return this.byId.get(lease.id) === lease ? lease : undefined;
+  }
 }
+
+/** `p`, or `value` after ms if p has not settled by then; the timer never outlives the race. */
+function raceTimer<T, V>(p: Promise<T>, ms: number, value: V): Promise<T | V> {
+  let timer: NodeJS.Timeout | undefined;
+  const timeout = new Promise<V>((resolve) => {
+    timer = setTimeout(() => resolve(value), ms);
+  });
+  return Promise.race([p, timeout]).finally(() => clearTimeout(timer));
+}
+
+export const LEASE_BREAK_TIME_FILE = '/proc/sys/fs/lease-break-time';
+
+/**
+ * The kernel lets an opener in after lease-break-time whatever the server does: it must be comfortably longer
+ * than the longest the server may wait after a break (queueing the recall, then T plus the margin), or a client
+ * could still be reading while the opener writes. Returns why the lease time cannot be used, or undefined.
+ */
+export function leaseTimeProblem(
+  leaseTimeMs: number,
+  read: () => string,
+  marginMs = LIMITS.leaseMarginMs,
+  recallQueueMs = LIMITS.recallQueueMs,
+): string | undefined {
+  let text: string;
+  try {
+    text = read();
+  } catch (err) {
+    return `cannot read ${LEASE_BREAK_TIME_FILE}: ${(err as Error).message}`;
+  }
+  const breakTime = Number(text.trim());
+  if (!/^\d+$/.test(text.trim())) return `${LEASE_BREAK_TIME_FILE} holds '${text.trim()}', not a number of seconds`;
+  const needed = Math.ceil((leaseTimeMs + marginMs + recallQueueMs) / 1000) + LEASE_BREAK_SLACK_S;
+  if (breakTime < needed) {
+    return `${LEASE_BREAK_TIME_FILE} is ${breakTime} s, too short for a lease time of ${leaseTimeMs / 1000} s` +
+      ` (it must be at least ${needed} s: raise it with 'sysctl fs.lease-break-time=${needed}' or lower --lease-time)`;
+  }
+  return undefined;
+}
+
+/** Seconds of lease-break-time beyond the server's longest wait after a break. */
+const LEASE_BREAK_SLACK_S = 2;

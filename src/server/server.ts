@@ -1,8 +1,9 @@
 // The map server: a line-protocol TCP server answering map requests for the volumes it serves.
 import { randomBytes } from 'node:crypto';
-import { fstat as fstatCb, close as closeCb, type BigIntStats } from 'node:fs';
+import { fstat as fstatCb, fstatSync, close as closeCb, type BigIntStats } from 'node:fs';
 import { open as openFile, unlink } from 'node:fs/promises';
 import net from 'node:net';
+import { performance } from 'node:perf_hooks';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { INODE_FLAGS, fiemap, inodeFlags, openBeneath } from '../native/index.js';
@@ -45,7 +46,12 @@ export interface ServerOptions {
   authTimeoutMs?: number;
   maxExtents?: number;
   maxLeasesPerConnection?: number;
-  recallWaitMs?: number;
+  /** T: how long a client may use a map after sending its last request that got a reply (announced in HELLO). */
+  leaseTimeMs?: number;
+  /** Added to T before the server lets a recalled or orphaned map go without RETURN. */
+  leaseMarginMs?: number;
+  /** A recall must be queued on its connection within this, or the connection is ended. */
+  recallQueueMs?: number;
   /** Files under a kernel lease at once, over all connections (each holds a descriptor). */
   maxFiles?: number;
   /** Probe files one connection may have at once. */
@@ -59,6 +65,8 @@ interface MapAnswer {
   /** The file's mtime as seconds.nanoseconds, so a client can tell the map is of the file it opened. */
   mtime: string;
   blockSize: number;
+  /** The server's inode number: where the network file system passes it through, the client compares it. */
+  ino: string;
   change: string;
   extents: WireExtent[];
   /** Why the whole file is NETWORK, if it is. */
@@ -86,14 +94,22 @@ export class MapServer {
       authTimeoutMs: LIMITS.authTimeoutMs,
       maxExtents: LIMITS.maxExtentsPerMap,
       maxLeasesPerConnection: LIMITS.maxLeasesPerConnection,
-      recallWaitMs: LIMITS.recallWaitMs,
+      leaseTimeMs: LIMITS.leaseTimeMs,
+      leaseMarginMs: LIMITS.leaseMarginMs,
+      recallQueueMs: LIMITS.recallQueueMs,
       maxFiles: 8192,
       maxProbes: 4,
       log: () => {},
       ...options,
     };
     for (const v of options.volumes) this.volumes.set(v.name, v);
-    this.leases = new LeaseTable(this.opts.recallWaitMs, this.opts.maxFiles, this.opts.log);
+    this.leases = new LeaseTable({
+      leaseTimeMs: this.opts.leaseTimeMs,
+      marginMs: this.opts.leaseMarginMs,
+      recallQueueMs: this.opts.recallQueueMs,
+      maxFiles: this.opts.maxFiles,
+      log: this.opts.log,
+    });
     this.server = net.createServer((socket) => this.accept(socket));
   }
 
@@ -107,10 +123,13 @@ export class MapServer {
     });
   }
 
-  /** Stop accepting, tell every client, release every lease. */
+  /** Stop accepting and tell every client; the kernel leases stay until every map is returned or its lease
+   *  time has run out on the client (a client that missed the BYE may still be reading). */
   async close(reason = 'shutdown'): Promise<void> {
     const closed = new Promise<void>((resolve) => this.server.close(() => resolve()));
     for (const c of [...this.connections]) c.bye(reason);
+    if (this.leases.size > 0) this.opts.log(`waiting up to ${this.leases.expiryMs} ms for ${this.leases.size} lease(s) to be returned or expire`);
+    await this.leases.drained();
     this.leases.closeAll();
     await closed;
   }
@@ -142,7 +161,7 @@ export class MapServer {
     });
   }
 
-  /** Map a file for a client: open beneath the volume root, lease, FIEMAP with sync, classify. */
+  /** Map a file for a client: open beneath the volume root, lease, then fstat, FIEMAP with sync, fstat again. */
   async map(volume: Volume, rel: Buffer, holder: LeaseHolder): Promise<MapAnswer & { leaseId: string }> {
     let fd: number;
     try {
@@ -157,33 +176,38 @@ export class MapServer {
       await closeFd(fd).catch(() => {});
       throw new Reply('INTERNAL', `fstat: ${(err as Error).message}`);
     }
-    const size = Number(st.size);
     const blockSize = volume.identity.blockSize;
-    const change = `${st.ino}-${st.ctimeNs}`;
-    const mtime = `${st.mtimeNs / 1_000_000_000n}.${String(st.mtimeNs % 1_000_000_000n).padStart(9, '0')}`;
-    const whole = (reason: string): MapAnswer => ({
-      size,
-      blockSize,
-      change,
-      mtime,
-      networkReason: reason,
-      extents: size > 0 ? [{ logical: 0, physical: 0, length: size, state: 'NETWORK', flags: 0 }] : [],
-    });
     const networkOnly = volume.networkOnly ?? this.fileNetworkReason(volume, fd, st);
     if (networkOnly) {
       await closeFd(fd).catch(() => {});
-      return { ...whole(networkOnly), leaseId: this.leases.grant(holder, undefined).id };
+      return { ...wholeNetwork(st, blockSize, networkOnly), leaseId: this.leases.grant(holder, undefined).id };
     }
-    // The lease comes before FIEMAP: a writer that opens the file after this point breaks it. The map lease is
-    // granted at once too, so the shared kernel lease (and its fd) stays while FIEMAP runs.
+    // The lease comes before anything is read of the file: a writer that opens it after this point breaks it. The
+    // map lease is granted at once too, so the shared kernel lease (and its fd) stays while FIEMAP runs.
     const kernel = this.leases.acquireFile(`${st.dev}:${st.ino}`, fd);
-    if (!kernel.ok) return { ...whole(kernel.reason), leaseId: this.leases.grant(holder, undefined).id };
+    if (!kernel.ok) return { ...wholeNetwork(st, blockSize, kernel.reason), leaseId: this.leases.grant(holder, undefined).id };
     const lease = this.leases.grant(holder, kernel.file);
-    let extents: WireExtent[];
+    const leasedFd = kernel.file.fd;
+    const stale = 'the file was opened for writing while it was mapped';
     try {
-      const raw = await fiemap(kernel.file.fd, { sync: true, maxExtents: this.opts.maxExtents });
-      extents = buildMap(raw, size, 'read');
-      if (extents.length > this.opts.maxExtents) throw Object.assign(new Error('too many'), { code: 'E2BIG' });
+      for (let attempt = 1; ; attempt++) {
+        // Size and mtime are read under the lease, before and after FIEMAP: the map describes one version of the
+        // file. (fstatSync right after the check: the shared descriptor cannot be closed in between.)
+        if (!this.leases.isCurrent(lease)) return { ...wholeNetwork(st, blockSize, stale), leaseId: lease.id };
+        const before = fstatSync(leasedFd, { bigint: true });
+        const raw = await fiemap(leasedFd, { sync: true, maxExtents: this.opts.maxExtents });
+        if (!this.leases.isCurrent(lease)) return { ...wholeNetwork(before, blockSize, stale), leaseId: lease.id };
+        const after = fstatSync(leasedFd, { bigint: true });
+        if (before.size === after.size && before.mtimeNs === after.mtimeNs) {
+          const extents = buildMap(raw, Number(after.size), 'read');
+          if (extents.length > this.opts.maxExtents) throw Object.assign(new Error('too many'), { code: 'E2BIG' });
+          return { ...describeFile(after, blockSize), extents, leaseId: lease.id };
+        }
+        if (attempt === MAP_ATTEMPTS) {
+          return { ...wholeNetwork(after, blockSize, `the file kept changing while it was mapped (${MAP_ATTEMPTS} tries)`), leaseId: lease.id };
+        }
+        st = after;
+      }
     } catch (err) {
       this.leases.release(holder, lease.id);
       const code = (err as { code?: string }).code;
@@ -193,9 +217,6 @@ export class MapServer {
       }
       throw new Reply('INTERNAL', `FIEMAP failed: ${(err as Error).message}`);
     }
-    // Opened for writing (or truncated) while FIEMAP ran: the extents may already be stale.
-    if (!this.leases.isCurrent(lease)) return { ...whole('the file was opened for writing while it was mapped'), leaseId: lease.id };
-    return { size, blockSize, change, mtime, extents, leaseId: lease.id };
   }
 
   /** Why one file must go through the network although its volume is fine, if it must. */
@@ -216,6 +237,30 @@ export class MapServer {
     if (flags & INODE_FLAGS.COMPR) return 'the file is compressed';
     return undefined;
   }
+}
+
+/** How often a file that changes between the two fstats around FIEMAP is mapped again before it is NETWORK. */
+const MAP_ATTEMPTS = 3;
+
+/** The file facts a map reply carries, from one fstat. */
+function describeFile(st: BigIntStats, blockSize: number): Omit<MapAnswer, 'extents'> {
+  return {
+    size: Number(st.size),
+    blockSize,
+    ino: String(st.ino),
+    change: `${st.ino}-${st.ctimeNs}`,
+    mtime: `${st.mtimeNs / 1_000_000_000n}.${String(st.mtimeNs % 1_000_000_000n).padStart(9, '0')}`,
+  };
+}
+
+/** A map that sends the whole file through the network, saying why. */
+function wholeNetwork(st: BigIntStats, blockSize: number, reason: string): MapAnswer {
+  const size = Number(st.size);
+  return {
+    ...describeFile(st, blockSize),
+    networkReason: reason,
+    extents: size > 0 ? [{ logical: 0, physical: 0, length: size, state: 'NETWORK', flags: 0 }] : [],
+  };
 }
 
 function openError(err: unknown): Reply {
@@ -253,8 +298,10 @@ class Connection implements LeaseHolder {
   private authTimer: NodeJS.Timeout | undefined;
   /** Pushes wait while a multi-line reply is being written. */
   private replying = false;
-  private pendingPushes: string[] = [];
+  private pendingPushes: { line: string; queued?: (at: number) => void }[] = [];
   private readonly probes = new Map<string, string>();
+  /** When the connection stopped carrying lines to the client (monotonic ms): after it, nothing reaches it. */
+  private endedAt: number | undefined;
 
   constructor(
     private readonly server: MapServer,
@@ -281,31 +328,63 @@ class Connection implements LeaseHolder {
     this.idleTimer = setTimeout(() => this.bye('idle'), this.server.opts.idleTimeoutMs);
   }
 
+  /** For the log: the node's name (once it said HELLO) and the peer address. */
+  get name(): string {
+    return `node ${this.node ?? '(no HELLO)'} at ${this.peer}`;
+  }
+
   bye(reason: string): void {
     if (this.closing) return;
     this.closing = true;
     this.log(`${this.peer}: closing (${reason})`);
     this.socket.end(formatPush('BYE', { reason }) + '\n');
+    this.markEnded();
     setTimeout(() => this.socket.destroy(), 2000).unref();
+  }
+
+  abort(reason: string): void {
+    this.log(`${this.peer}: ending the connection (${reason})`);
+    this.closing = true;
+    this.markEnded();
+    this.socket.destroy();
+  }
+
+  /** No more lines go to the client from now on; pushes still waiting are settled with this time. */
+  private markEnded(): number {
+    this.endedAt ??= performance.now();
+    const waiting = this.pendingPushes;
+    this.pendingPushes = [];
+    for (const p of waiting) p.queued?.(this.endedAt);
+    return this.endedAt;
   }
 
   cleanup(): void {
     clearTimeout(this.idleTimer);
     clearTimeout(this.authTimer);
-    this.server.leases.releaseAll(this);
+    // The client may not know the connection is gone (a partition): its maps stay leased until its lease time
+    // has surely run out.
+    this.server.leases.orphan(this, this.markEnded());
     for (const path of this.probes.values()) void unlink(path).catch(() => {});
     this.probes.clear();
     this.log(`${this.peer}: disconnected`);
   }
 
-  recall(leaseId: string, reason: string): void {
-    this.push(formatPush('RECALL', { lease: leaseId, reason }));
+  recall(leaseId: string, reason: string): Promise<number> {
+    return new Promise((resolve) => this.push(formatPush('RECALL', { lease: leaseId, reason }), resolve));
   }
 
-  private push(line: string): void {
-    if (this.closing) return;
-    if (this.replying) this.pendingPushes.push(line);
-    else this.socket.write(line + '\n');
+  /** A server push: now, or after the reply being written; `queued` learns when it went on the socket. */
+  private push(line: string, queued?: (at: number) => void): void {
+    if (this.closing || this.endedAt !== undefined) {
+      queued?.(this.endedAt ?? performance.now());
+      return;
+    }
+    if (this.replying) {
+      this.pendingPushes.push({ line, ...(queued ? { queued } : {}) });
+      return;
+    }
+    this.socket.write(line + '\n');
+    queued?.(performance.now());
   }
 
   private onData(chunk: Buffer): void {
@@ -368,7 +447,7 @@ class Connection implements LeaseHolder {
       this.replying = false;
       const pushes = this.pendingPushes;
       this.pendingPushes = [];
-      for (const p of pushes) this.push(p);
+      for (const p of pushes) this.push(p.line, p.queued);
     }
   }
 
@@ -395,6 +474,7 @@ class Connection implements LeaseHolder {
         await this.send([formatOk('BYE')]);
         this.closing = true;
         this.socket.end();
+        this.markEnded();
         return;
       case 'HELLO':
         if (this.node !== undefined) throw new Reply('ORDER', 'HELLO was already sent');
@@ -402,7 +482,12 @@ class Connection implements LeaseHolder {
           throw new Reply('VERSION', `protocol version ${req.version} not supported (this server speaks ${PROTOCOL_VERSION})`);
         }
         this.node = req.node;
-        return this.send([formatOk('HELLO', { node: server.opts.node, version: PROTOCOL_VERSION, idle: server.opts.idleTimeoutMs / 1000 })]);
+        return this.send([formatOk('HELLO', {
+            node: server.opts.node,
+            version: PROTOCOL_VERSION,
+            idle: server.opts.idleTimeoutMs / 1000,
+            lease: server.opts.leaseTimeMs / 1000,
+          })]);
       case 'AUTH': {
         if (this.node === undefined) throw new Reply('ORDER', 'send HELLO before AUTH');
         if (this.authed) throw new Reply('ORDER', 'already authenticated');
@@ -484,10 +569,16 @@ class Connection implements LeaseHolder {
           throw new Reply('LIMIT', `too many leases on this connection (limit ${server.opts.maxLeasesPerConnection})`);
         }
         const answer = await server.map(v, req.path, this);
+        // The client is gone before it could see this map: nobody can use it.
+        if (this.endedAt !== undefined) {
+          server.leases.release(this, answer.leaseId);
+          return;
+        }
         const head: Record<string, string | number> = {
           lease: answer.leaseId,
           size: answer.size,
           blocksize: answer.blockSize,
+          ino: answer.ino,
           change: answer.change,
           mtime: answer.mtime,
           extents: answer.extents.length,

@@ -1,0 +1,216 @@
+// Unit tests for the lease table with a fake kernel and fake holders: recall timing, orphaned maps, shutdown.
+
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { performance } from 'node:perf_hooks';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { LeaseTable, leaseTimeProblem, type KernelLeases, type LeaseHolder } from './leases.js';
+import type { LeaseType } from '../native/index.js';
+
+/** A kernel that records what the table does and lets the test break a lease. */
+class FakeKernel implements KernelLeases {
+  readonly leases = new Map<number, LeaseType>();
+  readonly closed: number[] = [];
+  refuse = false;
+  private cb: ((fd: number) => void) | undefined;
+  setLease(fd: number, type: LeaseType): void {
+    if (this.refuse && type === 'read') throw Object.assign(new Error('busy'), { code: 'EAGAIN' });
+    this.leases.set(fd, type);
+  }
+  getLease(fd: number): LeaseType {
+    return this.leases.get(fd) ?? 'none';
+  }
+  onLeaseBreak(cb: (fd: number) => void): void {
+    this.cb = cb;
+  }
+  close(fd: number): void {
+    this.closed.push(fd);
+    this.leases.delete(fd);
+  }
+  /** Someone opens the file for writing; resolves when the table lets go (closes the descriptor). */
+  async breakLease(fd: number, limitMs = 5000): Promise<number> {
+    const t0 = performance.now();
+    this.cb?.(fd);
+    while (!this.closed.includes(fd)) {
+      if (performance.now() - t0 > limitMs) throw new Error('the table never let go');
+      await sleep(5);
+    }
+    return performance.now() - t0;
+  }
+}
+
+/** A client connection: recalls are queued at once (or after `queueDelayMs`, or never). */
+class FakeHolder implements LeaseHolder {
+  readonly recalls: string[] = [];
+  aborted = false;
+  constructor(readonly name: string, private readonly queueDelayMs: number | 'never' = 0) {}
+  recall(id: string): Promise<number> {
+    this.recalls.push(id);
+    if (this.queueDelayMs === 'never') return new Promise(() => {});
+    return sleep(this.queueDelayMs).then(() => performance.now());
+  }
+  abort(): void {
+    this.aborted = true;
+  }
+}
+
+const T = 200;
+const MARGIN = 50;
+
+function table(kernel: FakeKernel, log: string[] = []) {
+  return new LeaseTable({ leaseTimeMs: T, marginMs: MARGIN, recallQueueMs: 100, maxFiles: 4, log: (l) => log.push(l), kernel });
+}
+
+test('a break waits for RETURN, then lets the opener in at once', async () => {
+  const k = new FakeKernel();
+  const t = table(k);
+  const a = new FakeHolder('a');
+  const f = t.acquireFile('1:1', 10);
+  assert.ok(f.ok);
+  const lease = t.grant(a, f.file);
+  const opened = k.breakLease(10);
+  await sleep(20);
+  assert.deepEqual(a.recalls, [lease.id]);
+  assert.equal(t.isCurrent(lease), false);
+  assert.equal(t.release(a, lease.id), true);
+  const waited = await opened;
+  assert.ok(waited < T, `waited ${waited} ms after the RETURN`);
+  assert.equal(t.size, 0);
+  assert.equal(k.leases.size, 0);
+});
+
+test('a holder that never returns is waited for T + margin after the recall, never less, then revoked by name', async () => {
+  const k = new FakeKernel();
+  const log: string[] = [];
+  const t = table(k, log);
+  const a = new FakeHolder('node stopped at 10.0.0.2:9');
+  const f = t.acquireFile('1:2', 11);
+  assert.ok(f.ok);
+  const lease = t.grant(a, f.file);
+  const waited = await k.breakLease(11);
+  assert.ok(waited >= T + MARGIN - 5, `let go after ${waited} ms, before T + margin`);
+  assert.ok(waited < T + MARGIN + 150, `let go after ${waited} ms`);
+  assert.equal(t.release(a, lease.id), false, 'a late RETURN finds no lease');
+  assert.ok(log.some((l) => l.includes('node stopped at 10.0.0.2:9') && l.includes('revoked')), log.join('\n'));
+});
+
+test('T + margin counts from when the recall was queued, not from the break', async () => {
+  const k = new FakeKernel();
+  const t = table(k);
+  const a = new FakeHolder('slow', 80); // a reply was being written: the recall went out 80 ms late
+  const f = t.acquireFile('1:3', 12);
+  assert.ok(f.ok);
+  t.grant(a, f.file);
+  const waited = await k.breakLease(12);
+  assert.ok(waited >= 80 + T + MARGIN - 5, `let go after ${waited} ms`);
+});
+
+test('a recall that cannot be queued ends the connection and counts from then', async () => {
+  const k = new FakeKernel();
+  const t = table(k);
+  const a = new FakeHolder('stuck', 'never');
+  const f = t.acquireFile('1:4', 13);
+  assert.ok(f.ok);
+  t.grant(a, f.file);
+  const waited = await k.breakLease(13);
+  assert.equal(a.aborted, true);
+  assert.ok(waited >= 100 + T + MARGIN - 5, `let go after ${waited} ms`);
+});
+
+test('maps of a closed connection stay leased until T + margin after it ended, then expire', async () => {
+  const k = new FakeKernel();
+  const t = table(k);
+  const a = new FakeHolder('gone');
+  const f = t.acquireFile('1:5', 14);
+  assert.ok(f.ok);
+  t.grant(a, f.file);
+  t.grant(a, f.file);
+  t.orphan(a, performance.now());
+  assert.equal(t.countFor(a), 0);
+  assert.equal(t.size, 2);
+  await sleep(T + MARGIN - 60);
+  assert.equal(k.closed.includes(14), false, 'let go before the client lease could have run out');
+  await sleep(120);
+  assert.equal(k.closed.includes(14), true);
+  assert.equal(t.size, 0);
+});
+
+test('a break of an orphaned map waits for its expiry, not a recall', async () => {
+  const k = new FakeKernel();
+  const t = table(k);
+  const a = new FakeHolder('gone');
+  const f = t.acquireFile('1:6', 15);
+  assert.ok(f.ok);
+  t.grant(a, f.file);
+  const ended = performance.now();
+  t.orphan(a, ended);
+  await sleep(50);
+  const waited = await k.breakLease(15);
+  assert.deepEqual(a.recalls, []);
+  assert.ok(performance.now() - ended >= T + MARGIN - 5);
+  assert.ok(waited < T + MARGIN, `waited ${waited} ms`);
+});
+
+test('several holders: the opener waits for the slowest, each recalled once', async () => {
+  const k = new FakeKernel();
+  const t = table(k);
+  const a = new FakeHolder('a');
+  const b = new FakeHolder('b');
+  const f = t.acquireFile('1:7', 16);
+  assert.ok(f.ok);
+  const la = t.grant(a, f.file);
+  t.grant(b, f.file);
+  const opened = k.breakLease(16);
+  await sleep(10);
+  t.release(a, la.id);
+  const waited = await opened;
+  assert.equal(a.recalls.length + b.recalls.length, 2);
+  assert.ok(waited >= T + MARGIN - 5, `b never returned, yet the opener got in after ${waited} ms`);
+});
+
+test('sharing, limits and refusals', () => {
+  const k = new FakeKernel();
+  const t = table(k);
+  const a = new FakeHolder('a');
+  const f1 = t.acquireFile('1:8', 20);
+  const f2 = t.acquireFile('1:8', 21);
+  assert.ok(f1.ok && f2.ok);
+  assert.equal(f1.file, f2.file, 'one kernel lease per file');
+  assert.deepEqual(k.closed, [21], 'the second descriptor is closed');
+  for (let i = 0; i < 3; i++) assert.ok(t.acquireFile(`2:${i}`, 30 + i).ok);
+  const full = t.acquireFile('3:0', 40);
+  assert.equal(full.ok, false);
+  const k2 = new FakeKernel();
+  k2.refuse = true;
+  assert.deepEqual(table(k2).acquireFile('1:9', 41), { ok: false, reason: 'the file is open for writing' });
+  assert.deepEqual(k2.closed, [41]);
+  const lease = t.grant(a, f1.file);
+  assert.equal(t.countFor(a), 1);
+  assert.equal(t.release(new FakeHolder('b'), lease.id), false, 'only the holder releases');
+  assert.equal(t.release(a, lease.id), true);
+  assert.equal(t.release(a, lease.id), false);
+});
+
+test('drained resolves when the last lease goes', async () => {
+  const k = new FakeKernel();
+  const t = table(k);
+  await t.drained();
+  const a = new FakeHolder('a');
+  const f = t.acquireFile('1:10', 50);
+  assert.ok(f.ok);
+  const lease = t.grant(a, f.file);
+  let done = false;
+  const d = t.drained().then(() => (done = true));
+  await sleep(10);
+  assert.equal(done, false);
+  t.release(a, lease.id);
+  await d;
+  assert.equal(done, true);
+});
+
+test('leaseTimeProblem: lease-break-time must outlast T + margin + recall queueing', () => {
+  assert.equal(leaseTimeProblem(10_000, () => '45\n'), undefined);
+  assert.match(leaseTimeProblem(43_000, () => '45\n') ?? '', /lease-break-time is 45 s, too short .* at least 47 s/);
+  assert.match(leaseTimeProblem(10_000, () => 'x') ?? '', /not a number/);
+  assert.match(leaseTimeProblem(10_000, () => { throw new Error('gone'); }) ?? '', /cannot read/);
+});
