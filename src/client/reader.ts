@@ -1,12 +1,13 @@
 // The direct reader: a file's bytes in order, DATA from the device, zeros without I/O, the rest through the mount.
 import { open, stat, type FileHandle } from 'node:fs/promises';
-import type { Stats } from 'node:fs';
+import type { BigIntStats } from 'node:fs';
 import { describeError, errorMessage, FusedError } from '../errors.js';
 import { alignedBuffer } from '../native/index.js';
 import { networkReason, sliceMap, type MapExtent } from '../volume/extents.js';
 import type { FuseClient } from './client.js';
 import { ALIGN, Device } from './device.js';
 import type { FileMap, Session } from './session.js';
+import { mapMismatch } from './mapcheck.js';
 
 export const CHUNK = 4 * 1024 * 1024;
 /** Device requests in flight; each holds a libuv pool thread (UV_THREADPOOL_SIZE is raised at start-up). */
@@ -73,8 +74,8 @@ export class FileReader {
     // Open through the mount first: the network file system's own permission checks apply (safety rule 5).
     const fh = await open(file, 'r');
     try {
-      const initial = await fh.stat();
-      const size = initial.size;
+      const initial = await fh.stat({ bigint: true });
+      const size = Number(initial.size);
       const start = Math.min(range.offset ?? 0, size);
       const end = range.length === undefined ? size : Math.min(size, start + range.length);
       const report: ReadReport = { size, path: 'network', reason: null, fallback: false, bytesDirect: 0, bytesZero: 0, bytesNetwork: 0, interrupted: false, changed: false };
@@ -105,14 +106,15 @@ export class FileReader {
       report.path = 'mixed';
       const again = await open(file, 'r');
       try {
-        const now = await again.stat();
-        report.changed = now.size !== initial.size || now.mtimeMs !== initial.mtimeMs;
+        const now = await again.stat({ bigint: true });
+        report.changed = now.size !== initial.size || now.mtimeNs !== initial.mtimeNs;
         if (sink.restart) {
           await sink.restart();
           report.bytesDirect = report.bytesZero = report.bytesNetwork = 0;
           report.path = 'network';
-          report.size = now.size;
-          await this.viaMount(again, start, range.length === undefined ? now.size : Math.min(now.size, start + range.length), sink, report);
+          const nowSize = Number(now.size);
+          report.size = nowSize;
+          await this.viaMount(again, start, range.length === undefined ? nowSize : Math.min(nowSize, start + range.length), sink, report);
         } else {
           await this.viaMount(again, reached, end, sink, report);
         }
@@ -126,8 +128,8 @@ export class FileReader {
   }
 
   /** Everything the direct path needs, or the reason it cannot be used. */
-  private async prepare(file: Buffer, fh: FileHandle, opened: Stats, wanted: number): Promise<{ map: FileMap; session: Session; device: Device } | { reason: string; choice?: true }> {
-    const size = opened.size;
+  private async prepare(file: Buffer, fh: FileHandle, opened: BigIntStats, wanted: number): Promise<{ map: FileMap; session: Session; device: Device } | { reason: string; choice?: true }> {
+    const size = Number(opened.size);
     if (this.opts.networkOnly) return { reason: 'network path requested (--network-only)', choice: true };
     if (!this.client) return { reason: 'no fuses on this node' };
     let fused;
@@ -149,19 +151,17 @@ export class FileReader {
     }
     const { map, session } = got;
     const release = () => session.release(map.lease).catch(() => {});
-    if (map.size !== size) {
-      await release();
-      return { reason: `size through the mount (${size}) differs from the map (${map.size}): file changing or cached` };
-    }
-    // The map must be of the file we opened: the path may have been renamed over meanwhile.
-    const now = await stat(file).catch(() => undefined);
-    if (!now || now.dev !== opened.dev || now.ino !== opened.ino || now.size !== opened.size || now.mtimeMs !== opened.mtimeMs) {
+    // The map must be of the file we opened: the path may have been renamed over meanwhile, and the map must
+    // describe that file as the mount shows it (inode and nanoseconds where the mount passes them through).
+    const now = await stat(file, { bigint: true }).catch(() => undefined);
+    if (!now || now.dev !== opened.dev || now.ino !== opened.ino || now.size !== opened.size || now.mtimeNs !== opened.mtimeNs) {
       await release();
       return { reason: 'the file was replaced or changed while it was being mapped' };
     }
-    if (map.mtime !== undefined && Math.floor(map.mtime) !== Math.floor(opened.mtimeMs / 1000)) {
+    const mismatch = mapMismatch(map, now, fused.fuse);
+    if (mismatch) {
       await release();
-      return { reason: `the mapped file (mtime ${Math.floor(map.mtime)}) is not the one opened through the mount (mtime ${Math.floor(opened.mtimeMs / 1000)})` };
+      return { reason: mismatch };
     }
     if (map.extents.length > 0 && map.extents.every((e) => e.state === 'NETWORK')) {
       await release();

@@ -18,6 +18,9 @@ export interface FuseRecord {
   /** The network mount seen at fuse time (file-system type and source), re-checked before each direct read. */
   mountFstype?: string;
   mountSource?: string;
+  /** What the mount passes through from the server (learned at fuse time from the probe file). */
+  mountInodes?: boolean;
+  mountMtimeNs?: boolean;
 }
 
 export function stateDir(env = process.env): string {

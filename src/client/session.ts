@@ -20,6 +20,7 @@ import {
   type WireExtent,
 } from '../protocol/index.js';
 import type { VolumeIdentity } from '../volume/superblock.js';
+import { parseMtimeNs } from './mapcheck.js';
 
 export interface ServerAddress { host: string; port: number }
 
@@ -50,8 +51,8 @@ export interface FileMap {
   ino?: string;
   blockSize: number;
   change: string;
-  /** The mapped file's mtime in seconds (with nanoseconds), if the server said. */
-  mtime?: number;
+  /** The mapped file's mtime in nanoseconds, if the server said. */
+  mtimeNs?: bigint;
   extents: WireExtent[];
   /** Why the server marked the whole file NETWORK, if it did. */
   networkReason?: string;
@@ -282,14 +283,14 @@ export class Session extends EventEmitter<SessionEvents> {
       if (count !== extents.length) {
         throw new FusedError('failure', `map announced ${count} extents but carried ${extents.length}`);
       }
-      const mtime = head.mtime !== undefined && /^\d+(\.\d{1,9})?$/.test(head.mtime) ? Number(head.mtime) : undefined;
+      const mtimeNs = parseMtimeNs(head.mtime);
       return {
         lease: head.lease ?? '',
         size: parseNumber(head.size ?? ''),
         ...(head.ino !== undefined && /^\d+$/.test(head.ino) ? { ino: head.ino } : {}),
         blockSize: parseNumber(head.blocksize ?? ''),
         change: head.change ?? '',
-        ...(mtime !== undefined ? { mtime } : {}),
+        ...(mtimeNs !== undefined ? { mtimeNs } : {}),
         extents,
         ...(head.network ? { networkReason: head.network } : {}),
       };
