@@ -162,9 +162,14 @@ export class FileReader {
       await release();
       return { reason: map.networkReason ?? networkReasons(map.extents) };
     }
+    // The device proven by its content for this session (rule 7), found by its identity: never just the recorded path.
+    if ('reason' in got.device) {
+      await release();
+      return { reason: got.device.reason };
+    }
     let device: Device;
     try {
-      device = await Device.open(fused.fuse.device, fused.fuse.uuid);
+      device = await Device.open(got.device.path, fused.fuse.uuid);
     } catch (err) {
       await release();
       return { reason: err instanceof FusedError && err.subject ? `${err.subject}: ${err.message}` : `device: ${errorMessage(err)}` };
