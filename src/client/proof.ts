@@ -14,7 +14,13 @@ const notOnDevice = (why: string) =>
 
 /** PROBE, check the token is on DEVICE, UNPROBE. Throws FusedError 'refused' naming the device when it is not. */
 export async function proveDevice(session: Session, volume: string, device: Device): Promise<void> {
-  const probe = await session.probe(volume);
+  let probe: Probe;
+  try {
+    probe = await session.probe(volume);
+  } catch (err) {
+    if (err instanceof FusedError && err.kind === 'unreachable') throw err;
+    throw new FusedError('failure', `cannot be proven by its content: map server: ${errorMessage(err)}`, device.path);
+  }
   try {
     await checkProbeOnDevice(session, volume, device, probe);
   } finally {
