@@ -1,14 +1,22 @@
-// The client side of fused for commands: which fuse a file is under, sessions to map servers, maps.
-import { FusedError, describeError, errorMessage } from '../errors.js';
+// The client side of fused for commands: which fuse a file is under, sessions to map servers, proven devices, maps.
+import { FusedError, describeError, errorMessage, reasonOf } from '../errors.js';
 import { validateMap } from '../volume/extents.js';
 import { findMount, type MountEntry } from '../volume/mountinfo.js';
 import { readMounts } from '../sys/blockdev.js';
+import { Device } from './device.js';
+import { findDeviceByIdentity } from './devices.js';
+import { deviceIdentity } from './identity.js';
+import { proveDevice } from './proof.js';
 import { openSession } from './fuse.js';
 import { findFuseFor, loadFuses, type FuseRecord, type FusedFile } from './registry.js';
 import type { FileMap, Session } from './session.js';
 
+/** The device path proven for a session, or why the direct path is refused for that fuse (naming the device). */
+export type ProvenDevice = { path: string } | { reason: string };
+
 export class FuseClient {
   private readonly sessions = new Map<string, Promise<Session>>();
+  private readonly proofs = new WeakMap<Session, Map<string, Promise<ProvenDevice>>>();
   private mounts: Promise<MountEntry[]> | undefined;
 
   private constructor(readonly fuses: FuseRecord[]) {}
@@ -57,9 +65,27 @@ export class FuseClient {
     });
   }
 
-  /** Ask the server for a file's map, and check it tiles the file before anyone trusts it. */
-  async map(file: FusedFile): Promise<{ map: FileMap; session: Session }> {
+  /**
+   * The device a fuse's direct bytes may come from in this session, or why none may: the recorded path while it
+   * still has the recorded identity, else the device that has it; then proven by its content (rule 7). Once per
+   * session and fuse; a refusal is kept too, so every file of that fuse goes through the network with the reason.
+   */
+  device(fuse: FuseRecord, session: Session): Promise<ProvenDevice> {
+    let perFuse = this.proofs.get(session);
+    if (!perFuse) this.proofs.set(session, (perFuse = new Map()));
+    let proof = perFuse.get(fuse.mountpoint);
+    if (!proof) {
+      proof = proveFuseDevice(fuse, session).catch((err: unknown) => ({ reason: reasonOf(err) }));
+      perFuse.set(fuse.mountpoint, proof);
+    }
+    return proof;
+  }
+
+  /** Ask the server for a file's map, and check it tiles the file before anyone trusts it. With the map, the
+   *  device proven for this session (or why there is none). */
+  async map(file: FusedFile): Promise<{ map: FileMap; session: Session; device: ProvenDevice }> {
     const session = await this.session(file.fuse);
+    const device = await this.device(file.fuse, session);
     let map: FileMap;
     try {
       map = await session.map(file.fuse.volume, file.rel);
@@ -72,7 +98,7 @@ export class FuseClient {
       await session.release(map.lease).catch(() => {});
       throw new FusedError('failure', `map server sent an invalid map: ${problem}`);
     }
-    return { map, session };
+    return { map, session, device };
   }
 
   async close(): Promise<void> {
@@ -86,3 +112,26 @@ export class FuseClient {
     this.sessions.clear();
   }
 }
+
+/** Find the fuse's device by its recorded identity, check its UUID and prove it by content. Throws with the reason. */
+async function proveFuseDevice(fuse: FuseRecord, session: Session): Promise<ProvenDevice> {
+  let path = fuse.device;
+  if (fuse.deviceId) {
+    const now = await deviceIdentity(fuse.device);
+    if (now !== fuse.deviceId) {
+      const found = await findDeviceByIdentity(fuse.deviceId, fuse.device);
+      if (!found) {
+        throw new FusedError('refused', `is no longer the fused device (identity ${now ?? 'none'}, fused as ${fuse.deviceId}) and no unmounted local device has that identity`, fuse.device);
+      }
+      path = found;
+    }
+  }
+  const device = await Device.open(path, fuse.uuid);
+  try {
+    await proveDevice(session, fuse.volume, device);
+  } finally {
+    await device.close();
+  }
+  return { path };
+}
+

@@ -15,6 +15,8 @@ export class Device {
     readonly path: string,
     readonly fd: number,
     readonly info: DeviceInfo,
+    /** Size of the file system from the superblock (blocks × block size): no extent may lie past it. */
+    readonly fsSize: number,
   ) {}
 
   /** Open read-only with O_DIRECT and check the superblock UUID before any other byte is trusted. */
@@ -38,7 +40,7 @@ export class Device {
       if (!id || !expectUuid || id.uuid !== expectUuid) {
         throw new FusedError('refused', `device UUID ${id?.uuid ?? 'unknown'} differs from the volume's UUID ${expectUuid}`, path);
       }
-      return new Device(path, fd, info);
+      return new Device(path, fd, info, id.sizeBytes);
     } catch (err) {
       await close(fd).catch(() => {});
       if (err instanceof FusedError) throw err;

@@ -3,6 +3,7 @@ import { readdir, stat } from 'node:fs/promises';
 import { FusedError, errorMessage } from '../errors.js';
 import { deviceNumbers, listBlockDevices, readIdentity, readMounts } from '../sys/blockdev.js';
 import { mountsOfDevice } from '../volume/mountinfo.js';
+import { namesWithIdentity } from './identity.js';
 import type { VolumeIdentity } from '../volume/superblock.js';
 
 export interface DeviceCheck {
@@ -73,6 +74,22 @@ export async function findVolumeDevice(uuid: string, given?: string): Promise<De
     throw new FusedError('refused', `device with UUID ${uuid} is mounted on this node (at ${mounted.mountedAt.join(', ')}); fused needs an unmounted path to the disk`, mounted.path);
   }
   throw new FusedError('refused', `no local block device has the volume's UUID ${uuid}`);
+}
+
+/**
+ * An unmounted local device with no holders whose stable identity is ID (see identity.ts), other than EXCEPT (the
+ * recorded path, which no longer has it); undefined if none. Its content is still to be proven.
+ */
+export async function findDeviceByIdentity(id: string, except?: string): Promise<string | undefined> {
+  const devices = (await listBlockDevices()).filter((d) => d.path !== except);
+  const names = new Set(await namesWithIdentity(id, devices.map((d) => d.path.slice('/dev/'.length))));
+  const mounts = await readMounts();
+  for (const d of devices) {
+    if (!names.has(d.path.slice('/dev/'.length))) continue;
+    if (mountsOfDevice(mounts, d.major, d.minor).length || (await hasHolders(d.path))) continue;
+    return d.path;
+  }
+  return undefined;
 }
 
 export async function isBlockDevice(path: string): Promise<boolean> {

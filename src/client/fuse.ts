@@ -7,9 +7,13 @@ import { FusedError, errorMessage } from '../errors.js';
 import { readSecretFile } from '../protocol/index.js';
 import { readIdentity, readMounts } from '../sys/blockdev.js';
 import { findMount } from '../volume/mountinfo.js';
+import { Device } from './device.js';
 import { findVolumeDevice, isBlockDevice } from './devices.js';
+import { deviceIdentity } from './identity.js';
+import { checkProbeOnDevice, type Probe } from './proof.js';
 import { canonicalMountpoint, loadFuses, saveFuses, type FuseRecord } from './registry.js';
-import { Session, formatServerAddress, parseServerAddress, type ServerAddress } from './session.js';
+import type { MountFidelity } from './mapcheck.js';
+import { Session, formatServerAddress, parseServerAddress, type FileMap, type ServerAddress } from './session.js';
 
 export const DEFAULT_SECRET_FILE = '/etc/fused/secret';
 
@@ -60,7 +64,23 @@ export async function fuse(mountpointArg: string, opts: FuseOptions): Promise<Fu
       throw new FusedError('failure', err.message, `volume ${volume}`);
     });
     const device = await findVolumeDevice(info.uuid, opts.device);
-    await proveMount(session, volume, mountpoint, opts.probeWaitMs ?? 5000);
+    // One probe serves both proofs: the device holds the token (rule 7) and the mount shows it.
+    const probe = await session.probe(volume);
+    let fidelity: MountFidelity;
+    try {
+      const opened = await Device.open(device.path, info.uuid);
+      let probeMap: FileMap;
+      try {
+        probeMap = await checkProbeOnDevice(session, volume, opened, probe);
+      } finally {
+        await opened.close();
+      }
+      await proveMount(session, volume, mountpoint, probe, opts.probeWaitMs ?? 5000);
+      fidelity = await mountFidelity(join(mountpoint, probe.name), probeMap);
+    } finally {
+      await session.unprobe(volume, probe.name).catch(() => {});
+    }
+    const deviceId = await deviceIdentity(device.path);
     const mount = findMount(await readMounts(), mountpoint);
     const record: FuseRecord = {
       mountpoint,
@@ -70,10 +90,12 @@ export async function fuse(mountpointArg: string, opts: FuseOptions): Promise<Fu
       fstype: info.fstype,
       blockSize: info.blockSize,
       device: device.path,
+      ...(deviceId ? { deviceId } : {}),
       node: opts.node,
       secretFile: opts.secretFile,
       fusedAt: new Date().toISOString(),
       ...(mount ? { mountFstype: mount.fstype, mountSource: mount.source } : {}),
+      ...fidelity,
     };
     const records = (await loadFuses()).filter((r) => r.mountpoint !== mountpoint);
     records.push(record);
@@ -84,22 +106,28 @@ export async function fuse(mountpointArg: string, opts: FuseOptions): Promise<Fu
   }
 }
 
-/** The server makes a uniquely named file in the volume root; MOUNTPOINT must show it, with its token. */
-async function proveMount(session: Session, volume: string, mountpoint: string, waitMs: number): Promise<void> {
-  const probe = await session.probe(volume);
-  try {
-    const path = join(mountpoint, probe.name);
-    const deadline = Date.now() + waitMs;
-    for (;;) {
-      const seen = await readFile(path, 'utf8').catch(() => undefined);
-      if (seen?.trim() === probe.token) return;
-      if (Date.now() >= deadline) {
-        throw new FusedError('refused', `does not show volume ${volume} of ${formatServerAddress(session.address)} (probe file ${probe.name} not seen through the mount)`, mountpoint);
-      }
-      await sleep(100);
+/** What the mount passes through from the server, seen on the probe file: the server's inode number, and its
+ *  mtime to the nanosecond (only provable when the server's mtime has a fraction of a second). */
+async function mountFidelity(path: string, probeMap: FileMap): Promise<MountFidelity> {
+  const st = await stat(path, { bigint: true });
+  const mtimeNs = probeMap.mtimeNs;
+  return {
+    mountInodes: probeMap.ino !== undefined && BigInt(probeMap.ino) === st.ino,
+    mountMtimeNs: mtimeNs !== undefined && mtimeNs % 1_000_000_000n !== 0n && mtimeNs === st.mtimeNs,
+  };
+}
+
+/** The server made a uniquely named file in the volume root; MOUNTPOINT must show it, with its token. */
+async function proveMount(session: Session, volume: string, mountpoint: string, probe: Probe, waitMs: number): Promise<void> {
+  const path = join(mountpoint, probe.name);
+  const deadline = Date.now() + waitMs;
+  for (;;) {
+    const seen = await readFile(path, 'utf8').catch(() => undefined);
+    if (seen?.trim() === probe.token) return;
+    if (Date.now() >= deadline) {
+      throw new FusedError('refused', `does not show volume ${volume} of ${formatServerAddress(session.address)} (probe file ${probe.name} not seen through the mount)`, mountpoint);
     }
-  } finally {
-    await session.unprobe(volume, probe.name).catch(() => {});
+    await sleep(100);
   }
 }
 
@@ -121,6 +149,8 @@ export interface FuseStatus extends FuseRecord {
   serverReachable: boolean;
   devicePresent: boolean;
   uuidMatches: boolean;
+  /** Whether the device at the recorded path still has the recorded identity; null when none was recorded. */
+  deviceIdMatches: boolean | null;
   problem: string | null;
 }
 
@@ -151,5 +181,11 @@ export async function fuseStatus(record: FuseRecord, timeoutMs = 2000): Promise<
   } else {
     problems.push('device missing');
   }
-  return { ...record, serverReachable, devicePresent, uuidMatches, problem: problems.length ? problems.join('; ') : null };
+  let deviceIdMatches: boolean | null = null;
+  if (record.deviceId) {
+    const now = devicePresent ? await deviceIdentity(record.device) : undefined;
+    deviceIdMatches = now === record.deviceId;
+    if (devicePresent && !deviceIdMatches) problems.push(`device identity is now ${now ?? 'none'} (fused as ${record.deviceId})`);
+  }
+  return { ...record, serverReachable, devicePresent, uuidMatches, deviceIdMatches, problem: problems.length ? problems.join('; ') : null };
 }

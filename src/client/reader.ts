@@ -167,19 +167,25 @@ export class FileReader {
       await release();
       return { reason: map.networkReason ?? networkReasons(map.extents) };
     }
+    // The device proven by its content for this session (rule 7), found by its identity: never just the recorded path.
+    if ('reason' in got.device) {
+      await release();
+      return { reason: got.device.reason };
+    }
     let device: Device;
     try {
-      device = await Device.open(fused.fuse.device, fused.fuse.uuid);
+      device = await Device.open(got.device.path, fused.fuse.uuid);
     } catch (err) {
       await release();
       return { reason: err instanceof FusedError && err.subject ? `${err.subject}: ${err.message}` : `device: ${errorMessage(err)}` };
     }
-    // Every DATA extent must lie inside the device (and so cannot reach past it into another volume's bytes).
-    const outside = map.extents.find((e) => e.state === 'DATA' && e.physical + e.length > device.info.size);
+    // Every DATA extent must lie inside the device and its file system (never another volume's bytes).
+    const limit = Math.min(device.info.size, device.fsSize);
+    const outside = map.extents.find((e) => e.state === 'DATA' && e.physical + e.length > limit);
     if (outside) {
       await device.close();
       await release();
-      return { reason: `the map points outside the device (${outside.physical}+${outside.length} > ${device.info.size} bytes): refused` };
+      return { reason: `the map points outside the volume (extent at ${outside.physical}+${outside.length}, volume ${limit} bytes): refused` };
     }
     return { map, session, device };
   }

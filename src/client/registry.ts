@@ -12,6 +12,9 @@ export interface FuseRecord {
   fstype: string;
   blockSize: number;
   device: string;
+  /** The device's stable identity at fuse time (dm UUID or name, loop backing file, WWID, by-id), where the kernel
+   *  offers one: a session checks the device path still has it, else finds the device that does. */
+  deviceId?: string;
   node: string;
   secretFile: string;
   fusedAt: string;

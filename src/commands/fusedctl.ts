@@ -21,11 +21,13 @@ const STATUS_COLUMNS: Column<FuseStatus>[] = [
   { id: 'volume', header: 'VOLUME', help: 'volume name on the server', align: 'left', text: (r) => r.volume, json: (r) => r.volume },
   { id: 'server', header: 'SERVER', help: 'map server HOST:PORT', align: 'left', text: (r) => r.server, json: (r) => r.server },
   { id: 'device', header: 'DEVICE', help: 'local block device', align: 'left', text: (r) => r.device, json: (r) => r.device },
+  { id: 'deviceId', header: 'DEVICE-ID', help: "the device's stable identity recorded at fuse (dm UUID or name, loop backing file, WWID, by-id)", align: 'left', text: (r) => r.deviceId ?? '-', json: (r) => r.deviceId ?? null },
   { id: 'uuid', header: 'UUID', help: 'file-system UUID', align: 'left', text: (r) => r.uuid, json: (r) => r.uuid },
   { id: 'fstype', header: 'TYPE', help: 'file-system type', align: 'left', text: (r) => r.fstype, json: (r) => r.fstype },
   { id: 'serverReachable', header: 'SERVER-OK', help: 'map server answers and accepts our secret', align: 'left', text: (r) => yesNo(r.serverReachable), json: (r) => r.serverReachable },
   { id: 'devicePresent', header: 'DEVICE-OK', help: 'device node present', align: 'left', text: (r) => yesNo(r.devicePresent), json: (r) => r.devicePresent },
   { id: 'uuidMatches', header: 'UUID-OK', help: "device superblock still has the volume's UUID", align: 'left', text: (r) => yesNo(r.uuidMatches), json: (r) => r.uuidMatches },
+  { id: 'deviceIdMatches', header: 'ID-OK', help: 'device at the recorded path still has the recorded identity (- when none was recorded)', align: 'left', text: (r) => (r.deviceIdMatches === null ? '-' : yesNo(r.deviceIdMatches)), json: (r) => r.deviceIdMatches },
   { id: 'problem', header: 'PROBLEM', help: 'what is wrong, if anything', align: 'left', text: (r) => r.problem ?? '-', json: (r) => r.problem },
 ];
 const yesNo = (b: boolean) => (b ? 'yes' : 'no');
@@ -127,13 +129,13 @@ export function build(ctx: CommandContext): Command {
 
   program
     .command('status')
-    .description('show fuses, and check each: server reachable, device present, UUID still matching')
+    .description('show fuses, and check each: server reachable, device present, UUID and device identity still matching')
     .option('--json', 'JSON array for scripts')
     .option('-o, --output <COLS>', `columns to show (${STATUS_COLUMNS.map((c) => c.id).join(',')})`)
     .option('-n, --noheadings', 'no header line')
     .addOption(new Option('--timeout <SECONDS>', 'how long to wait for each server').default('2'))
     .action(async (opts: { json?: boolean; output?: string; noheadings?: boolean; timeout: string }) => {
-      const cols = selectColumns(STATUS_COLUMNS, opts.output ?? (opts.json ? undefined : 'mountpoint,volume,server,device,serverReachable,devicePresent,uuidMatches'));
+      const cols = selectColumns(STATUS_COLUMNS, opts.output ?? (opts.json ? undefined : 'mountpoint,volume,server,device,deviceId,serverReachable,devicePresent,uuidMatches,deviceIdMatches'));
       const timeoutMs = parseCount(opts.timeout, '--timeout', 1, 600) * 1000;
       const rows = await Promise.all((await loadFuses()).map((r) => fuseStatus(r, timeoutMs)));
       if (opts.json) {

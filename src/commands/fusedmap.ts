@@ -97,7 +97,9 @@ async function mapOne(client: FuseClient, file: Buffer, opts: Opts): Promise<Map
       if (session.isRecalled(map.lease)) onRecall(map.lease);
       const device = await Device.open(fused.fuse.device, fused.fuse.uuid);
       try {
-        verify = await verifyMap(device, fused.abs, map, () => lost);
+        // A diagnostic of the recorded device (it compares, never hands device bytes out as the file's), still
+        // bounded by the lease: it stops at a recall, a lost server or the lease deadline.
+        verify = await verifyMap(device, fused.abs, map, () => lost ?? (session.leaseValid(map.lease) ? null : 'the lease expired (no answer from the map server)'));
       } finally {
         await device.close();
       }

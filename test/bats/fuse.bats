@@ -79,7 +79,11 @@ assert_no_fuses() {
 	local dev phys
 	clone_volume copy "$BED_DIR/client-volume2"
 	dev=$CLONE_DEV
-	run -0 --separate-stderr fuse_client "$BED_DIR/client-volume2" --device "$dev"
+	# fuse refuses a copy (it lacks the server's probe token): fuse the real device, then point the record at
+	# the copy, as if the disk behind the recorded path had been swapped (no identity recorded).
+	run -0 --separate-stderr fuse_client "$BED_DIR/client-volume2" --device "$BED_DEV_B"
+	jq --arg m "$BED_DIR/client-volume2" --arg d "$dev" '.fuses |= map(if .mountpoint == $m then .device = $d | del(.deviceId) else . end)' \
+		"$BED_DIR/client-state/fuses.json" >"$BED_DIR/fuses.json.new" && mv "$BED_DIR/fuses.json.new" "$BED_DIR/client-state/fuses.json"
 	run -0 --separate-stderr bed_in_client "$FUSED_BIN/fusedmap" --verify --json "$BED_DIR/client-volume2/data.bin"
 	run -0 jq -c '.[0].verify | [.ok, .mismatches]' <<<"$output"
 	assert_output '[true,0]'

@@ -178,7 +178,11 @@ assert_fast_writer() { ((ms < 5000)) || fail "the opener on the server waited ${
 	local dev mnt=$BED_DIR/client-volume2
 	clone_volume copy "$mnt"
 	dev=$CLONE_DEV
-	run -0 --separate-stderr fuse_client "$mnt" --device "$dev"
+	# fuse refuses a copy (it lacks the server's probe token): fuse the real device, then point the record at
+	# the copy, as if the disk behind the recorded path had been swapped (no identity recorded).
+	run -0 --separate-stderr fuse_client "$mnt" --device "$BED_DEV_B"
+	jq --arg m "$mnt" --arg d "$dev" '.fuses |= map(if .mountpoint == $m then .device = $d | del(.deviceId) else . end)' \
+		"$BED_DIR/client-state/fuses.json" >"$BED_DIR/fuses.json.new" && mv "$BED_DIR/fuses.json.new" "$BED_DIR/client-state/fuses.json"
 	# Only the copy's device, never device A (mounted) or B (the client's path to the volume).
 	[[ $dev != "$BED_DEV_A" && $dev != "$BED_DEV_B" ]] || fail "the copy got a bed device"
 	run e2fsck -fy "$dev"

@@ -31,7 +31,8 @@ bed_init() {
 	bed_save_env
 }
 
-# Record one thing to undo. Kinds: dir, pid, mount, fuse, loop, netns.
+# Record one thing to undo. Kinds: dir, pid, mount, fuse, loop, netns, dm (a device-mapper device, by name).
+# Record a dm device after the loop devices under it: teardown goes newest first, so it is removed before them.
 bed_record() { echo "$*" >>"$BED_DIR/undo.log"; }
 
 # Write the exported bed variables so another shell (a demo step, a debugging session) can source them.
@@ -222,6 +223,18 @@ bed_unmount() {
 	umount -l "$dir"
 }
 
+# bed_dm_remove NAME: remove a device-mapper device of ours (retrying while it is busy), if it still exists.
+bed_dm_remove() {
+	local name=$1 i
+	for ((i = 0; i < 20; i++)); do
+		dmsetup info "$name" >/dev/null 2>&1 || return 0
+		dmsetup remove "$name" 2>/dev/null && return 0
+		sleep 0.25
+	done
+	bed_log "device-mapper device $name still busy"
+	return 1
+}
+
 bed_detach() {
 	local dev=$1 img=$2 i
 	for ((i = 0; i < 20; i++)); do
@@ -243,6 +256,7 @@ bed_teardown() {
 		pid) bed_kill_pid "$a" "$b" ;;
 		fuse | mount) bed_unmount "$a" "$kind" ;;
 		loop) bed_detach "$a" "$b" ;;
+		dm) bed_dm_remove "$a" ;;
 		netns)
 			# Stragglers (sshfs's ssh, say) live only in our own namespace.
 			for pid in $(ip netns pids "$a" 2>/dev/null); do kill -KILL "$pid" 2>/dev/null; done
