@@ -81,7 +81,7 @@ export function build(ctx: CommandContext): Command {
     .option('--listen <HOST:PORT>', 'address to listen on', `0.0.0.0:${DEFAULT_PORT}`)
     .option('--secret-file <FILE>', 'master secret (mode 0600) every node key is derived from', DEFAULT_SECRET_FILE)
     .option('--node <NAME>', 'this server\'s node name', defaultNode())
-    .option('--role <NODE=ROLE>', `what NODE may do: ${ROLE_HELP}; repeatable`, collect, [])
+    .addOption(new Option('--role <NODE=ROLE>', `what NODE may do: ${ROLE_HELP}; repeatable`).argParser(collect).default([], 'none'))
     .option('--default-role <ROLE>', `role of nodes without --role: ${ROLE_HELP}`, 'ro')
     .option('--max-connections <N>', 'authenticated connections served at once', String(LIMITS.maxConnections))
     .option('--max-unauthenticated <N>', 'connections not yet authenticated; past it the oldest is dropped', String(LIMITS.maxUnauthenticated))
