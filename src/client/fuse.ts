@@ -131,9 +131,8 @@ export async function unfuse(mountpointArg: string): Promise<FuseRecord> {
   return found;
 }
 
+/** A fuse and its health; access is as the server says now, or as it said at fuse time when unreachable. */
 export interface FuseStatus extends FuseRecord {
-  /** What the server lets this node do: as it says now, or as it said at fuse time when unreachable. */
-  access?: FuseRecord['access'];
   serverReachable: boolean;
   devicePresent: boolean;
   uuidMatches: boolean;

@@ -119,6 +119,8 @@ export function build(ctx: CommandContext): Command {
       for (const v of volumes) {
         log(`volume ${v.name}: ${v.dir} (${v.identity.fstype} ${v.identity.uuid} on ${v.device}, block size ${v.identity.blockSize})${v.networkOnly ? `; network only: ${v.networkOnly}` : ''}`);
       }
+      const named = [...roles].map(([n, r]) => `${n}=${r}`).join(', ');
+      log(`roles: ${named ? `${named}; ` : ''}any other node ${defaultRole}`);
       log(`listening on ${formatServerAddress({ host: bound.address, port: bound.port })}`);
       await new Promise<void>((resolve) => {
         const stop = (sig: string) => {

@@ -10,7 +10,7 @@ handshake goes on either way: this is a test client, it lets the server have its
 requests go to stdout, one line each.
 When the server closes the connection, prints CLOSED and stops. Exit 0, or 1 on a reply timeout.
 """
-import argparse, codecs, hashlib, hmac, os, socket, sys
+import argparse, codecs, hashlib, hmac, os, socket, sys, urllib.parse
 
 VERSION = 2
 
@@ -74,7 +74,7 @@ def main():
         sys.exit(1)
     if not a.no_auth:
         fields = dict(f.split("=", 1) for f in greeting.split(" ")[2:] if "=" in f)
-        challenge, server_node = fields["challenge"], fields["node"]
+        challenge, server_node = fields["challenge"], urllib.parse.unquote(fields["node"])
         if a.key_file is not None:
             key = open(a.key_file, "rb").read().rstrip()
         else:
