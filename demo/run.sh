@@ -38,7 +38,7 @@ bed_start_server
 tail -2 "$BED_DIR/server.log"
 
 step "client: fusedctl fuse (finds device B by UUID, proves the mount shows the volume)"
-bed_in_client "$FUSED_BIN/fusedctl" fuse "$BED_CLI_DIR" --server "$BED_SERVER" --secret-file "$BED_SECRET" --node client
+bed_in_client "$FUSED_BIN/fusedctl" fuse "$BED_CLI_DIR" --server "$BED_SERVER" --key-file "$(bed_node_key client)" --node client
 bed_in_client "$FUSED_BIN/fusedctl" status
 
 step "client: fusedmap (the maps the server hands out) and --verify"

@@ -51,10 +51,10 @@ export class FuseClient {
 
   /** One authenticated session per server, opened on first use. */
   session(fuse: FuseRecord): Promise<Session> {
-    const key = `${fuse.server}\0${fuse.secretFile}\0${fuse.node}`;
+    const key = `${fuse.server}\0${fuse.keyFile}\0${fuse.node}`;
     let s = this.sessions.get(key);
     if (!s) {
-      s = openSession(fuse.server, fuse.secretFile, fuse.node);
+      s = openSession(fuse.server, fuse.keyFile, fuse.node);
       this.sessions.set(key, s);
       s.catch(() => this.sessions.delete(key));
     }

@@ -4,41 +4,54 @@ import { hostname } from 'node:os';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { FusedError, errorMessage } from '../errors.js';
-import { readSecretFile } from '../protocol/index.js';
+import { readKeyFile, readSecretFile } from '../protocol/index.js';
 import { readIdentity, readMounts } from '../sys/blockdev.js';
 import { findMount } from '../volume/mountinfo.js';
 import { Device } from './device.js';
 import { findVolumeDevice, isBlockDevice } from './devices.js';
 import { deviceIdentity } from './identity.js';
 import { checkProbeOnDevice, type Probe } from './proof.js';
-import { canonicalMountpoint, loadFuses, saveFuses, type FuseRecord } from './registry.js';
+import { DEFAULT_KEY_FILE, canonicalMountpoint, loadFuses, saveFuses, type FuseRecord } from './registry.js';
 import type { MountFidelity } from './mapcheck.js';
 import { Session, formatServerAddress, parseServerAddress, type FileMap, type ServerAddress } from './session.js';
 
 export const DEFAULT_SECRET_FILE = '/etc/fused/secret';
+export { DEFAULT_KEY_FILE };
 
 export function defaultNode(): string {
   return hostname().replace(/[^A-Za-z0-9._-]/g, '-').slice(0, 64) || 'node';
 }
 
+/** The map server's master secret (serve, key). */
 export function loadSecret(file: string): Buffer {
   try {
     return readSecretFile(file);
   } catch (err) {
     const why = errorMessage(err).replace(/^secret file .*?: (?=[a-z])/, '');
-    const hint = /missing/.test(why) ? ` (make one with: openssl rand -hex 32 > ${file}; the same file on every node)` : '';
+    const hint = /missing/.test(why) ? ` (make one with: (umask 077; openssl rand -hex 32 > ${file}); it stays on the map server)` : '';
     throw new FusedError('failure', why + hint, `secret file ${file}`);
   }
 }
 
-export async function openSession(server: string | ServerAddress, secretFile: string, node: string, timeoutMs?: number): Promise<Session> {
+/** A node's own key (fuse, and every client command after it). */
+export function loadKey(file: string): Buffer {
+  try {
+    return readKeyFile(file);
+  } catch (err) {
+    const why = errorMessage(err).replace(/^key file .*?: (?=[a-z])/, '');
+    const hint = /missing/.test(why) ? ` (make one on the map server with: (umask 077; fusedctl key NODE > ${file}), and copy it here)` : '';
+    throw new FusedError('failure', why + hint, `key file ${file}`);
+  }
+}
+
+export async function openSession(server: string | ServerAddress, keyFile: string, node: string, timeoutMs?: number): Promise<Session> {
   const address = typeof server === 'string' ? parseServerAddress(server) : server;
-  return Session.open(address, { node, secret: loadSecret(secretFile), ...(timeoutMs ? { timeoutMs } : {}) });
+  return Session.open(address, { node, key: loadKey(keyFile), ...(timeoutMs ? { timeoutMs } : {}) });
 }
 
 export interface FuseOptions {
   server: string;
-  secretFile: string;
+  keyFile: string;
   node: string;
   volume?: string;
   device?: string;
@@ -50,7 +63,7 @@ export interface FuseOptions {
 export async function fuse(mountpointArg: string, opts: FuseOptions): Promise<FuseRecord> {
   const mountpoint = await canonicalMountpoint(mountpointArg);
   if (!(await stat(mountpoint)).isDirectory()) throw new FusedError('failure', 'not a directory', mountpointArg);
-  const session = await openSession(opts.server, opts.secretFile, opts.node);
+  const session = await openSession(opts.server, opts.keyFile, opts.node);
   try {
     let volume = opts.volume;
     if (!volume) {
@@ -92,7 +105,8 @@ export async function fuse(mountpointArg: string, opts: FuseOptions): Promise<Fu
       device: device.path,
       ...(deviceId ? { deviceId } : {}),
       node: opts.node,
-      secretFile: opts.secretFile,
+      keyFile: opts.keyFile,
+      access: session.access,
       fusedAt: new Date().toISOString(),
       ...(mount ? { mountFstype: mount.fstype, mountSource: mount.source } : {}),
       ...fidelity,
@@ -145,6 +159,7 @@ export async function unfuse(mountpointArg: string): Promise<FuseRecord> {
   return found;
 }
 
+/** A fuse and its health; access is as the server says now, or as it said at fuse time when unreachable. */
 export interface FuseStatus extends FuseRecord {
   serverReachable: boolean;
   devicePresent: boolean;
@@ -157,11 +172,13 @@ export interface FuseStatus extends FuseRecord {
 export async function fuseStatus(record: FuseRecord, timeoutMs = 2000): Promise<FuseStatus> {
   const problems: string[] = [];
   let serverReachable = false;
+  let access = record.access;
   try {
-    const s = await openSession(record.server, record.secretFile, record.node, timeoutMs);
+    const s = await openSession(record.server, record.keyFile, record.node, timeoutMs);
     try {
       await s.ping();
       serverReachable = true;
+      access = s.access;
     } finally {
       s.close();
     }
@@ -187,5 +204,5 @@ export async function fuseStatus(record: FuseRecord, timeoutMs = 2000): Promise<
     deviceIdMatches = now === record.deviceId;
     if (devicePresent && !deviceIdMatches) problems.push(`device identity is now ${now ?? 'none'} (fused as ${record.deviceId})`);
   }
-  return { ...record, serverReachable, devicePresent, uuidMatches, deviceIdMatches, problem: problems.length ? problems.join('; ') : null };
+  return { ...record, ...(access ? { access } : {}), serverReachable, devicePresent, uuidMatches, deviceIdMatches, problem: problems.length ? problems.join('; ') : null };
 }

@@ -3,6 +3,10 @@ import { mkdir, readFile, realpath, rename, writeFile } from 'node:fs/promises';
 import { homedir } from 'node:os';
 import { join } from 'node:path';
 import { FusedError, errnoCode, errorMessage } from '../errors.js';
+import type { Access } from '../protocol/index.js';
+
+/** Where a node's key lives unless --key-file says otherwise. */
+export const DEFAULT_KEY_FILE = '/etc/fused/node.key';
 
 export interface FuseRecord {
   mountpoint: string;
@@ -16,7 +20,10 @@ export interface FuseRecord {
    *  offers one: a session checks the device path still has it, else finds the device that does. */
   deviceId?: string;
   node: string;
-  secretFile: string;
+  /** The node key file (`fusedctl key NODE` on the map server), used by every later command. */
+  keyFile: string;
+  /** What the server let this node do when it was fused (its role there). */
+  access?: Access;
   fusedAt: string;
   /** The network mount seen at fuse time (file-system type and source), re-checked before each direct read. */
   mountFstype?: string;
@@ -42,8 +49,9 @@ export async function loadFuses(dir = stateDir()): Promise<FuseRecord[]> {
     throw new FusedError('failure', errorMessage(err), join(dir, FILE));
   }
   try {
-    const parsed = JSON.parse(text) as { fuses?: FuseRecord[] };
-    return Array.isArray(parsed.fuses) ? parsed.fuses : [];
+    const parsed = JSON.parse(text) as { fuses?: (FuseRecord & { secretFile?: string })[] };
+    // Records from before per-node keys named a shared secret file instead; they use the default key.
+    return Array.isArray(parsed.fuses) ? parsed.fuses.map(({ secretFile: _old, ...r }) => ({ ...r, keyFile: r.keyFile ?? DEFAULT_KEY_FILE })) : [];
   } catch (err) {
     throw new FusedError('failure', `corrupt state file: ${errorMessage(err)}`, join(dir, FILE));
   }

@@ -8,13 +8,18 @@ import {
   LIMITS,
   LineFramer,
   PROTOCOL_VERSION,
-  authProof,
+  clientProof,
   decodeBytes,
   formatRequest,
   parseExtent,
   parseGreeting,
   parseNumber,
   parseReplyLine,
+  newChallenge,
+  proofMatches,
+  serverProof,
+  isAccess,
+  type Access,
   type Fields,
   type Request,
   type WireExtent,
@@ -41,7 +46,7 @@ export function formatServerAddress(a: ServerAddress): string {
 export interface VolumeInfo extends Pick<VolumeIdentity, 'uuid' | 'label' | 'blockSize' | 'sizeBytes'> {
   name: string;
   fstype: string;
-  access: 'ro' | 'rw';
+  access: Access;
 }
 
 export interface FileMap {
@@ -91,7 +96,7 @@ export class Session extends EventEmitter<SessionEvents> {
    *  a reply + T - margin (the server waits T + margin after a recall before it lets the file go). */
   private validUntil = -Infinity;
   serverNode = '';
-  access: 'ro' | 'rw' = 'ro';
+  access: Access = 'ro';
   /** The server's idle timeout (from HELLO); a long direct read pings well within it. */
   idleMs = 300_000;
 
@@ -108,10 +113,13 @@ export class Session extends EventEmitter<SessionEvents> {
     socket.on('close', () => this.fail(unreachable(address, 'connection closed')));
   }
 
-  /** Connect, check the greeting, HELLO and AUTH. Errors: kind 'unreachable'. */
+  /**
+   * Connect, check the greeting, HELLO (the server proves it knows this node's key) and AUTH (we prove it).
+   * Errors: kind 'unreachable'.
+   */
   static async open(
     address: ServerAddress,
-    opts: { node: string; secret: Buffer; timeoutMs?: number },
+    opts: { node: string; key: Buffer; timeoutMs?: number },
   ): Promise<Session> {
     const timeoutMs = opts.timeoutMs ?? 5000;
     const socket = await new Promise<net.Socket>((resolve, reject) => {
@@ -141,22 +149,35 @@ export class Session extends EventEmitter<SessionEvents> {
       const g = parseGreeting(line);
       if (g.version !== PROTOCOL_VERSION) throw unreachable(address, `server speaks protocol ${g.version}, not ${PROTOCOL_VERSION}`);
       session.serverNode = g.node;
-      const hello = await session.withTimeout(session.request({ verb: 'HELLO', node: opts.node, version: PROTOCOL_VERSION }), timeoutMs);
-      const idle = Number(hello.head.idle);
+      const challenge = newChallenge();
+      let hello: Fields;
+      try {
+        hello = (await session.withTimeout(session.request({ verb: 'HELLO', node: opts.node, version: PROTOCOL_VERSION, challenge }), timeoutMs)).head;
+      } catch (err) {
+        if (err instanceof ServerRefusal) throw unreachable(address, `HELLO refused: ${err.message}`);
+        throw err;
+      }
+      // Before AUTH: a server that cannot prove it knows our key learns nothing from us, not even a proof.
+      const want = serverProof(opts.key, g.challenge, challenge, opts.node, g.node);
+      if (hello.proof === undefined || !proofMatches(want, hello.proof)) {
+        throw unreachable(address, 'authentication failed: the server does not know this node\'s key (wrong key file, or not the real map server)');
+      }
+      const idle = Number(hello.idle);
       if (Number.isSafeInteger(idle) && idle > 0) session.idleMs = idle * 1000;
-      const lease = Number(hello.head.lease);
-      if (!Number.isSafeInteger(lease) || lease < 1) throw unreachable(address, `the server announced no usable lease time (lease=${hello.head.lease ?? ''})`);
+      const lease = Number(hello.lease);
+      if (!Number.isSafeInteger(lease) || lease < 1) throw unreachable(address, `the server announced no usable lease time (lease=${hello.lease ?? ''})`);
       session.leaseMs = lease * 1000;
       let auth: Fields;
       try {
-        auth = (await session.withTimeout(session.request({ verb: 'AUTH', proof: authProof(opts.secret, g.challenge, opts.node) }), timeoutMs)).head;
+        auth = (await session.withTimeout(session.request({ verb: 'AUTH', proof: clientProof(opts.key, g.challenge, challenge, opts.node) }), timeoutMs)).head;
       } catch (err) {
         if (err instanceof ServerRefusal && err.code === 'AUTHFAIL') {
-          throw new FusedError('unreachable', 'authentication failed (check the secret file)', formatServerAddress(address));
+          throw unreachable(address, `authentication failed: the server refused node ${opts.node}'s key (check the key file and --node)`);
         }
+        if (err instanceof ServerRefusal) throw unreachable(address, err.message);
         throw err;
       }
-      session.access = auth.access === 'rw' ? 'rw' : 'ro';
+      session.access = isAccess(auth.access ?? '') ? auth.access as Access : 'ro';
       return session;
     } catch (err) {
       session.close();
@@ -268,7 +289,7 @@ export class Session extends EventEmitter<SessionEvents> {
       label: head.label ?? '',
       blockSize: parseNumber(head.blocksize ?? ''),
       sizeBytes: parseNumber(head.size ?? ''),
-      access: head.access === 'rw' ? 'rw' : 'ro',
+      access: isAccess(head.access ?? '') ? head.access as Access : 'ro',
     };
   }
 

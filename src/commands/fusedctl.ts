@@ -1,10 +1,11 @@
-// fusedctl: run the map server (serve), fuse and unfuse network mounts, show fuses (status).
+// fusedctl: run the map server (serve), make node keys (key), fuse and unfuse network mounts, show fuses (status).
 import { Command, Option } from 'commander';
-import { EXIT_CODES, FusedError } from '../errors.js';
-import { DEFAULT_SECRET_FILE, defaultNode, fuse, fuseStatus, loadSecret, unfuse, type FuseStatus } from '../client/fuse.js';
+import { open } from 'node:fs/promises';
+import { EXIT_CODES, FusedError, errnoCode, errorMessage } from '../errors.js';
+import { DEFAULT_KEY_FILE, DEFAULT_SECRET_FILE, defaultNode, fuse, fuseStatus, loadSecret, unfuse, type FuseStatus } from '../client/fuse.js';
 import { loadFuses } from '../client/registry.js';
 import { formatServerAddress, parseServerAddress } from '../client/session.js';
-import { DEFAULT_PORT, LIMITS } from '../protocol/index.js';
+import { ACCESS_LEVELS, DEFAULT_PORT, LIMITS, isAccess, isNodeName, nodeKey, type Access } from '../protocol/index.js';
 import { MapServer } from '../server/server.js';
 import { LEASE_BREAK_TIME_FILE, leaseTimeProblem } from '../server/leases.js';
 import { readFileSync } from 'node:fs';
@@ -16,6 +17,43 @@ import { parseCount } from '../ui/options.js';
 
 const collect = (v: string, prev: string[]) => [...prev, v];
 
+const ROLE_HELP = ACCESS_LEVELS.join('|');
+
+function parseAccess(value: string, option: string): Access {
+  if (!isAccess(value)) throw new FusedError('usage', `expected ${ROLE_HELP}, got '${value}'`, option);
+  return value;
+}
+
+/** --role NODE=ro|rw|admin, repeatable; a node named twice is a mistake, not a last-one-wins. */
+function parseRoles(specs: string[]): Map<string, Access> {
+  const roles = new Map<string, Access>();
+  for (const spec of specs) {
+    const eq = spec.lastIndexOf('=');
+    const node = spec.slice(0, Math.max(eq, 0));
+    if (eq < 0 || !isNodeName(node)) throw new FusedError('usage', `expected NODE=${ROLE_HELP}, got '${spec}'`, '--role');
+    if (roles.has(node)) throw new FusedError('usage', `node ${node} given twice`, '--role');
+    roles.set(node, parseAccess(spec.slice(eq + 1), '--role'));
+  }
+  return roles;
+}
+
+/** Write a node key to FILE, mode 0600 before any byte is in it; an existing file only with --force. */
+async function writeKeyFile(file: string, key: Buffer, force: boolean): Promise<void> {
+  let fh;
+  try {
+    fh = await open(file, force ? 'w' : 'wx', 0o600);
+  } catch (err) {
+    if (errnoCode(err) === 'EEXIST') throw new FusedError('failure', 'exists (use --force to overwrite it)', file);
+    throw new FusedError('failure', errorMessage(err), file);
+  }
+  try {
+    await fh.chmod(0o600);
+    await fh.writeFile(Buffer.concat([key, Buffer.from('\n')]));
+  } finally {
+    await fh.close();
+  }
+}
+
 const STATUS_COLUMNS: Column<FuseStatus>[] = [
   { id: 'mountpoint', header: 'MOUNTPOINT', help: 'the fused network mount', align: 'left', text: (r) => r.mountpoint, json: (r) => r.mountpoint },
   { id: 'volume', header: 'VOLUME', help: 'volume name on the server', align: 'left', text: (r) => r.volume, json: (r) => r.volume },
@@ -24,7 +62,8 @@ const STATUS_COLUMNS: Column<FuseStatus>[] = [
   { id: 'deviceId', header: 'DEVICE-ID', help: "the device's stable identity recorded at fuse (dm UUID or name, loop backing file, WWID, by-id)", align: 'left', text: (r) => r.deviceId ?? '-', json: (r) => r.deviceId ?? null },
   { id: 'uuid', header: 'UUID', help: 'file-system UUID', align: 'left', text: (r) => r.uuid, json: (r) => r.uuid },
   { id: 'fstype', header: 'TYPE', help: 'file-system type', align: 'left', text: (r) => r.fstype, json: (r) => r.fstype },
-  { id: 'serverReachable', header: 'SERVER-OK', help: 'map server answers and accepts our secret', align: 'left', text: (r) => yesNo(r.serverReachable), json: (r) => r.serverReachable },
+  { id: 'access', header: 'ACCESS', help: `what the server lets this node do (${ROLE_HELP})`, align: 'left', text: (r) => r.access ?? '-', json: (r) => r.access ?? null },
+  { id: 'serverReachable', header: 'SERVER-OK', help: 'map server answers, proves it knows our key and accepts it', align: 'left', text: (r) => yesNo(r.serverReachable), json: (r) => r.serverReachable },
   { id: 'devicePresent', header: 'DEVICE-OK', help: 'device node present', align: 'left', text: (r) => yesNo(r.devicePresent), json: (r) => r.devicePresent },
   { id: 'uuidMatches', header: 'UUID-OK', help: "device superblock still has the volume's UUID", align: 'left', text: (r) => yesNo(r.uuidMatches), json: (r) => r.uuidMatches },
   { id: 'deviceIdMatches', header: 'ID-OK', help: 'device at the recorded path still has the recorded identity (- when none was recorded)', align: 'left', text: (r) => (r.deviceIdMatches === null ? '-' : yesNo(r.deviceIdMatches)), json: (r) => r.deviceIdMatches },
@@ -44,16 +83,22 @@ export function build(ctx: CommandContext): Command {
     .description('run the map server for one or more mounted volumes (on the node that mounts them)')
     .requiredOption('--volume <NAME=DIR>', 'serve DIR (on a mounted ext2/3/4 or XFS file system) as volume NAME; repeatable', collect, [])
     .option('--listen <HOST:PORT>', 'address to listen on', `0.0.0.0:${DEFAULT_PORT}`)
-    .option('--secret-file <FILE>', 'shared secret clients must prove they know', DEFAULT_SECRET_FILE)
+    .option('--secret-file <FILE>', 'master secret (mode 0600) every node key is derived from', DEFAULT_SECRET_FILE)
     .option('--node <NAME>', 'this server\'s node name', defaultNode())
-    .option('--max-connections <N>', 'connections served at once', String(LIMITS.maxConnections))
+    .addOption(new Option('--role <NODE=ROLE>', `what NODE may do: ${ROLE_HELP}; repeatable`).argParser(collect).default([], 'none'))
+    .option('--default-role <ROLE>', `role of nodes without --role: ${ROLE_HELP}`, 'ro')
+    .option('--max-connections <N>', 'authenticated connections served at once', String(LIMITS.maxConnections))
+    .option('--max-unauthenticated <N>', 'connections not yet authenticated; past it the oldest is dropped', String(LIMITS.maxUnauthenticated))
     .option('--idle-timeout <SECONDS>', 'close connections idle this long', String(LIMITS.idleTimeoutMs / 1000))
     .option('--max-extents <N>', 'extents one map may have; a file with more gets ERR TOOBIG', String(LIMITS.maxExtentsPerMap))
     .option('--max-leases <N>', 'leases one connection may hold at once; more get ERR LIMIT', String(LIMITS.maxLeasesPerConnection))
     .option('--lease-time <SECONDS>', 'lease time T: a client uses a map at most T seconds after its last answered request', String(LIMITS.leaseTimeMs / 1000))
-    .action(async (opts: { volume: string[]; listen: string; secretFile: string; node: string; maxConnections: string; idleTimeout: string; maxExtents: string; maxLeases: string; leaseTime: string }) => {
+    .action(async (opts: { volume: string[]; listen: string; secretFile: string; node: string; role: string[]; defaultRole: string; maxConnections: string; maxUnauthenticated: string; idleTimeout: string; maxExtents: string; maxLeases: string; leaseTime: string }) => {
       const address = parseServerAddress(opts.listen);
+      const roles = parseRoles(opts.role);
+      const defaultRole = parseAccess(opts.defaultRole, '--default-role');
       const maxConnections = parseCount(opts.maxConnections, '--max-connections', 1, 100000);
+      const maxUnauthenticated = parseCount(opts.maxUnauthenticated, '--max-unauthenticated', 1, 100000);
       const idleTimeoutMs = parseCount(opts.idleTimeout, '--idle-timeout', 1, 86400) * 1000;
       const maxExtents = parseCount(opts.maxExtents, '--max-extents', 1, LIMITS.maxExtentsPerMap);
       const maxLeasesPerConnection = parseCount(opts.maxLeases, '--max-leases', 1, LIMITS.maxLeasesPerConnection);
@@ -70,7 +115,9 @@ export function build(ctx: CommandContext): Command {
       const volumes: Volume[] = [];
       for (const s of specs) volumes.push(await openVolume(s.name, s.dir));
       const log = (line: string) => process.stderr.write(`fusedctl: ${line}\n`);
-      const server = new MapServer({ node: opts.node, secret, volumes, maxConnections, idleTimeoutMs, maxExtents, maxLeasesPerConnection, leaseTimeMs, log });
+      const server = new MapServer({
+        node: opts.node, secret, volumes, roles, defaultRole, maxConnections, maxUnauthenticated, idleTimeoutMs, maxExtents, maxLeasesPerConnection, leaseTimeMs, log,
+      });
       let bound;
       try {
         bound = await server.listen(address.host, address.port);
@@ -80,6 +127,8 @@ export function build(ctx: CommandContext): Command {
       for (const v of volumes) {
         log(`volume ${v.name}: ${v.dir} (${v.identity.fstype} ${v.identity.uuid} on ${v.device}, block size ${v.identity.blockSize})${v.networkOnly ? `; network only: ${v.networkOnly}` : ''}`);
       }
+      const named = [...roles].map(([n, r]) => `${n}=${r}`).join(', ');
+      log(`roles: ${named ? `${named}; ` : ''}any other node ${defaultRole}`);
       log(`listening on ${formatServerAddress({ host: bound.address, port: bound.port })}; lease time ${leaseTimeMs / 1000} s`);
       await new Promise<void>((resolve) => {
         const stop = (sig: string) => {
@@ -99,14 +148,14 @@ export function build(ctx: CommandContext): Command {
     .requiredOption('--server <HOST:PORT>', 'the volume\'s map server')
     .option('--volume <NAME>', 'volume name on the server (needed if it serves several)')
     .option('--device <DEV>', 'use this block device (default: search by file-system UUID)')
-    .option('--secret-file <FILE>', 'shared secret file', DEFAULT_SECRET_FILE)
-    .option('--node <NAME>', 'this node\'s name', defaultNode())
+    .option('--key-file <FILE>', 'this node\'s key (fusedctl key NODE on the map server; mode 0600)', DEFAULT_KEY_FILE)
+    .option('--node <NAME>', 'this node\'s name (its key is bound to it)', defaultNode())
     .option('--json', 'print the fuse record as JSON')
-    .action(async (mountpoint: string, opts: { server: string; volume?: string; device?: string; secretFile: string; node: string; json?: boolean }) => {
+    .action(async (mountpoint: string, opts: { server: string; volume?: string; device?: string; keyFile: string; node: string; json?: boolean }) => {
       parseServerAddress(opts.server);
       const record = await fuse(mountpoint, {
         server: opts.server,
-        secretFile: opts.secretFile,
+        keyFile: opts.keyFile,
         node: opts.node,
         ...(opts.volume ? { volume: opts.volume } : {}),
         ...(opts.device ? { device: opts.device } : {}),
@@ -114,8 +163,23 @@ export function build(ctx: CommandContext): Command {
       process.stdout.write(
         opts.json
           ? jsonOut(record)
-          : `fused ${record.mountpoint}: volume ${record.volume} (${record.fstype} ${record.uuid}) on ${record.device} via ${record.server}\n`,
+          : `fused ${record.mountpoint}: volume ${record.volume} (${record.fstype} ${record.uuid}) on ${record.device} via ${record.server}, access ${record.access ?? 'ro'}\n`,
       );
+    });
+
+  program
+    .command('key')
+    .description('print (or write) NODE\'s key, derived from the master secret; run it on the map server')
+    .argument('<NODE>', 'the node name the key is for (its --node)')
+    .option('--secret-file <FILE>', 'the map server\'s master secret', DEFAULT_SECRET_FILE)
+    .option('-o, --output <FILE>', 'write the key to FILE (mode 0600) instead of stdout')
+    .option('-f, --force', 'overwrite FILE if it exists')
+    .action(async (node: string, opts: { secretFile: string; output?: string; force?: boolean }) => {
+      if (!isNodeName(node)) throw new FusedError('usage', 'node names are 1-64 of [A-Za-z0-9._-]', node);
+      if (opts.force && !opts.output) throw new FusedError('usage', 'needs -o FILE', '--force');
+      const key = nodeKey(loadSecret(opts.secretFile), node);
+      if (opts.output) await writeKeyFile(opts.output, key, !!opts.force);
+      else process.stdout.write(`${key.toString('ascii')}\n`);
     });
 
   program
@@ -135,7 +199,7 @@ export function build(ctx: CommandContext): Command {
     .option('-n, --noheadings', 'no header line')
     .addOption(new Option('--timeout <SECONDS>', 'how long to wait for each server').default('2'))
     .action(async (opts: { json?: boolean; output?: string; noheadings?: boolean; timeout: string }) => {
-      const cols = selectColumns(STATUS_COLUMNS, opts.output ?? (opts.json ? undefined : 'mountpoint,volume,server,device,deviceId,serverReachable,devicePresent,uuidMatches,deviceIdMatches'));
+      const cols = selectColumns(STATUS_COLUMNS, opts.output ?? (opts.json ? undefined : 'mountpoint,volume,server,device,deviceId,access,serverReachable,devicePresent,uuidMatches,deviceIdMatches'));
       const timeoutMs = parseCount(opts.timeout, '--timeout', 1, 600) * 1000;
       const rows = await Promise.all((await loadFuses()).map((r) => fuseStatus(r, timeoutMs)));
       if (opts.json) {

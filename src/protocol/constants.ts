@@ -1,6 +1,6 @@
 // Protocol constants shared by server and client: version, port, limits, verbs, error codes, extent states.
 
-export const PROTOCOL_VERSION = 1;
+export const PROTOCOL_VERSION = 2;
 export const DEFAULT_PORT = 7447;
 
 /** Defaults from fused-protocol(7); line and path length are fixed, the rest are server settings. */
@@ -8,6 +8,8 @@ export const LIMITS = {
   maxLineBytes: 16384,
   maxExtentsPerMap: 1_000_000,
   maxConnections: 64,
+  /** Connections not yet past AUTH; when full the oldest is dropped, so they never crowd out nodes. */
+  maxUnauthenticated: 16,
   idleTimeoutMs: 300_000,
   authTimeoutMs: 10_000,
   maxLeasesPerConnection: 4096,
@@ -86,6 +88,11 @@ export const NODE_NAME_RE = /^[A-Za-z0-9._-]{1,64}$/;
 export const VOLUME_NAME_RE = /^[A-Za-z0-9._-]{1,64}$/;
 export const LEASE_ID_RE = /^[A-Za-z0-9]{1,32}$/;
 export const HEX64_RE = /^[0-9a-f]{64}$/;
+
+/** What a node may do, from its role on the server: admin implies rw, rw implies ro. */
+export const ACCESS_LEVELS = ['ro', 'rw', 'admin'] as const;
+export type Access = typeof ACCESS_LEVELS[number];
+export const isAccess = (s: string): s is Access => (ACCESS_LEVELS as readonly string[]).includes(s);
 
 export const isNodeName = (s: string): boolean => NODE_NAME_RE.test(s);
 export const isVolumeName = (s: string): boolean => VOLUME_NAME_RE.test(s);

@@ -13,7 +13,7 @@ const CH = '0f1e2d3c4b5a69788796a5b4c3d2e1f000112233445566778899aabbccddeeff';
 
 test('formatOk encodes strings as UTF-8, Buffers as bytes, numbers as decimals', () => {
   assert.equal(formatOk('PONG'), 'OK PONG');
-  assert.equal(formatOk('HELLO', { node: 'srv1', version: 1 }), 'OK HELLO node=srv1 version=1');
+  assert.equal(formatOk('HELLO', { node: 'srv1', version: 2 }), 'OK HELLO node=srv1 version=2');
   assert.equal(formatOk('VOLUME', { name: 'media', label: 'Media Vol', empty: '', size: 107374182400 }),
     'OK VOLUME name=media label=Media%20Vol empty= size=107374182400');
   assert.equal(formatOk('X', { p: Buffer.from([0xff, 0x3d]) }), 'OK X p=%FF%3D');
@@ -38,8 +38,8 @@ test('formatErr keeps the line printable, single and within the limit', () => {
 test('formatPush and formatGreeting', () => {
   assert.equal(formatPush('RECALL', { lease: 'k3J9q2', reason: 'break' }), '! RECALL lease=k3J9q2 reason=break');
   assert.equal(formatPush('BYE', { reason: 'auth-timeout' }), '! BYE reason=auth-timeout');
-  assert.equal(formatGreeting('srv1', CH), `FUSED 1 node=srv1 challenge=${CH}`);
-  assert.equal(formatGreeting('my host', CH), `FUSED 1 node=my%20host challenge=${CH}`);
+  assert.equal(formatGreeting('srv1', CH), `FUSED 2 node=srv1 challenge=${CH}`);
+  assert.equal(formatGreeting('my host', CH), `FUSED 2 node=my%20host challenge=${CH}`);
   assert.throws(() => formatGreeting('srv1', CH.toUpperCase()), RangeError);
 });
 
@@ -98,7 +98,7 @@ test('parseReplyLine: garbage is BADLINE', () => {
 });
 
 test('parseGreeting reads the greeting and turns ERR BUSY into a ProtocolError', () => {
-  assert.deepEqual(parseGreeting(`FUSED 1 node=srv1 challenge=${CH}`), { version: 1, node: 'srv1', challenge: CH });
+  assert.deepEqual(parseGreeting(`FUSED 2 node=srv1 challenge=${CH}`), { version: 2, node: 'srv1', challenge: CH });
   assert.deepEqual(parseGreeting(`FUSED 2 challenge=${CH} extra=x node=my%20host`),
     { version: 2, node: 'my host', challenge: CH });
   assert.throws(() => parseGreeting('ERR BUSY too many connections'),

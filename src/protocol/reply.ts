@@ -74,7 +74,7 @@ export function formatExtent(e: WireExtent): string {
   return `X ${formatNumber(e.logical)} ${formatNumber(e.physical)} ${formatNumber(e.length)} ${e.state} 0x${e.flags.toString(16)}`;
 }
 
-/** `FUSED 1 node=<node> challenge=<64 hex>` without LF. */
+/** `FUSED 2 node=<node> challenge=<64 hex>` without LF. */
 export function formatGreeting(node: string, challenge: string): string {
   if (!HEX64_RE.test(challenge)) throw new RangeError('challenge must be 64 lower-case hex digits');
   return `FUSED ${PROTOCOL_VERSION} node=${encodeBytes(node)} challenge=${challenge}`;

@@ -9,8 +9,10 @@ const code = (c: string) => (e: unknown) => e instanceof ProtocolError && e.code
 const P = '473d6a8379fee023027ae9f91bdefec17a930131db331fb4bbe936e9692bbad0';
 
 test('every verb parses', () => {
+  assert.deepEqual(parseRequest(`HELLO client1 2 ${P}`), { verb: 'HELLO', node: 'client1', version: 2, challenge: P });
+  assert.deepEqual(parseRequest(`HELLO n.o_d-E9 3 ${P}`), { verb: 'HELLO', node: 'n.o_d-E9', version: 3, challenge: P });
+  // Without a challenge only so that an old client's HELLO can be answered with ERR VERSION.
   assert.deepEqual(parseRequest('HELLO client1 1'), { verb: 'HELLO', node: 'client1', version: 1 });
-  assert.deepEqual(parseRequest('HELLO n.o_d-E9 2'), { verb: 'HELLO', node: 'n.o_d-E9', version: 2 });
   assert.deepEqual(parseRequest(`AUTH ${P}`), { verb: 'AUTH', proof: P });
   assert.deepEqual(parseRequest('VOLUMES'), { verb: 'VOLUMES' });
   assert.deepEqual(parseRequest('VOLUME media'), { verb: 'VOLUME', volume: 'media' });
@@ -36,7 +38,7 @@ test('unknown verbs, lower case and empty lines are UNKNOWN', () => {
 });
 
 test('wrong arity is BADARG for every verb', () => {
-  const bad = ['HELLO', 'HELLO a', 'HELLO a 1 x', 'AUTH', `AUTH ${P} x`, 'VOLUMES x', 'VOLUME', 'VOLUME a b',
+  const bad = ['HELLO', 'HELLO a', `HELLO a 2 ${P} x`, 'AUTH', `AUTH ${P} x`, 'VOLUMES x', 'VOLUME', 'VOLUME a b',
     'PROBE', 'PROBE a b', 'UNPROBE a', 'UNPROBE a b c', 'MAP', 'MAP v', 'MAP v p read x', 'RELEASE',
     'RELEASE a b', 'RETURN', 'RETURN a b', 'PING x', 'QUIT now'];
   for (const l of bad) assert.throws(() => parseRequest(l), code('BADARG'), l);
@@ -46,6 +48,7 @@ test('wrong arity is BADARG for every verb', () => {
 test('bad tokens and values are BADARG', () => {
   const bad = ['PING ', 'VOLUME  media', 'VOLUME media ', 'HELLO client1 01', 'HELLO client1 -1',
     'HELLO client1 1e3', 'HELLO cli%31 1', `HELLO ${'n'.repeat(65)} 1`, 'HELLO a/b 1',
+    'HELLO a 2 x', `HELLO a 2 ${P.toUpperCase()}`, `HELLO a 2 ${P.slice(1)}`,
     `AUTH ${P.toUpperCase()}`, `AUTH ${P.slice(1)}`, `AUTH ${P}0`, 'VOLUME a%20b', `VOLUME ${'v'.repeat(65)}`,
     'VOLUME %', 'MAP media x write', 'MAP media x READ', 'MAP media a%2', 'MAP media a=b', 'RELEASE k-3',
     `RETURN ${'k'.repeat(33)}`, 'PROBE bad/name'];
@@ -61,7 +64,7 @@ test('path and probe-name violations are BADPATH', () => {
 
 test('formatRequest round-trips with parseRequest for every verb', () => {
   const reqs: Request[] = [
-    { verb: 'HELLO', node: 'client1', version: 1 },
+    { verb: 'HELLO', node: 'client1', version: 2, challenge: P },
     { verb: 'AUTH', proof: P },
     { verb: 'VOLUMES' },
     { verb: 'VOLUME', volume: 'media' },
@@ -77,7 +80,7 @@ test('formatRequest round-trips with parseRequest for every verb', () => {
   for (const r of reqs) assert.deepEqual(parseRequest(formatRequest(r)), r);
   assert.equal(formatRequest(reqs[6]!), 'MAP media clips/take%201.mov read');
   assert.equal(formatRequest(reqs[7]!), 'MAP media d/%FF%0A%25%3D%20 read');
-  assert.equal(formatRequest({ verb: 'HELLO', node: 'c', version: 1 }), 'HELLO c 1');
+  assert.equal(formatRequest({ verb: 'HELLO', node: 'c', version: 2, challenge: P }), `HELLO c 2 ${P}`);
 });
 
 test('a maximal MAP request fits the line limit', () => {
@@ -89,6 +92,7 @@ test('a maximal MAP request fits the line limit', () => {
 test('formatRequest refuses what the server would refuse', () => {
   assert.throws(() => formatRequest({ verb: 'HELLO', node: 'a b', version: 1 }), code('BADARG'));
   assert.throws(() => formatRequest({ verb: 'HELLO', node: 'a', version: -1 }), RangeError);
+  assert.throws(() => formatRequest({ verb: 'HELLO', node: 'a', version: 2, challenge: P.toUpperCase() }), code('BADARG'));
   assert.throws(() => formatRequest({ verb: 'AUTH', proof: 'xyz' }), code('BADARG'));
   assert.throws(() => formatRequest({ verb: 'VOLUME', volume: '' }), code('BADARG'));
   assert.throws(() => formatRequest({ verb: 'MAP', volume: 'v', path: Buffer.from('/abs'), mode: 'read' }), code('BADPATH'));

@@ -6,7 +6,8 @@ import { checkPath, decodeBytes, decodePath, encodeBytes, encodePath, excerpt, f
 export type MapMode = 'read';
 
 export type Request =
-  | { verb: 'HELLO'; node: string; version: number }
+  /** The challenge is optional in the grammar only so an older client gets ERR VERSION, not BADARG. */
+  | { verb: 'HELLO'; node: string; version: number; challenge?: string }
   | { verb: 'AUTH'; proof: string }
   | { verb: 'VOLUMES' }
   | { verb: 'VOLUME'; volume: string }
@@ -19,7 +20,7 @@ export type Request =
   | { verb: 'QUIT' };
 
 const USAGE: Readonly<Record<Verb, string>> = {
-  HELLO: 'HELLO <node> <version>',
+  HELLO: 'HELLO <node> <version> <challenge>',
   AUTH: 'AUTH <proof>',
   VOLUMES: 'VOLUMES',
   VOLUME: 'VOLUME <volume>',
@@ -70,9 +71,12 @@ export function parseRequest(line: string): Request {
   if (args.includes('')) throw new ProtocolError('BADARG', 'empty token: tokens are separated by exactly one space');
   switch (verb) {
     case 'HELLO': {
-      arity(verb, args, 2);
+      arity(verb, args, 2, 3);
       if (!isNodeName(args[0]!)) throw new ProtocolError('BADARG', `bad node name ${excerpt(args[0]!)}: 1-64 of [A-Za-z0-9._-]`);
-      return { verb, node: args[0]!, version: parseNumber(args[1]!) };
+      const version = parseNumber(args[1]!);
+      if (args.length === 2) return { verb, node: args[0]!, version };
+      if (!HEX64_RE.test(args[2]!)) throw new ProtocolError('BADARG', 'challenge must be 64 lower-case hex digits');
+      return { verb, node: args[0]!, version, challenge: args[2]! };
     }
     case 'AUTH':
       arity(verb, args, 1);
@@ -118,7 +122,9 @@ export function formatRequest(r: Request): string {
   switch (r.verb) {
     case 'HELLO':
       if (!isNodeName(r.node)) throw new ProtocolError('BADARG', `bad node name ${excerpt(r.node)}`);
-      return `HELLO ${r.node} ${formatNumber(r.version)}`;
+      if (r.challenge === undefined) return `HELLO ${r.node} ${formatNumber(r.version)}`;
+      if (!HEX64_RE.test(r.challenge)) throw new ProtocolError('BADARG', 'challenge must be 64 lower-case hex digits');
+      return `HELLO ${r.node} ${formatNumber(r.version)} ${r.challenge}`;
     case 'AUTH':
       if (!HEX64_RE.test(r.proof)) throw new ProtocolError('BADARG', 'proof must be 64 lower-case hex digits');
       return `AUTH ${r.proof}`;

@@ -12,14 +12,18 @@ import {
   LineFramer,
   PROTOCOL_VERSION,
   ProtocolError,
+  clientProof,
   formatErr,
   formatExtent,
   formatGreeting,
   formatOk,
   formatPush,
   newChallenge,
+  nodeKey,
   parseRequest,
-  verifyProof,
+  proofMatches,
+  serverProof,
+  type Access,
   type ErrorCode,
   type Request,
   type WireExtent,
@@ -37,11 +41,17 @@ const closeFd = promisify(closeCb);
 
 export interface ServerOptions {
   node: string;
+  /** The master secret; each node's key is derived from it (nodeKey). */
   secret: Buffer;
   volumes: Volume[];
-  /** Nodes allowed to take write maps (none yet: reads only). */
-  rwNodes?: ReadonlySet<string>;
+  /** Each named node's role (--role NODE=ro|rw|admin); admin implies rw. */
+  roles?: ReadonlyMap<string, Access>;
+  /** The role of a node not named in roles. */
+  defaultRole?: Access;
+  /** Authenticated connections at once; past it ERR BUSY, at accept and at AUTH. */
   maxConnections?: number;
+  /** Connections not yet authenticated; past it the oldest is dropped (`! BYE reason=crowded`). */
+  maxUnauthenticated?: number;
   idleTimeoutMs?: number;
   authTimeoutMs?: number;
   maxExtents?: number;
@@ -82,14 +92,19 @@ class Reply extends Error {
 export class MapServer {
   private readonly server: net.Server;
   private readonly connections = new Set<Connection>();
+  /** Connections before AUTH, oldest first (a Set keeps insertion order); they have a limit of their own. */
+  private readonly unauthenticated = new Set<Connection>();
+  private readonly authenticated = new Set<Connection>();
   readonly leases: LeaseTable;
-  readonly opts: Required<Omit<ServerOptions, 'rwNodes'>> & { rwNodes: ReadonlySet<string> };
+  readonly opts: Required<ServerOptions>;
   private readonly volumes = new Map<string, Volume>();
 
   constructor(options: ServerOptions) {
     this.opts = {
-      rwNodes: new Set(),
+      roles: new Map(),
+      defaultRole: 'ro',
       maxConnections: LIMITS.maxConnections,
+      maxUnauthenticated: LIMITS.maxUnauthenticated,
       idleTimeoutMs: LIMITS.idleTimeoutMs,
       authTimeoutMs: LIMITS.authTimeoutMs,
       maxExtents: LIMITS.maxExtentsPerMap,
@@ -146,19 +161,41 @@ export class MapServer {
 
   private accept(socket: net.Socket): void {
     const peer = `${socket.remoteAddress}:${socket.remotePort}`;
-    if (this.connections.size >= this.opts.maxConnections) {
-      this.opts.log(`${peer}: refused, ${this.connections.size} connections already`);
+    if (this.authenticated.size >= this.opts.maxConnections) {
+      this.opts.log(`${peer}: refused, ${this.authenticated.size} authenticated connections already`);
       // A peer that resets at once must not take the server down with an unhandled 'error'.
       socket.on('error', () => {});
       socket.end(formatErr('BUSY', `too many connections (limit ${this.opts.maxConnections})`) + '\n');
       return;
     }
+    // Strangers never lock nodes out: the oldest connection still without AUTH makes room for the newest.
+    if (this.unauthenticated.size >= this.opts.maxUnauthenticated) {
+      const oldest = this.unauthenticated.values().next().value!;
+      this.unauthenticated.delete(oldest);
+      oldest.bye('crowded');
+    }
     const conn = new Connection(this, socket, peer);
     this.connections.add(conn);
+    this.unauthenticated.add(conn);
     socket.once('close', () => {
       this.connections.delete(conn);
+      this.unauthenticated.delete(conn);
+      this.authenticated.delete(conn);
       conn.cleanup();
     });
+  }
+
+  /** A connection passed AUTH: it now counts against --max-connections; false when that is full. */
+  admit(conn: Connection): boolean {
+    this.unauthenticated.delete(conn);
+    if (this.authenticated.size >= this.opts.maxConnections) return false;
+    this.authenticated.add(conn);
+    return true;
+  }
+
+  /** A node's role: its own --role, else the default. */
+  roleOf(node: string): Access {
+    return this.opts.roles.get(node) ?? this.opts.defaultRole;
   }
 
   /** Map a file for a client: open beneath the volume root, lease, then fstat, FIEMAP with sync, fstat again. */
@@ -291,6 +328,9 @@ class Connection implements LeaseHolder {
   private readonly framer = new LineFramer(LIMITS.maxLineBytes);
   private readonly challenge = newChallenge();
   private node: string | undefined;
+  /** From HELLO: the node's own challenge, and its key (derived from the master secret). */
+  private clientChallenge = '';
+  private key: Buffer | undefined;
   private authed = false;
   private closing = false;
   private queue: Promise<void> = Promise.resolve();
@@ -481,24 +521,28 @@ class Connection implements LeaseHolder {
         if (req.version !== PROTOCOL_VERSION) {
           throw new Reply('VERSION', `protocol version ${req.version} not supported (this server speaks ${PROTOCOL_VERSION})`);
         }
+        if (req.challenge === undefined) throw new Reply('BADARG', 'usage: HELLO <node> <version> <challenge>');
         this.node = req.node;
-        return this.send([formatOk('HELLO', {
-            node: server.opts.node,
-            version: PROTOCOL_VERSION,
-            idle: server.opts.idleTimeoutMs / 1000,
-            lease: server.opts.leaseTimeMs / 1000,
-          })]);
+        this.clientChallenge = req.challenge;
+        this.key = nodeKey(server.opts.secret, req.node);
+        return this.send([formatOk('HELLO', this.helloFields())]);
       case 'AUTH': {
-        if (this.node === undefined) throw new Reply('ORDER', 'send HELLO before AUTH');
+        if (this.node === undefined || this.key === undefined) throw new Reply('ORDER', 'send HELLO before AUTH');
         if (this.authed) throw new Reply('ORDER', 'already authenticated');
-        if (!verifyProof(server.opts.secret, this.challenge, this.node, req.proof)) {
+        if (!proofMatches(clientProof(this.key, this.challenge, this.clientChallenge, this.node), req.proof)) {
           this.log(`${this.peer}: node ${this.node}: authentication failed`);
           await this.send([formatErr('AUTHFAIL', 'authentication failed')]);
           this.bye('authfail');
           return;
         }
-        this.authed = true;
         clearTimeout(this.authTimer);
+        if (!server.admit(this)) {
+          this.log(`${this.peer}: node ${this.node}: refused, authenticated connections full`);
+          await this.send([formatErr('BUSY', `too many connections (limit ${server.opts.maxConnections})`)]);
+          this.bye('busy');
+          return;
+        }
+        this.authed = true;
         this.log(`${this.peer}: node ${this.node} authenticated (${this.access()})`);
         return this.send([formatOk('AUTH', { node: this.node, access: this.access() })]);
       }
@@ -603,7 +647,19 @@ class Connection implements LeaseHolder {
     }
   }
 
-  private access(): 'ro' | 'rw' {
-    return this.node !== undefined && this.server.opts.rwNodes.has(this.node) ? 'rw' : 'ro';
+  /** The OK HELLO fields: who we are, and our proof that we know this node's key. */
+  private helloFields(): Record<string, string | number> {
+    const { opts } = this.server;
+    return {
+      node: opts.node,
+      version: PROTOCOL_VERSION,
+      idle: opts.idleTimeoutMs / 1000,
+      lease: opts.leaseTimeMs / 1000,
+      proof: serverProof(this.key!, this.challenge, this.clientChallenge, this.node!, opts.node),
+    };
+  }
+
+  private access(): Access {
+    return this.node !== undefined ? this.server.roleOf(this.node) : 'ro';
   }
 }

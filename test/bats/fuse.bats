@@ -50,10 +50,11 @@ assert_no_fuses() {
 	assert_no_fuses
 }
 
-@test "fuse with a wrong secret fails authentication (exit 6)" {
-	echo "not-the-secret-0123456789abcdef" >"$BED_DIR/wrong-secret"
+@test "fuse with a wrong key fails authentication (exit 6)" {
+	(umask 077 && echo "not-the-secret-0123456789abcdef" >"$BED_DIR/wrong-secret")
+	"$FUSED_BIN/fusedctl" key cli --secret-file "$BED_DIR/wrong-secret" -o "$BED_DIR/wrong.key"
 	run -6 --separate-stderr bed_in_client "$FUSED_BIN/fusedctl" fuse "$BED_CLI_DIR" --server "$BED_SERVER" \
-		--secret-file "$BED_DIR/wrong-secret" --node cli
+		--key-file "$BED_DIR/wrong.key" --node cli
 	assert_regex "$stderr" '^fusedctl: .*authentication failed'
 	assert_no_fuses
 }
@@ -147,7 +148,7 @@ assert_no_fuses() {
 	local dir
 	dir=$(mktemp -d /dev/shm/fused-XXXXXX)
 	bed_record dir "$dir"
-	echo "0123456789abcdef0123456789abcdef" >"$BED_DIR/secret2"
+	(umask 077 && echo "0123456789abcdef0123456789abcdef" >"$BED_DIR/secret2")
 	run -1 --separate-stderr timeout 20 nsenter --net="/run/netns/$BED_SRV_NS" "$FUSED_BIN/fusedctl" serve \
 		--listen "$BED_SRV_ADDR:7448" --volume "tmp=$dir" --secret-file "$BED_DIR/secret2"
 	assert_regex "$stderr" 'tmpfs'

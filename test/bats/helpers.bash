@@ -49,7 +49,7 @@ bed_teardown_file() {
 fuse_client() {
 	local mnt=${1:-$BED_CLI_DIR}
 	shift || true
-	bed_in_client "$FUSED_BIN/fusedctl" fuse "$mnt" --server "$BED_SERVER" --secret-file "$BED_SECRET" --node cli "$@"
+	bed_in_client "$FUSED_BIN/fusedctl" fuse "$mnt" --server "$BED_SERVER" --key-file "$BED_KEY" --node cli "$@"
 }
 
 # fused_status_json: the client's fuses, as JSON.

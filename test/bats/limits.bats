@@ -22,23 +22,34 @@ teardown_file() { bed_teardown_file; }
 
 setup() { LIMITED=$(cat "$BATS_FILE_TMPDIR/limited"); }
 
-# py SCRIPT: python3 in the client's namespace, with HOST and PORT of the limited server in its globals.
+# py SCRIPT: python3 in the client's namespace, with HOST and PORT of the limited server in its globals,
+# conn() for a raw connection and auth(s, r) to read its greeting and authenticate as node cli (protocol 2;
+# the key derived from the bed's master secret), returning the greeting's first word and the AUTH reply.
 py() {
-	bed_in_client python3 -c "import socket, sys, time
+	bed_in_client python3 -c "import hashlib, hmac, os, socket, sys, time
 HOST, PORT = '${LIMITED%:*}', ${LIMITED#*:}
+MASTER = open('$BED_SECRET', 'rb').read().rstrip()
 def conn():
     s = socket.create_connection((HOST, PORT), timeout=10)
     return s, s.makefile('rb')
+def auth(s, r, node='cli'):
+    g = r.readline().decode().split()
+    ch = dict(f.split('=', 1) for f in g[2:])['challenge']
+    key = hmac.new(MASTER, b'fused-node-key-v1\\n' + node.encode(), hashlib.sha256).hexdigest().encode()
+    mine = os.urandom(32).hex()
+    s.sendall(f'HELLO {node} 2 {mine}\\n'.encode()); r.readline()
+    s.sendall(('AUTH ' + hmac.new(key, f'fused-auth-v2\\n{ch}\\n{mine}\\n{node}'.encode(), hashlib.sha256).hexdigest() + '\\n').encode())
+    return g[0], r.readline().decode().strip()
 $1"
 }
 
 @test "connections past --max-connections get ERR BUSY and are closed; a freed slot is usable again" {
 	run -0 py "
-a, ra = conn(); print(ra.readline().decode().split()[0])
-b, rb = conn(); print(rb.readline().decode().split()[0])
+a, ra = conn(); print(auth(a, ra)[0])
+b, rb = conn(); print(auth(b, rb)[0])
 c, rc = conn(); print(rc.readline().decode().split(' ')[:2]); print('eof' if rc.readline() == b'' else 'open')
 ra.close(); a.close(); time.sleep(0.5)
-d, rd = conn(); print(rd.readline().decode().split()[0])"
+d, rd = conn(); print(auth(d, rd)[0])"
 	assert_line --index 0 'FUSED'
 	assert_line --index 1 'FUSED'
 	assert_line --index 2 "['ERR', 'BUSY']"
@@ -46,11 +57,21 @@ d, rd = conn(); print(rd.readline().decode().split()[0])"
 	assert_line --index 4 'FUSED'
 }
 
+@test "--max-connections counts authenticated connections: one that authenticates past it gets ERR BUSY at AUTH" {
+	run -0 py "
+held = [conn() for _ in range(3)]
+print([auth(s, r)[1].split(' ')[:2] for (s, r) in held])
+s, r = held[2]; print(r.readline().decode().strip()); print('eof' if r.readline() == b'' else 'open')"
+	assert_line --index 0 "[['OK', 'AUTH'], ['OK', 'AUTH'], ['ERR', 'BUSY']]"
+	assert_line --index 1 '! BYE reason=busy'
+	assert_line --index 2 'eof'
+}
+
 @test "peers that reset at once past --max-connections cannot take the server down" {
 	run -0 py "
 import struct
 held = [conn() for _ in range(2)]
-for (s, r) in held: r.readline()
+for (s, r) in held: auth(s, r)
 for i in range(200):
     s = socket.create_connection((HOST, PORT), timeout=10)
     s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack('ii', 1, 0))

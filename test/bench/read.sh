@@ -16,7 +16,7 @@ bed_make_nodes 1gbit
 bed_start_sshd
 bed_mount_client
 bed_start_server
-bed_in_client "$FUSED_BIN/fusedctl" fuse "$BED_CLI_DIR" --server "$BED_SERVER" --secret-file "$BED_SECRET" --node cli >/dev/null
+bed_in_client "$FUSED_BIN/fusedctl" fuse "$BED_CLI_DIR" --server "$BED_SERVER" --key-file "$BED_KEY" --node cli >/dev/null
 
 file=bench.bin
 dd if=/dev/urandom of="$BED_SRV_DIR/$file" bs=4M count=$((size_mib / 4)) status=none

@@ -171,16 +171,26 @@ bed_mount_client() {
 	[[ -n ${2:-} ]] || { BED_CLI_DIR=$mnt; export BED_CLI_DIR; bed_save_env; }
 }
 
-# bed_start_server [extra serve args...]: the map server in the server namespace for volume "vol".
+# bed_node_key NODE [SECRET]: write NODE's key (derived from the master SECRET, default the bed's) to
+# $BED_DIR/NODE.key, mode 0600, as the README tells people to; prints the file's path.
+bed_node_key() {
+	local node=$1 secret=${2:-$BED_DIR/secret} file=$BED_DIR/$1.key
+	"$FUSED_BIN/fusedctl" key "$node" --secret-file "$secret" -o "$file" --force || return 1
+	echo "$file"
+}
+
+# bed_start_server [extra serve args...]: the map server in the server namespace for volume "vol", with a
+# master secret ($BED_SECRET) and the client node "cli"'s key ($BED_KEY).
 bed_start_server() {
 	[[ -f $BED_DIR/secret ]] || { (umask 077 && openssl rand -hex 32 >"$BED_DIR/secret") || return 1; }
 	BED_SECRET=$BED_DIR/secret
+	BED_KEY=$(bed_node_key cli) || return 1
 	BED_SERVER=$BED_SRV_ADDR:$BED_PORT
 	nsenter --net="/run/netns/$BED_SRV_NS" "$FUSED_BIN/fusedctl" serve --listen "$BED_SERVER" --volume "vol=$BED_SRV_DIR" \
 		--secret-file "$BED_SECRET" --node srv "$@" </dev/null >>"$BED_DIR/server.log" 2>&1 3>&- &
 	BED_SERVER_PID=$!
 	bed_record_pid "$BED_SERVER_PID" || bed_die "map server exited at once: $(tail -3 "$BED_DIR/server.log")" || return 1
-	export BED_SECRET BED_SERVER BED_SERVER_PID
+	export BED_SECRET BED_KEY BED_SERVER BED_SERVER_PID
 	bed_save_env
 	local tries=200
 	# Bounded, and stops at once if the server exits (say, refusing its volume).

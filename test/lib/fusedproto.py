@@ -1,12 +1,18 @@
 #!/usr/bin/env python3
 """Raw fused-protocol client for tests: handshake, then send each request and print each reply.
 
-Usage: fusedproto.py HOST:PORT [--secret-file F | --no-auth] [--node N] REQUEST...
+Usage: fusedproto.py HOST:PORT [--secret-file MASTER | --secret MASTER | --key-file KEY | --no-auth] [--node N] REQUEST...
+--secret-file and --secret give the map server's master secret (the node key is derived from it, as
+fusedctl key does); --key-file a node key as fusedctl key prints it, used as it is.
 A REQUEST is a line without its LF; backslash escapes are decoded (\\x00 sends a NUL byte).
-Greeting and handshake replies go to stderr, replies to the requests to stdout, one line each.
+Greeting and handshake replies go to stderr, then "server proof: ok" or "server proof: MISMATCH" (the
+handshake goes on either way: this is a test client, it lets the server have its say); replies to the
+requests go to stdout, one line each.
 When the server closes the connection, prints CLOSED and stops. Exit 0, or 1 on a reply timeout.
 """
-import argparse, codecs, hashlib, hmac, socket, sys
+import argparse, codecs, hashlib, hmac, os, socket, sys, urllib.parse
+
+VERSION = 2
 
 MULTI = {"MAP", "VOLUMES"}  # replies with data lines closed by END
 
@@ -16,6 +22,7 @@ def main():
     ap.add_argument("server")
     ap.add_argument("--secret-file")
     ap.add_argument("--secret")
+    ap.add_argument("--key-file")
     ap.add_argument("--no-auth", action="store_true")
     ap.add_argument("--node", default="cli")
     ap.add_argument("--timeout", type=float, default=10)
@@ -66,12 +73,24 @@ def main():
         print("NO GREETING", file=sys.stderr)
         sys.exit(1)
     if not a.no_auth:
-        challenge = dict(f.split("=", 1) for f in greeting.split(" ")[2:] if "=" in f)["challenge"]
-        secret = a.secret.encode() if a.secret is not None else open(a.secret_file, "rb").read().rstrip()
-        send(f"HELLO {a.node} 1".encode())
+        fields = dict(f.split("=", 1) for f in greeting.split(" ")[2:] if "=" in f)
+        challenge, server_node = fields["challenge"], urllib.parse.unquote(fields["node"])
+        if a.key_file is not None:
+            key = open(a.key_file, "rb").read().rstrip()
+        else:
+            master = a.secret.encode() if a.secret is not None else open(a.secret_file, "rb").read().rstrip()
+            key = hmac.new(master, b"fused-node-key-v1\n" + a.node.encode(), hashlib.sha256).hexdigest().encode()
+        mine = os.urandom(32).hex()
+        send(f"HELLO {a.node} {VERSION} {mine}".encode())
         r = reply(sys.stderr)
-        msg = b"fused-auth-v1\n" + challenge.encode() + b"\n" + a.node.encode()
-        send(b"AUTH " + hmac.new(secret, msg, hashlib.sha256).hexdigest().encode())
+        if r is None:
+            print("CLOSED")
+            return
+        got = dict(f.split("=", 1) for f in r.split(" ")[2:] if "=" in f).get("proof", "")
+        want = hmac.new(key, f"fused-server-v2\n{challenge}\n{mine}\n{a.node}\n{server_node}".encode(), hashlib.sha256).hexdigest()
+        print("server proof: " + ("ok" if hmac.compare_digest(got, want) else "MISMATCH"), file=sys.stderr)
+        msg = f"fused-auth-v2\n{challenge}\n{mine}\n{a.node}".encode()
+        send(b"AUTH " + hmac.new(key, msg, hashlib.sha256).hexdigest().encode())
         r = reply(sys.stderr)
         if r is None:
             print("CLOSED")
