@@ -41,8 +41,16 @@ export interface ReadReport {
   changed: boolean;
 }
 
+/** What the reader needs of a device (Device; tests pass fakes). */
+export type DeviceReader = Pick<Device, 'path' | 'info' | 'fsSize' | 'readInto' | 'close'>;
+
+/** What the reader needs of the fuse client (FuseClient; tests pass fakes). */
+export type MapSource = Pick<FuseClient, 'resolve' | 'map'>;
+
 export interface ReaderOptions {
   networkOnly?: boolean;
+  /** Opens a proven device path, checking its UUID (default Device.open). */
+  openDevice?: (path: string, uuid: string) => Promise<DeviceReader>;
   /** Files smaller than this go through the mount: a map round trip costs more than it saves. */
   smallFile?: number;
 }
@@ -60,7 +68,7 @@ export class FileReader {
   private readonly pool: Buffer[] = [];
 
   constructor(
-    private readonly client: FuseClient | null,
+    private readonly client: MapSource | null,
     private readonly opts: ReaderOptions = {},
   ) {}
 
@@ -128,7 +136,7 @@ export class FileReader {
   }
 
   /** Everything the direct path needs, or the reason it cannot be used. */
-  private async prepare(file: Buffer, fh: FileHandle, opened: BigIntStats, wanted: number): Promise<{ map: FileMap; session: Session; device: Device } | { reason: string; choice?: true }> {
+  private async prepare(file: Buffer, fh: FileHandle, opened: BigIntStats, wanted: number): Promise<{ map: FileMap; session: Session; device: DeviceReader } | { reason: string; choice?: true }> {
     const size = Number(opened.size);
     if (this.opts.networkOnly) return { reason: 'network path requested (--network-only)', choice: true };
     if (!this.client) return { reason: 'no fuses on this node' };
@@ -172,9 +180,9 @@ export class FileReader {
       await release();
       return { reason: got.device.reason };
     }
-    let device: Device;
+    let device: DeviceReader;
     try {
-      device = await Device.open(got.device.path, fused.fuse.uuid);
+      device = await (this.opts.openDevice ?? Device.open)(got.device.path, fused.fuse.uuid);
     } catch (err) {
       await release();
       return { reason: err instanceof FusedError && err.subject ? `${err.subject}: ${err.message}` : `device: ${errorMessage(err)}` };
@@ -192,7 +200,7 @@ export class FileReader {
 
   /** Up to DEPTH reads in flight, delivered strictly in file order. Stops starting reads at a recall. */
   private async pipeline(
-    fh: FileHandle, map: FileMap, session: Session, device: Device,
+    fh: FileHandle, map: FileMap, session: Session, device: DeviceReader,
     start: number, end: number, sink: Sink, report: ReadReport,
   ): Promise<{ reached: number; lost: string | null }> {
     let lost: string | null = null;
@@ -284,7 +292,7 @@ export class FileReader {
   }
 
   /** One piece: zeros, device bytes (checked against the lease deadline when the read completes), or the mount's. */
-  private async fetch(fh: FileHandle, device: Device, e: MapExtent, leaseValid: () => boolean): Promise<Chunk & { buf?: Buffer }> {
+  private async fetch(fh: FileHandle, device: DeviceReader, e: MapExtent, leaseValid: () => boolean): Promise<Chunk & { buf?: Buffer }> {
     if (e.state === 'ZERO' || e.state === 'HOLE') return { offset: e.logical, data: ZEROS.subarray(0, e.length), kind: 'zero' };
     const buf = this.buffer();
     if (e.state === 'DATA') {

@@ -1,0 +1,177 @@
+// Unit tests for the direct reader with fakes (no devices): a fake map server on the loopback, a fake device
+// backed by memory, the file "through the mount" a temporary local file. Checks what the reader delivers when device
+// reads come late, when the map is recalled, and that ZERO ranges never touch the device.
+
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { mkdtempSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { performance } from 'node:perf_hooks';
+import { randomBytes } from 'node:crypto';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { fakeServer, openFake, type Fake } from './fake-server.js';
+import { FileReader, type Chunk, type DeviceReader, type MapSource } from './reader.js';
+import type { FusedFile, FuseRecord } from './registry.js';
+import type { Session } from './session.js';
+
+const MiB = 1024 * 1024;
+const P0 = 4 * MiB;
+const P1 = 40 * MiB;
+
+/** A file of 8 MiB data, 4 MiB of zeros (a ZERO extent whose blocks hold garbage), then `tail` MiB of data. */
+function makeFile(dir: string, tail = 8): { path: string; bytes: Buffer; image: Buffer } {
+  const bytes = randomBytes((12 + tail) * MiB);
+  bytes.fill(0, 8 * MiB, 12 * MiB);
+  const path = join(dir, 'clip.bin');
+  writeFileSync(path, bytes);
+  const image = Buffer.alloc(64 * MiB, 0xa5);
+  bytes.copy(image, P0, 0, 8 * MiB);
+  bytes.copy(image, P1, 12 * MiB);
+  return { path, bytes, image };
+}
+
+function mapOf(path: string) {
+  const st = statSync(path, { bigint: true });
+  const mtime = `${st.mtimeNs / 1_000_000_000n}.${String(st.mtimeNs % 1_000_000_000n).padStart(9, '0')}`;
+  return () => ({
+    head: `size=${st.size} blocksize=4096 ino=${st.ino} change=${st.ino}-1 mtime=${mtime}`,
+    extents: [`0 ${P0} ${8 * MiB} DATA 0x0`, `${8 * MiB} ${20 * MiB} ${4 * MiB} ZERO 0x800`, `${12 * MiB} ${P1} ${Number(st.size) - 12 * MiB} DATA 0x1`],
+  });
+}
+
+/** A device over `image`: records each read's start time and position; `slow(i)` delays read i, after which it
+ *  returns another file's bytes (the blocks were reused meanwhile). */
+class FakeDevice implements DeviceReader {
+  readonly path = '/dev/fake';
+  readonly info = { isBlockDevice: true, size: 64 * MiB, logicalSectorSize: 512, physicalSectorSize: 4096, rdevMajor: 7, rdevMinor: 9 };
+  readonly fsSize = 64 * MiB;
+  readonly reads: { at: number; position: number }[] = [];
+  /** With `serial`, reads are served one at a time (a slow disk with one head), each after its delay. */
+  private queue: Promise<unknown> = Promise.resolve();
+  constructor(private readonly image: Buffer, private readonly slow: (i: number) => number = () => 0, private readonly serial = false) {}
+  async readInto(scratch: Buffer, position: number, length: number): Promise<Buffer> {
+    const i = this.reads.length;
+    this.reads.push({ at: performance.now(), position });
+    if (this.serial) {
+      const turn = this.queue.then(() => sleep(this.slow(i)));
+      this.queue = turn;
+      await turn;
+      this.image.copy(scratch, 0, position, position + length);
+      return scratch.subarray(0, length);
+    }
+    const delay = this.slow(i);
+    if (delay) {
+      await sleep(delay);
+      return scratch.fill(0x42, 0, length).subarray(0, length);
+    }
+    this.image.copy(scratch, 0, position, position + length);
+    return scratch.subarray(0, length);
+  }
+  async close(): Promise<void> {}
+}
+
+/** The fuse client, faked: every file is under one fuse; maps come from the fake server through a real Session. */
+function source(session: Session, dir: string): MapSource {
+  const fuse = { mountpoint: dir, uuid: 'u', volume: 'vol', device: '/dev/fake' } as FuseRecord;
+  return {
+    resolve: async (file: Buffer) => ({ fuse, rel: Buffer.from('clip.bin'), abs: file }) as FusedFile,
+    map: async () => ({ map: await session.map('vol', Buffer.from('clip.bin')), session, device: { path: '/dev/fake' } }),
+  };
+}
+
+/** A sink collecting bytes by offset; with `restartable`, it can throw everything away (like fusedcp's). */
+function collector(restartable: boolean) {
+  let parts = new Map<number, Buffer>();
+  const sink = {
+    write: async (c: Chunk) => void parts.set(c.offset, Buffer.from(c.data)),
+    ...(restartable ? { restart: async () => void (parts = new Map()) } : {}),
+  };
+  const result = () => Buffer.concat([...parts.entries()].sort((a, b) => a[0] - b[0]).map((e) => e[1]));
+  return { sink, result };
+}
+
+async function setup(t: { after: (fn: () => void | Promise<void>) => void }, tail?: number) {
+  const dir = mkdtempSync(join(tmpdir(), 'fused-reader-'));
+  const file = makeFile(dir, tail);
+  const fake: Fake = await fakeServer({ lease: 2, map: mapOf(file.path) });
+  const session = await openFake(fake);
+  t.after(async () => {
+    session.close();
+    await fake.close();
+    rmSync(dir, { recursive: true, force: true });
+  });
+  return { dir, file, fake, session };
+}
+
+test('DATA comes from the device, ZERO never touches it, the result is the file', async (t) => {
+  const { dir, file, session } = await setup(t);
+  const device = new FakeDevice(file.image);
+  const reader = new FileReader(source(session, dir), { openDevice: async () => device });
+  const { sink, result } = collector(true);
+  const r = await reader.read(Buffer.from(file.path), sink);
+  assert.equal(r.path, 'direct');
+  assert.equal(r.bytesDirect, 16 * MiB);
+  assert.equal(r.bytesZero, 4 * MiB);
+  assert.ok(result().equals(file.bytes));
+  assert.ok(device.reads.every((x) => x.position < 20 * MiB || x.position >= P1), 'a ZERO range was read from the device');
+});
+
+test('a device read that completes past the lease deadline is thrown away; fusedcp-like sinks restart', async (t) => {
+  const { dir, file, fake, session } = await setup(t);
+  fake.pingDelay = 10_000; // the server stops answering: nothing renews the lease any more
+  const device = new FakeDevice(file.image, (i) => (i === 1 ? 1500 : 0));
+  const reader = new FileReader(source(session, dir), { openDevice: async () => device });
+  const { sink, result } = collector(true);
+  const r = await reader.read(Buffer.from(file.path), sink);
+  assert.equal(r.interrupted, true);
+  assert.match(r.reason ?? '', /lease expired/);
+  assert.ok(result().equals(file.bytes), 'late (foreign) bytes were delivered');
+  assert.ok(!result().includes(Buffer.alloc(4096, 0x42)));
+});
+
+test('without a restartable sink the rest comes through the mount, still no late byte', async (t) => {
+  const { dir, file, fake, session } = await setup(t);
+  fake.pingDelay = 10_000;
+  const device = new FakeDevice(file.image, (i) => (i === 1 ? 1500 : 0));
+  const reader = new FileReader(source(session, dir), { openDevice: async () => device });
+  const { sink, result } = collector(false);
+  const r = await reader.read(Buffer.from(file.path), sink);
+  assert.equal(r.interrupted, true);
+  assert.equal(r.changed, false);
+  assert.ok(result().equals(file.bytes));
+});
+
+test('no device read starts after the deadline', async (t) => {
+  const { dir, file, fake, session } = await setup(t, 24);
+  fake.pingDelay = 10_000;
+  let deadline = Infinity;
+  // 8 reads served one at a time, 300 ms each: the deadline (about 1 s after the map) passes part-way.
+  const device = new FakeDevice(file.image, () => 300, true);
+  const reader = new FileReader(
+    { ...source(session, dir), map: async (f) => { const got = await source(session, dir).map(f); deadline = session.deadline(got.map.lease); return got; } },
+    { openDevice: async () => device },
+  );
+  const { sink, result } = collector(true);
+  const r = await reader.read(Buffer.from(file.path), sink);
+  assert.equal(r.interrupted, true);
+  assert.ok(device.reads.length > 4 && device.reads.length < 8, `${device.reads.length} reads started`);
+  assert.ok(device.reads.every((x) => x.at < deadline), 'a read started past the deadline');
+  assert.ok(result().equals(file.bytes));
+});
+
+test('a recall mid-read: RETURN once the reads in flight are done, the copy restarts through the mount', async (t) => {
+  const { dir, file, fake, session } = await setup(t);
+  const device = new FakeDevice(file.image, (i) => (i === 0 ? 200 : 0));
+  const reader = new FileReader(source(session, dir), { openDevice: async () => device });
+  const { sink, result } = collector(true);
+  const reading = reader.read(Buffer.from(file.path), sink);
+  await sleep(100);
+  const lease = fake.got.find((l) => l.startsWith('MAP')) ? `L${fake.got.findIndex((l) => l.startsWith('MAP')) + 1}` : '';
+  fake.push(`! RECALL lease=${lease} reason=write-open`);
+  const r = await reading;
+  assert.equal(r.interrupted, true);
+  assert.match(r.reason ?? '', /recalled/);
+  assert.ok(fake.got.includes(`RETURN ${lease}`), fake.got.join('\n'));
+  assert.ok(result().equals(file.bytes));
+});
