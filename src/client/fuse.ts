@@ -8,7 +8,7 @@ import { readSecretFile } from '../protocol/index.js';
 import { readIdentity, readMounts } from '../sys/blockdev.js';
 import { findMount } from '../volume/mountinfo.js';
 import { findVolumeDevice, isBlockDevice } from './devices.js';
-import { canonicalMountpoint, loadFuses, saveFuses, type FuseRecord } from './registry.js';
+import { canonicalMountpoint, updateFuses, type FuseRecord } from './registry.js';
 import { Session, formatServerAddress, parseServerAddress, type ServerAddress } from './session.js';
 
 export const DEFAULT_SECRET_FILE = '/etc/fused/secret';
@@ -75,9 +75,7 @@ export async function fuse(mountpointArg: string, opts: FuseOptions): Promise<Fu
       fusedAt: new Date().toISOString(),
       ...(mount ? { mountFstype: mount.fstype, mountSource: mount.source } : {}),
     };
-    const records = (await loadFuses()).filter((r) => r.mountpoint !== mountpoint);
-    records.push(record);
-    await saveFuses(records);
+    await updateFuses((records) => [...records.filter((r) => r.mountpoint !== mountpoint), record]);
     return record;
   } finally {
     session.close();
@@ -104,17 +102,19 @@ async function proveMount(session: Session, volume: string, mountpoint: string, 
 }
 
 export async function unfuse(mountpointArg: string): Promise<FuseRecord> {
-  const records = await loadFuses();
   let mountpoint = mountpointArg;
   try {
     mountpoint = await canonicalMountpoint(mountpointArg);
   } catch {
     // a mount point that is gone can still be unfused by the name it was recorded under
   }
-  const found = records.find((r) => r.mountpoint === mountpoint || r.mountpoint === mountpointArg);
-  if (!found) throw new FusedError('failure', 'not fused', mountpointArg);
-  await saveFuses(records.filter((r) => r !== found));
-  return found;
+  let found: FuseRecord | undefined;
+  await updateFuses((records) => {
+    found = records.find((r) => r.mountpoint === mountpoint || r.mountpoint === mountpointArg);
+    if (!found) throw new FusedError('failure', 'not fused', mountpointArg);
+    return records.filter((r) => r !== found);
+  });
+  return found!;
 }
 
 export interface FuseStatus extends FuseRecord {
