@@ -3,7 +3,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn, spawnSync } from 'node:child_process';
-import { mkdtemp, readdir, rm, writeFile } from 'node:fs/promises';
+import { mkdtemp, readdir, rm, utimes, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
@@ -73,6 +73,16 @@ test('a lock left by a dead process is taken over', () =>
     await updateFuses((records) => [...records, record('/mnt/x')], dir, 2000);
     assert.deepEqual((await loadFuses(dir)).map((r) => r.mountpoint), ['/mnt/x']);
     assert.deepEqual(await readdir(dir), ['fuses.json']);
+  }));
+
+test('an empty lock left for seconds (its maker died before writing its PID) is taken over', () =>
+  withDir(async (dir) => {
+    const lock = join(dir, 'fuses.json.lock');
+    await writeFile(lock, '');
+    const past = new Date(Date.now() - 60_000);
+    await utimes(lock, past, past);
+    await updateFuses((records) => [...records, record('/mnt/y')], dir, 2000);
+    assert.deepEqual((await loadFuses(dir)).map((r) => r.mountpoint), ['/mnt/y']);
   }));
 
 test('a lock held by a live process is waited for, then refused with a clear error', () =>

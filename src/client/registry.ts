@@ -1,5 +1,5 @@
 // The fuse registry: which network mounts are fused to which volume, server and local device.
-import { link, mkdir, open, readFile, realpath, rename, unlink, writeFile } from 'node:fs/promises';
+import { link, mkdir, open, readFile, realpath, rename, stat, unlink, writeFile } from 'node:fs/promises';
 import { homedir } from 'node:os';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
@@ -54,6 +54,7 @@ export async function saveFuses(records: FuseRecord[], dir = stateDir()): Promis
 
 const LOCK = 'fuses.json.lock';
 export const DEFAULT_LOCK_WAIT_MS = 10_000;
+const EMPTY_LOCK_MS = 2_000;
 
 /** Read, change and write the registry under an exclusive lock, so concurrent fuse/unfuse never lose a record.
  *  `change` gets the current records and returns the new ones; if it throws, nothing is written. */
@@ -92,9 +93,12 @@ async function lockRegistry(dir: string, waitMs: number): Promise<() => Promise<
     }
     const holder = await readFile(path, 'utf8').catch(() => undefined);
     if (holder === undefined) continue; // released meanwhile
-    const pid = Number(holder.trim());
-    // An empty lock file is one being written just now; a PID that is gone is a holder that died.
-    if (/^\d+$/.test(holder.trim()) && !alive(pid)) {
+    // A PID that is gone is a holder that died. An empty lock is one being written just now, unless it has
+    // been empty for seconds (its maker died between creating and writing it).
+    const dead = /^\d+$/.test(holder.trim())
+      ? !alive(Number(holder.trim()))
+      : holder === '' && Date.now() - ((await stat(path).catch(() => undefined))?.mtimeMs ?? Date.now()) > EMPTY_LOCK_MS;
+    if (dead) {
       await takeOver(path, holder);
       continue;
     }
