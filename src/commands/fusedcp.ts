@@ -70,7 +70,7 @@ export function build(ctx: CommandContext): Command {
         process.off('SIGTERM', onSignal);
         process.kill(process.pid, signal);
         // Should the signal be blocked or ignored anyway, exit with the status a shell would show.
-        setTimeout(() => process.exit(128 + (osConstants.signals[signal] ?? 0)), 1000).unref();
+        setTimeout(() => process.exit(128 + (osConstants.signals[signal] ?? 0)), 1000);
       };
       process.on('SIGINT', onSignal);
       process.on('SIGTERM', onSignal);
