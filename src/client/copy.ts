@@ -1,8 +1,8 @@
 // Copying files and trees off fused mounts: temporary name, rename when complete, path taken per file.
 import { randomBytes } from 'node:crypto';
 import { chmod, chown, lstat, mkdir, open, readdir, readlink, realpath, rename, stat, symlink, unlink, utimes, type FileHandle } from 'node:fs/promises';
-import type { Stats } from 'node:fs';
-import { FusedError } from '../errors.js';
+import { unlinkSync, type Stats } from 'node:fs';
+import { FusedError, describeError, errnoCode } from '../errors.js';
 import { sha256File } from './hash.js';
 import { FileReader, type Chunk, type ReadReport } from './reader.js';
 
@@ -48,6 +48,14 @@ export interface FileResult {
   note?: string;
 }
 
+/** The copy is complete under its name, but its mode, ownership or timestamps could not be kept (-p). Like cp,
+ *  the file stays; the error is about the destination. */
+export class PreserveError extends FusedError {
+  constructor(what: 'ownership' | 'permissions' | 'timestamps', cause: unknown, destination: string) {
+    super('failure', `cannot preserve ${what}: ${describeError(cause)}`, destination);
+  }
+}
+
 export interface CopyEvents {
   /** Called after each file (copied, skipped or failed). */
   file(result: FileResult): void;
@@ -57,6 +65,8 @@ export interface CopyEvents {
 
 export class Copier {
   private readonly umask = process.umask();
+  /** Temporary files that exist now (or are being created): removed by discardTemporaries() on a signal. */
+  private readonly temporaries = new Set<Buffer>();
 
   constructor(
     private readonly reader: FileReader,
@@ -113,7 +123,10 @@ export class Copier {
         else await this.copyEntry(s, d, est);
       }
       if (!existing) await chmod(dst, this.opts.preserve ? st.mode & 0o7777 : st.mode & 0o777 & ~this.umask);
-      if (this.opts.preserve) await this.preserve(dst, st);
+      if (this.opts.preserve) {
+        const kept = await this.preserve(dst, st, dst);
+        if (kept) this.fail(src, dst, kept);
+      }
     } catch (err) {
       this.fail(src, dst, err);
     }
@@ -126,11 +139,16 @@ export class Copier {
         if (await this.skipExisting(dst)) return this.events.file({ source: src, destination: dst, status: 'skipped', seconds: 0, note: 'destination exists (-n)' });
         const target = await readlink(src, { encoding: 'buffer' });
         const tmp = tempName(dst);
-        await symlink(target, tmp);
-        await rename(tmp, dst).catch(async (err) => {
-          await unlink(tmp).catch(() => {});
-          throw err;
-        });
+        this.temporaries.add(tmp);
+        try {
+          await symlink(target, tmp);
+          await rename(tmp, dst).catch(async (err) => {
+            await unlink(tmp).catch(() => {});
+            throw err;
+          });
+        } finally {
+          this.temporaries.delete(tmp);
+        }
         this.events.file({ source: src, destination: dst, status: 'copied', seconds: (performance.now() - t0) / 1000, note: 'symbolic link' });
       } catch (err) {
         this.fail(src, dst, err);
@@ -161,14 +179,21 @@ export class Copier {
     // Devices and pipes (/dev/null, a FIFO) are written in place: there is nothing to rename.
     const inPlace = existing !== undefined && !existing.isFile();
     const path = inPlace ? dst : tempName(dst);
+    if (!inPlace) this.temporaries.add(path);
     let fh: FileHandle;
     try {
       fh = await open(path, inPlace ? 'w' : 'wx', 0o600);
     } catch (err) {
-      if (!this.opts.force || inPlace) throw err;
+      if (!this.opts.force || inPlace) {
+        this.temporaries.delete(path);
+        throw err;
+      }
       // -f: a destination directory we cannot write into cannot be helped; anything else, remove and retry.
       await unlink(dst).catch(() => {});
-      fh = await open(path, 'wx', 0o600);
+      fh = await open(path, 'wx', 0o600).catch((e: unknown) => {
+        this.temporaries.delete(path);
+        throw e;
+      });
     }
     let done = false;
     try {
@@ -201,8 +226,12 @@ export class Copier {
       const report = await this.reader.read(src, sink);
       // A pipe or device cannot be rewound: bytes of two versions of the file may already be in it.
       if (inPlace && report.interrupted && report.changed) throw new FusedError('failure', `changed while being read (${report.reason})`);
-      if (!inPlace) await fh.truncate(end);
-      if (!inPlace) await fh.chmod(this.opts.preserve ? st.mode & 0o7777 : st.mode & 0o777 & ~this.umask);
+      if (!inPlace) {
+        await fh.truncate(end);
+        await fh.chmod(this.opts.preserve ? st.mode & 0o7777 : st.mode & 0o777 & ~this.umask);
+        // The name must only ever show a complete file: the bytes reach the disk before the rename does.
+        await fh.sync();
+      }
       await fh.close();
       done = true;
       let verified: boolean | undefined;
@@ -211,22 +240,59 @@ export class Copier {
         verified = a.hex === b.hex;
         if (!verified) throw new FusedError('mismatch', `verification failed: sha256 of the copy ${a.hex} differs from the source through the mount ${b.hex}`);
       }
+      // Like cp, a copy whose attributes could not be kept still gets its name; the failure is reported.
+      let kept: PreserveError | undefined;
       if (!inPlace) {
-        if (this.opts.preserve) await this.preserve(path, st);
+        if (this.opts.preserve) kept = await this.preserve(path, st, dst);
         await rename(path, dst);
+        this.temporaries.delete(path);
       }
-      return { source: src, destination: dst, status: 'copied', report, ...(verified !== undefined ? { verified } : {}) };
+      return { source: src, destination: dst, status: kept ? 'failed' : 'copied', report, ...(verified !== undefined ? { verified } : {}), ...(kept ? { error: kept } : {}) };
     } catch (err) {
       if (!done) await fh.close().catch(() => {});
-      if (!inPlace) await unlink(path).catch(() => {});
+      if (!inPlace) {
+        await unlink(path).catch(() => {});
+        this.temporaries.delete(path);
+      }
       throw err;
     }
   }
 
-  private async preserve(path: Buffer, st: Stats): Promise<void> {
-    if (process.getuid?.() === 0) await chown(path, st.uid, st.gid).catch(() => {});
-    await chmod(path, st.mode & 0o7777);
-    await utimes(path, st.atime, st.mtime);
+  /** -p: ownership, mode and times, in that order (chown clears set-id bits). Every step is tried; the first
+   *  failure is returned. As cp does, a non-root user's EPERM/EINVAL from chown is not an error (it can only
+   *  ever give files away). */
+  private async preserve(path: Buffer, st: Stats, dst: Buffer): Promise<PreserveError | undefined> {
+    const name = dst.toString();
+    let first: PreserveError | undefined;
+    await chown(path, st.uid, st.gid).catch((err: unknown) => {
+      const code = errnoCode(err);
+      if (process.getuid?.() !== 0 && (code === 'EPERM' || code === 'EINVAL')) return;
+      first ??= new PreserveError('ownership', err, name);
+    });
+    await chmod(path, st.mode & 0o7777).catch((err: unknown) => {
+      first ??= new PreserveError('permissions', err, name);
+    });
+    await utimes(path, st.atime, st.mtime).catch((err: unknown) => {
+      first ??= new PreserveError('timestamps', err, name);
+    });
+    return first;
+  }
+
+  /** Remove every temporary file now, synchronously (for a signal handler that exits right after). Returns
+   *  how many were removed. A copy being renamed either lost its temporary name already (it is complete) or
+   *  will fail to rename. */
+  discardTemporaries(): number {
+    let removed = 0;
+    for (const path of this.temporaries) {
+      try {
+        unlinkSync(path);
+        removed++;
+      } catch {
+        // not created yet, or renamed into place already
+      }
+    }
+    this.temporaries.clear();
+    return removed;
   }
 
   private fail(source: Buffer, destination: Buffer, error: unknown): void {

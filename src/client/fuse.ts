@@ -11,7 +11,7 @@ import { Device } from './device.js';
 import { findVolumeDevice, isBlockDevice } from './devices.js';
 import { deviceIdentity } from './identity.js';
 import { checkProbeOnDevice, type Probe } from './proof.js';
-import { DEFAULT_KEY_FILE, canonicalMountpoint, loadFuses, saveFuses, type FuseRecord } from './registry.js';
+import { DEFAULT_KEY_FILE, canonicalMountpoint, updateFuses, type FuseRecord } from './registry.js';
 import type { MountFidelity } from './mapcheck.js';
 import { Session, formatServerAddress, parseServerAddress, type FileMap, type ServerAddress } from './session.js';
 
@@ -111,9 +111,7 @@ export async function fuse(mountpointArg: string, opts: FuseOptions): Promise<Fu
       ...(mount ? { mountFstype: mount.fstype, mountSource: mount.source } : {}),
       ...fidelity,
     };
-    const records = (await loadFuses()).filter((r) => r.mountpoint !== mountpoint);
-    records.push(record);
-    await saveFuses(records);
+    await updateFuses((records) => [...records.filter((r) => r.mountpoint !== mountpoint), record]);
     return record;
   } finally {
     session.close();
@@ -146,17 +144,19 @@ async function proveMount(session: Session, volume: string, mountpoint: string, 
 }
 
 export async function unfuse(mountpointArg: string): Promise<FuseRecord> {
-  const records = await loadFuses();
   let mountpoint = mountpointArg;
   try {
     mountpoint = await canonicalMountpoint(mountpointArg);
   } catch {
     // a mount point that is gone can still be unfused by the name it was recorded under
   }
-  const found = records.find((r) => r.mountpoint === mountpoint || r.mountpoint === mountpointArg);
-  if (!found) throw new FusedError('failure', 'not fused', mountpointArg);
-  await saveFuses(records.filter((r) => r !== found));
-  return found;
+  let found: FuseRecord | undefined;
+  await updateFuses((records) => {
+    found = records.find((r) => r.mountpoint === mountpoint || r.mountpoint === mountpointArg);
+    if (!found) throw new FusedError('failure', 'not fused', mountpointArg);
+    return records.filter((r) => r !== found);
+  });
+  return found!;
 }
 
 /** A fuse and its health; access is as the server says now, or as it said at fuse time when unreachable. */

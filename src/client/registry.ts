@@ -1,8 +1,9 @@
 // The fuse registry: which network mounts are fused to which volume, server and local device.
-import { mkdir, readFile, realpath, rename, writeFile } from 'node:fs/promises';
+import { link, mkdir, open, readFile, realpath, rename, stat, unlink, writeFile } from 'node:fs/promises';
 import { homedir } from 'node:os';
 import { join } from 'node:path';
-import { FusedError, errnoCode, errorMessage } from '../errors.js';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { FusedError, describeError, errnoCode, errorMessage } from '../errors.js';
 import type { Access } from '../protocol/index.js';
 
 /** Where a node's key lives unless --key-file says otherwise. */
@@ -63,6 +64,87 @@ export async function saveFuses(records: FuseRecord[], dir = stateDir()): Promis
   const tmp = join(dir, `.${FILE}.${process.pid}.tmp`);
   await writeFile(tmp, JSON.stringify({ version: 1, fuses: records }, null, 2) + '\n', { mode: 0o644 });
   await rename(tmp, join(dir, FILE));
+}
+
+const LOCK = 'fuses.json.lock';
+export const DEFAULT_LOCK_WAIT_MS = 10_000;
+const EMPTY_LOCK_MS = 2_000;
+
+/** Read, change and write the registry under an exclusive lock, so concurrent fuse/unfuse never lose a record.
+ *  `change` gets the current records and returns the new ones; if it throws, nothing is written. */
+export async function updateFuses(
+  change: (records: FuseRecord[]) => FuseRecord[] | Promise<FuseRecord[]>,
+  dir = stateDir(),
+  waitMs = DEFAULT_LOCK_WAIT_MS,
+): Promise<FuseRecord[]> {
+  await mkdir(dir, { recursive: true, mode: 0o755 });
+  const release = await lockRegistry(dir, waitMs);
+  try {
+    const records = await change(await loadFuses(dir));
+    await saveFuses(records, dir);
+    return records;
+  } finally {
+    await release();
+  }
+}
+
+/** The lock is a file created with O_EXCL holding the holder's PID; a lock whose PID is dead is taken over. */
+async function lockRegistry(dir: string, waitMs: number): Promise<() => Promise<void>> {
+  const path = join(dir, LOCK);
+  const token = `${process.pid}\n`;
+  const deadline = Date.now() + waitMs;
+  for (let pause = 5; ; pause = Math.min(pause * 2, 100)) {
+    try {
+      const fh = await open(path, 'wx', 0o644);
+      try {
+        await fh.writeFile(token);
+      } finally {
+        await fh.close();
+      }
+      return () => unlink(path).catch(() => {});
+    } catch (err) {
+      if (errnoCode(err) !== 'EEXIST') throw new FusedError('failure', `cannot lock the fuse registry: ${describeError(err)}`, path);
+    }
+    const holder = await readFile(path, 'utf8').catch(() => undefined);
+    if (holder === undefined) continue; // released meanwhile
+    // A PID that is gone is a holder that died. An empty lock is one being written just now, unless it has
+    // been empty for seconds (its maker died between creating and writing it).
+    const dead = /^\d+$/.test(holder.trim())
+      ? !alive(Number(holder.trim()))
+      : holder === '' && Date.now() - ((await stat(path).catch(() => undefined))?.mtimeMs ?? Date.now()) > EMPTY_LOCK_MS;
+    if (dead) {
+      await takeOver(path, holder);
+      continue;
+    }
+    if (Date.now() >= deadline) {
+      throw new FusedError('failure', `locked by process ${holder.trim() || '(unknown)'} for over ${Math.round(waitMs / 1000)} s (if no fusedctl is running, remove the lock file)`, path);
+    }
+    await sleep(pause);
+  }
+}
+
+/** Move a dead holder's lock out of the way. Renaming is atomic: if what we moved is not the lock we judged
+ *  stale (someone took it over first), put it back. */
+async function takeOver(path: string, stale: string): Promise<void> {
+  const aside = `${path}.stale.${process.pid}.${Math.random().toString(36).slice(2)}`;
+  try {
+    await rename(path, aside);
+  } catch {
+    return; // gone already: someone else took it over or released it
+  }
+  const moved = await readFile(aside, 'utf8').catch(() => stale);
+  if (moved !== stale) await link(aside, path).catch(() => {});
+  await unlink(aside).catch(() => {});
+}
+
+function alive(pid: number): boolean {
+  if (pid === process.pid) return true;
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (err) {
+    return errnoCode(err) === 'EPERM';
+  }
 }
 
 export interface FusedFile {

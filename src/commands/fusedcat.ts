@@ -1,11 +1,12 @@
 // fusedcat: a file's bytes to stdout over the direct path, for pipes (`fusedcat clip.mov | ffmpeg -i - ...`).
 import { Command } from 'commander';
-import { EXIT_CODES, FusedError, reasonOf } from '../errors.js';
+import { EXIT_CODES, FusedError, errnoCode, reasonOf } from '../errors.js';
 import { argBytes, displayName } from '../cli/argv.js';
 import type { CommandContext } from '../cli/run.js';
 import { FuseClient } from '../client/client.js';
 import { FileReader, type Chunk } from '../client/reader.js';
 import { formatError } from '../ui/messages.js';
+import { BulkOutput } from '../ui/output.js';
 import { parseSize } from '../ui/options.js';
 
 interface Opts { offset?: string; length?: string; networkOnly?: boolean; quiet?: boolean; verbose?: boolean }
@@ -19,22 +20,23 @@ export function build(ctx: CommandContext): Command {
     .option('--network-only', 'read through the mount only (never the device)')
     .option('-q, --quiet', 'do not say on stderr why a file was read through the network')
     .option('-v, --verbose', 'say on stderr which path each file took')
-    .addHelpText('after', '\nExit status: 0 ok, 1 failure, 2 usage, 4 some files failed.\nSee fusedcat(1).')
+    .addHelpText('after', '\nExit status: 0 ok, 1 failure, 2 usage, 4 some files failed (a closed pipe stops quietly;\nfiles that failed before it still count).\nSee fusedcat(1).')
     .action(async (files: string[], opts: Opts) => {
       const offset = opts.offset === undefined ? undefined : parseSize(opts.offset, '--offset');
       const length = opts.length === undefined ? undefined : parseSize(opts.length, '--length');
       const client = opts.networkOnly ? null : await FuseClient.load();
       const reader = new FileReader(client, { networkOnly: !!opts.networkOnly });
-      const out = process.stdout;
-      const sink = {
-        // Wait for each write: the chunk's buffer is reused as soon as we return.
-        write: (chunk: Chunk) =>
-          new Promise<void>((resolve, reject) => {
-            out.write(chunk.data, (err) => (err ? reject(err) : resolve()));
-          }),
-      };
+      const out = new BulkOutput();
+      // Wait for each write: the chunk's buffer is reused as soon as we return.
+      const sink = { write: (chunk: Chunk) => out.write(chunk.data) };
       let failed = 0;
       let lastError: unknown;
+      // A closed pipe is ours to handle (status below), not the entry's (which would exit at once with 0).
+      const inherited = process.stdout.listeners('error') as ((err: Error) => void)[];
+      process.stdout.removeAllListeners('error');
+      process.stdout.on('error', (err: Error) => {
+        if (errnoCode(err) !== 'EPIPE') for (const l of inherited) l(err);
+      });
       try {
         for (const arg of files) {
           const file = argBytes(arg);
@@ -52,7 +54,8 @@ export function build(ctx: CommandContext): Command {
               process.stderr.write(`fusedcat: ${name}: ${r.path === 'mixed' ? 'partly ' : ''}through the network: ${r.reason}\n`);
             }
           } catch (err) {
-            if ((err as NodeJS.ErrnoException)?.code === 'EPIPE') return; // the reader of the pipe is gone
+            // The reader of the pipe is gone: stop quietly; files that failed before still count.
+            if (errnoCode(err) === 'EPIPE') break;
             failed++;
             lastError = err;
             process.stderr.write(formatError('fusedcat', new FusedError('failure', reasonOf(err), displayName(file))) + '\n');
@@ -61,6 +64,8 @@ export function build(ctx: CommandContext): Command {
       } finally {
         await client?.close();
       }
+      process.stdout.removeAllListeners('error');
+      for (const l of inherited) process.stdout.on('error', l);
       if (failed === files.length) ctx.exit(lastError instanceof FusedError ? EXIT_CODES[lastError.kind] : EXIT_CODES.failure);
       else if (failed) ctx.exit(EXIT_CODES.partial);
     });

@@ -1,11 +1,12 @@
 // fusedcp: cp that moves bytes over the direct path when the source is on a fused mount, and says which path each file took.
 import { Command, Option } from 'commander';
 import { lstat, readdir } from 'node:fs/promises';
+import { constants as osConstants } from 'node:os';
 import { EXIT_CODES, FusedError, reasonOf } from '../errors.js';
 import { argBytes, displayName } from '../cli/argv.js';
 import type { CommandContext } from '../cli/run.js';
 import { FuseClient } from '../client/client.js';
-import { Copier, joinBytes, type FileResult } from '../client/copy.js';
+import { Copier, PreserveError, joinBytes, type FileResult } from '../client/copy.js';
 import { DEFAULT_SMALL_FILE, FileReader } from '../client/reader.js';
 import { humanBytes, jsonOut } from '../ui/messages.js';
 import { parseSize } from '../ui/options.js';
@@ -23,7 +24,7 @@ export function build(ctx: CommandContext): Command {
     .argument('<PATHS...>', 'SOURCE files or (with -r) directories, then the DEST file or directory')
     .option('-r, --recursive', 'copy directories recursively (also -R)')
     .addOption(new Option('-R', 'same as -r').hideHelp())
-    .option('-p, --preserve', 'keep mode, ownership (as root) and timestamps')
+    .option('-p, --preserve', 'keep mode, ownership and timestamps; a copy that cannot keep them is reported as failed')
     .option('-n, --no-clobber', 'never replace an existing file')
     .option('-f, --force', 'replace a destination that cannot be opened')
     .option('-v, --verbose', "print 'SOURCE' -> 'DEST' and the path each file took")
@@ -33,7 +34,7 @@ export function build(ctx: CommandContext): Command {
     .option('--verify', 'compare sha256 of each copy with the source read through the mount, before it gets its name')
     .option('--small-file <SIZE>', 'files smaller than this go through the mount', String(DEFAULT_SMALL_FILE))
     .option('--no-progress', 'no progress display (it is shown only on a terminal anyway)')
-    .addHelpText('after', '\nExit status: 0 ok, 1 failure, 2 usage, 3 verification mismatch, 4 some files failed.\nSee fusedcp(1).')
+    .addHelpText('after', '\nExit status: 0 ok, 1 failure, 2 usage, 3 verification mismatch, 4 some files failed;\n130 or 143 when interrupted by SIGINT or SIGTERM (no temporary file is left).\nSee fusedcp(1).')
     .action(async (args: string[], opts: Opts) => {
       if (args.length < 2) throw new FusedError('usage', `missing destination file operand after '${args[0]}'`);
       const sourceArgs = args.slice(0, -1);
@@ -61,9 +62,23 @@ export function build(ctx: CommandContext): Command {
           progress.around(() => tell(r, opts));
         },
       });
+      // Interrupted (^C, kill): no temporary file stays behind, then die of the signal as cp would (128+N).
+      const onSignal = (signal: NodeJS.Signals) => {
+        copier.discardTemporaries();
+        progress.stop();
+        process.off('SIGINT', onSignal);
+        process.off('SIGTERM', onSignal);
+        process.kill(process.pid, signal);
+        // Should the signal be blocked or ignored anyway, exit with the status a shell would show.
+        setTimeout(() => process.exit(128 + (osConstants.signals[signal] ?? 0)), 1000);
+      };
+      process.on('SIGINT', onSignal);
+      process.on('SIGTERM', onSignal);
       try {
         await copier.run(sources, dest);
       } finally {
+        process.off('SIGINT', onSignal);
+        process.off('SIGTERM', onSignal);
         progress.stop();
         await client?.close();
       }
@@ -80,7 +95,9 @@ export function build(ctx: CommandContext): Command {
 function tell(r: FileResult, opts: Opts): void {
   const src = displayName(r.source);
   if (r.status === 'failed') {
-    process.stderr.write(`fusedcp: ${src}: ${reasonOf(r.error)}\n`);
+    // A copy kept without its attributes is reported as cp does: about the destination.
+    if (r.error instanceof PreserveError) process.stderr.write(`fusedcp: ${displayName(r.destination)}: ${r.error.message}\n`);
+    else process.stderr.write(`fusedcp: ${src}: ${reasonOf(r.error)}\n`);
     return;
   }
   const rep = r.report;

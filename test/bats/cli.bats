@@ -66,6 +66,15 @@ cat_to() {
 	assert_equal "$stderr" ''
 }
 
+@test "fusedcat into a pipe closed early keeps the status of a file that failed before" {
+	# The missing file fails, then the reader goes away mid clip.bin: still some files failed (4), not 0.
+	run -4 --separate-stderr bed_in_client bash -c '"$0" "$1" "$2" | head -c 1 >/dev/null; exit "${PIPESTATUS[0]}"' \
+		"$FUSED_BIN/fusedcat" "$BED_CLI_DIR/missing" "$BED_CLI_DIR/clip.bin"
+	assert_equal "$stderr" "fusedcat: $BED_CLI_DIR/missing: no such file or directory"
+	run -1 --separate-stderr bed_in_client bash -c '"$0" "$1" "$2" | head -c 1 >/dev/null; exit "${PIPESTATUS[0]}"' \
+		"$FUSED_BIN/fusedcat" "$BED_CLI_DIR/missing" "$BED_CLI_DIR/missing2"
+}
+
 @test "fusedcp shows progress on a terminal, and nothing in a pipe" {
 	local out=$BED_DIR/progress
 	rm -f "$BED_DIR/p1" "$BED_DIR/p2"
