@@ -46,7 +46,9 @@ while True:
     if not b: break
     dst.write(b); time.sleep(0.1)' <"$out.fifo" >"$out" &
 	readerpid=$!
-	bed_in_client "$FUSED_BIN/fusedcat" "$cf" >"$out.fifo" 2>"$out.err" &
+	# A simple command, not bed_in_client (a function would run in a subshell): nsenter and the wrapper exec, so
+	# $! is fusedcat's own process.
+	FUSED_STATE_DIR=$BED_DIR/client-state nsenter --net="/run/netns/$BED_CLI_NS" "$FUSED_BIN/fusedcat" "$cf" >"$out.fifo" 2>"$out.err" &
 	catpid=$!
 }
 
@@ -90,6 +92,7 @@ assert_cat_outcome() {
 	cat_to_slow_reader
 	rc_wait_lease "$f"
 	sleep 1
+	[[ $(cat "/proc/$catpid/comm") == node ]] || fail "not fusedcat's process: $(cat "/proc/$catpid/comm")"
 	kill -STOP "$catpid"
 	local t0=$SECONDS rc=0
 	overwrite_freed_blocks
