@@ -2,17 +2,9 @@
 import { Command, CommanderError } from 'commander';
 import { EXIT_CODES, FusedError, describeError } from '../errors.js';
 import { formatError } from '../ui/messages.js';
+import type { CommandContext, CommandModule } from '../commands/context.js';
 
-/** What a command module gives the entry: its commander program. Actions return an exit code. */
-export interface CommandModule {
-  build(ctx: CommandContext): Command;
-}
-
-export interface CommandContext {
-  name: string;
-  /** Record the exit code the process ends with (the highest-priority one wins if called twice). */
-  exit(code: number): void;
-}
+export type { CommandContext, CommandModule } from '../commands/context.js';
 
 const COMMANDS: Record<string, () => Promise<CommandModule>> = {
   fusedctl: () => import('../commands/fusedctl.js'),

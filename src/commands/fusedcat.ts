@@ -1,8 +1,8 @@
 // fusedcat: a file's bytes to stdout over the direct path, for pipes (`fusedcat clip.mov | ffmpeg -i - ...`).
 import { Command } from 'commander';
 import { EXIT_CODES, FusedError, errnoCode, reasonOf } from '../errors.js';
-import { argBytes, displayName } from '../cli/argv.js';
-import type { CommandContext } from '../cli/run.js';
+import { argBytes, displayName } from '../ui/argv.js';
+import type { CommandContext } from './context.js';
 import { FuseClient } from '../client/client.js';
 import { FileReader, type Chunk } from '../client/reader.js';
 import { formatError } from '../ui/messages.js';

@@ -10,7 +10,7 @@ import { MapServer } from '../server/server.js';
 import { LEASE_BREAK_TIME_FILE, leaseTimeProblem } from '../server/leases.js';
 import { readFileSync } from 'node:fs';
 import { openVolume, parseVolumeSpec, type Volume } from '../server/volumes.js';
-import type { CommandContext } from '../cli/run.js';
+import type { CommandContext } from './context.js';
 import { renderTable, rowsToJson, selectColumns, type Column } from '../ui/columns.js';
 import { jsonOut } from '../ui/messages.js';
 import { parseCount } from '../ui/options.js';

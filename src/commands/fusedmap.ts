@@ -1,8 +1,8 @@
 // fusedmap: a file's extent map as the map server hands it out, like `filefrag -v`, for people and scripts.
 import { Command } from 'commander';
 import { EXIT_CODES, FusedError, reasonOf } from '../errors.js';
-import { argBytes, displayName } from '../cli/argv.js';
-import type { CommandContext } from '../cli/run.js';
+import { argBytes, displayName } from '../ui/argv.js';
+import type { CommandContext } from './context.js';
 import { FuseClient } from '../client/client.js';
 import { Device } from '../client/device.js';
 import type { FileMap } from '../client/session.js';

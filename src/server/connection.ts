@@ -1,0 +1,361 @@
+// The transport: one client connection, its handshake, requests answered strictly in order, pushes between replies.
+import { unlink } from 'node:fs/promises';
+import net from 'node:net';
+import { performance } from 'node:perf_hooks';
+import {
+  LIMITS,
+  LineFramer,
+  PROTOCOL_VERSION,
+  ProtocolError,
+  clientProof,
+  formatErr,
+  formatExtent,
+  formatGreeting,
+  formatOk,
+  formatPush,
+  newChallenge,
+  nodeKey,
+  parseRequest,
+  proofMatches,
+  serverProof,
+  type Access,
+  type Request,
+} from '../protocol/index.js';
+import type { LeaseTable, LeaseHolder } from './leases.js';
+import type { MapPolicy } from './maps.js';
+import { Reply } from './reply.js';
+import type { ServerSettings } from './settings.js';
+import type { Volume } from './volumes.js';
+
+/** What a connection needs of the server that accepted it. */
+export interface ConnectionHost {
+  readonly opts: ServerSettings;
+  readonly leases: LeaseTable;
+  readonly maps: MapPolicy;
+  volume(name: string): Volume;
+  volumeNames(): string[];
+  /** The connection passed AUTH: false when the authenticated connections are full. */
+  admit(conn: Connection): boolean;
+  roleOf(node: string): Access;
+}
+
+/** One client connection: handshake, then requests answered strictly in order. */
+export class Connection implements LeaseHolder {
+  private readonly framer = new LineFramer(LIMITS.maxLineBytes);
+  private readonly challenge = newChallenge();
+  private node: string | undefined;
+  /** From HELLO: the node's own challenge, and its key (derived from the master secret). */
+  private clientChallenge = '';
+  private key: Buffer | undefined;
+  private authed = false;
+  private closing = false;
+  private queue: Promise<void> = Promise.resolve();
+  private idleTimer: NodeJS.Timeout | undefined;
+  private authTimer: NodeJS.Timeout | undefined;
+  /** Pushes wait while a multi-line reply is being written. */
+  private replying = false;
+  private pendingPushes: { line: string; queued?: (at: number) => void }[] = [];
+  private readonly probes = new Map<string, string>();
+  /** When the connection stopped carrying lines to the client (monotonic ms): after it, nothing reaches it. */
+  private endedAt: number | undefined;
+
+  constructor(
+    private readonly server: ConnectionHost,
+    private readonly socket: net.Socket,
+    private readonly peer: string,
+  ) {
+    const log = server.opts.log;
+    log(`${peer}: connected`);
+    socket.setNoDelay(true);
+    socket.setKeepAlive(true, 10_000);
+    socket.on('error', (err) => log(`${peer}: ${err.message}`));
+    socket.on('data', (chunk: Buffer) => this.onData(chunk));
+    this.authTimer = setTimeout(() => this.bye('auth-timeout'), server.opts.authTimeoutMs);
+    this.touch();
+    socket.write(formatGreeting(server.opts.node, this.challenge) + '\n');
+  }
+
+  private get log() {
+    return this.server.opts.log;
+  }
+
+  private touch(): void {
+    clearTimeout(this.idleTimer);
+    this.idleTimer = setTimeout(() => this.bye('idle'), this.server.opts.idleTimeoutMs);
+  }
+
+  /** For the log: the node's name (once it said HELLO) and the peer address. */
+  get name(): string {
+    return `node ${this.node ?? '(no HELLO)'} at ${this.peer}`;
+  }
+
+  bye(reason: string): void {
+    if (this.closing) return;
+    this.closing = true;
+    this.log(`${this.peer}: closing (${reason})`);
+    this.socket.end(formatPush('BYE', { reason }) + '\n');
+    this.markEnded();
+    setTimeout(() => this.socket.destroy(), 2000).unref();
+  }
+
+  abort(reason: string): void {
+    this.log(`${this.peer}: ending the connection (${reason})`);
+    this.closing = true;
+    this.markEnded();
+    this.socket.destroy();
+  }
+
+  /** No more lines go to the client from now on; pushes still waiting are settled with this time. */
+  private markEnded(): number {
+    this.endedAt ??= performance.now();
+    const waiting = this.pendingPushes;
+    this.pendingPushes = [];
+    for (const p of waiting) p.queued?.(this.endedAt);
+    return this.endedAt;
+  }
+
+  cleanup(): void {
+    clearTimeout(this.idleTimer);
+    clearTimeout(this.authTimer);
+    // The client may not know the connection is gone (a partition): its maps stay leased until its lease time
+    // has surely run out.
+    this.server.leases.orphan(this, this.markEnded());
+    for (const path of this.probes.values()) void unlink(path).catch(() => {});
+    this.probes.clear();
+    this.log(`${this.peer}: disconnected`);
+  }
+
+  recall(leaseId: string, reason: string): Promise<number> {
+    return new Promise((resolve) => this.push(formatPush('RECALL', { lease: leaseId, reason }), resolve));
+  }
+
+  /** A server push: now, or after the reply being written; `queued` learns when it went on the socket. */
+  private push(line: string, queued?: (at: number) => void): void {
+    if (this.closing || this.endedAt !== undefined) {
+      queued?.(this.endedAt ?? performance.now());
+      return;
+    }
+    if (this.replying) {
+      this.pendingPushes.push({ line, ...(queued ? { queued } : {}) });
+      return;
+    }
+    this.socket.write(line + '\n');
+    queued?.(performance.now());
+  }
+
+  private onData(chunk: Buffer): void {
+    if (this.closing) return;
+    this.touch();
+    for (const ev of this.framer.push(chunk)) {
+      this.queue = this.queue.then(() => this.handleEvent(ev));
+    }
+    // Do not read more while requests wait: a flood of lines cannot grow the queue without bound.
+    this.socket.pause();
+    void this.queue.then(() => {
+      if (!this.closing) this.socket.resume();
+    });
+  }
+
+  private async handleEvent(ev: { line: string } | { error: ProtocolError }): Promise<void> {
+    if (this.closing) return;
+    if ('error' in ev) {
+      this.log(`${this.peer}: ${ev.error.code} ${ev.error.message}`);
+      await this.send([formatErr(ev.error.code, ev.error.message)]);
+      return;
+    }
+    let req: Request;
+    try {
+      req = parseRequest(ev.line);
+    } catch (err) {
+      const e = err instanceof ProtocolError ? err : new ProtocolError('BADLINE', String(err));
+      this.log(`${this.peer}: ${e.code} ${e.message}`);
+      await this.send([formatErr(e.code, e.message)]);
+      return;
+    }
+    try {
+      await this.handle(req);
+    } catch (err) {
+      const reply = err instanceof Reply ? err : err instanceof ProtocolError ? new Reply(err.code, err.message) : null;
+      if (reply) {
+        this.log(`${this.peer}: ${req.verb}: ${reply.code} ${reply.message}`);
+        await this.send([formatErr(reply.code, reply.message)]);
+      } else {
+        this.log(`${this.peer}: ${req.verb}: internal error: ${(err as Error)?.stack ?? String(err)}`);
+        await this.send([formatErr('INTERNAL', (err as Error)?.message ?? 'internal error')]);
+      }
+    }
+  }
+
+  /** Write reply lines, waiting for the socket to drain so a huge map never buffers without bound. */
+  private async send(lines: string[] | AsyncIterable<string> | Iterable<string>): Promise<void> {
+    this.replying = true;
+    try {
+      let batch = '';
+      for await (const line of lines as AsyncIterable<string>) {
+        batch += line + '\n';
+        if (batch.length >= 65536) {
+          await this.write(batch);
+          batch = '';
+        }
+      }
+      if (batch) await this.write(batch);
+    } finally {
+      this.replying = false;
+      const pushes = this.pendingPushes;
+      this.pendingPushes = [];
+      for (const p of pushes) this.push(p.line, p.queued);
+    }
+  }
+
+  private write(data: string): Promise<void> {
+    if (this.socket.destroyed) return Promise.resolve();
+    if (this.socket.write(data)) return Promise.resolve();
+    return new Promise((resolve) => {
+      const done = () => {
+        this.socket.off('drain', done);
+        this.socket.off('close', done);
+        resolve();
+      };
+      this.socket.on('drain', done);
+      this.socket.on('close', done);
+    });
+  }
+
+  private async handle(req: Request): Promise<void> {
+    const { server } = this;
+    switch (req.verb) {
+      case 'PING':
+        return this.send([formatOk('PONG')]);
+      case 'QUIT':
+        await this.send([formatOk('BYE')]);
+        this.closing = true;
+        this.socket.end();
+        this.markEnded();
+        return;
+      case 'HELLO':
+        if (this.node !== undefined) throw new Reply('ORDER', 'HELLO was already sent');
+        if (req.version !== PROTOCOL_VERSION) {
+          throw new Reply('VERSION', `protocol version ${req.version} not supported (this server speaks ${PROTOCOL_VERSION})`);
+        }
+        if (req.challenge === undefined) throw new Reply('BADARG', 'usage: HELLO <node> <version> <challenge>');
+        this.node = req.node;
+        this.clientChallenge = req.challenge;
+        this.key = nodeKey(server.opts.secret, req.node);
+        return this.send([formatOk('HELLO', this.helloFields())]);
+      case 'AUTH': {
+        if (this.node === undefined || this.key === undefined) throw new Reply('ORDER', 'send HELLO before AUTH');
+        if (this.authed) throw new Reply('ORDER', 'already authenticated');
+        if (!proofMatches(clientProof(this.key, this.challenge, this.clientChallenge, this.node), req.proof)) {
+          this.log(`${this.peer}: node ${this.node}: authentication failed`);
+          await this.send([formatErr('AUTHFAIL', 'authentication failed')]);
+          this.bye('authfail');
+          return;
+        }
+        clearTimeout(this.authTimer);
+        if (!server.admit(this)) {
+          this.log(`${this.peer}: node ${this.node}: refused, authenticated connections full`);
+          await this.send([formatErr('BUSY', `too many connections (limit ${server.opts.maxConnections})`)]);
+          this.bye('busy');
+          return;
+        }
+        this.authed = true;
+        this.log(`${this.peer}: node ${this.node} authenticated (${this.access()})`);
+        return this.send([formatOk('AUTH', { node: this.node, access: this.access() })]);
+      }
+      default:
+        break;
+    }
+    if (!this.authed) throw new Reply('NOAUTH', 'authenticate first (HELLO, then AUTH)');
+    switch (req.verb) {
+      case 'VOLUMES': {
+        const names = server.volumeNames();
+        return this.send([formatOk('VOLUMES', { count: names.length }), ...names.map((n) => `V ${n}`), 'END']);
+      }
+      case 'VOLUME': {
+        const v = server.volume(req.volume);
+        const id = v.identity;
+        return this.send([
+          formatOk('VOLUME', {
+            name: v.name,
+            fstype: id.fstype,
+            uuid: id.uuid,
+            label: id.label,
+            blocksize: id.blockSize,
+            size: id.sizeBytes,
+            access: this.access(),
+          }),
+        ]);
+      }
+      case 'PROBE': {
+        const v = server.volume(req.volume);
+        if (this.probes.size >= server.opts.maxProbes) {
+          throw new Reply('LIMIT', `too many probes on this connection (limit ${server.opts.maxProbes})`);
+        }
+        const { name, token, path } = await server.maps.makeProbe(v);
+        this.probes.set(`${v.name}/${name}`, path);
+        return this.send([formatOk('PROBE', { name, token })]);
+      }
+      case 'UNPROBE': {
+        const key = `${req.volume}/${req.name}`;
+        const path = this.probes.get(key);
+        if (!path) throw new Reply('NOENT', 'no such probe on this connection');
+        this.probes.delete(key);
+        await unlink(path).catch(() => {});
+        return this.send([formatOk('UNPROBE')]);
+      }
+      case 'MAP': {
+        const v = server.volume(req.volume);
+        if (server.leases.countFor(this) >= server.opts.maxLeasesPerConnection) {
+          throw new Reply('LIMIT', `too many leases on this connection (limit ${server.opts.maxLeasesPerConnection})`);
+        }
+        const answer = await server.maps.map(v, req.path, this);
+        // The client is gone before it could see this map: nobody can use it.
+        if (this.endedAt !== undefined) {
+          server.leases.release(this, answer.leaseId);
+          return;
+        }
+        const head: Record<string, string | number> = {
+          lease: answer.leaseId,
+          size: answer.size,
+          blocksize: answer.blockSize,
+          ino: answer.ino,
+          change: answer.change,
+          mtime: answer.mtime,
+          extents: answer.extents.length,
+        };
+        if (answer.networkReason) head.network = answer.networkReason;
+        const extents = answer.extents;
+        return this.send(
+          (function* () {
+            yield formatOk('MAP', head);
+            for (const e of extents) yield formatExtent(e);
+            yield 'END';
+          })(),
+        );
+      }
+      case 'RELEASE':
+      case 'RETURN': {
+        if (!server.leases.release(this, req.lease)) throw new Reply('NOLEASE', `no lease ${req.lease} on this connection`);
+        return this.send([formatOk(req.verb)]);
+      }
+      default:
+        throw new Reply('UNKNOWN', 'unknown request');
+    }
+  }
+
+  /** The OK HELLO fields: who we are, and our proof that we know this node's key. */
+  private helloFields(): Record<string, string | number> {
+    const { opts } = this.server;
+    return {
+      node: opts.node,
+      version: PROTOCOL_VERSION,
+      idle: opts.idleTimeoutMs / 1000,
+      lease: opts.leaseTimeMs / 1000,
+      proof: serverProof(this.key!, this.challenge, this.clientChallenge, this.node!, opts.node),
+    };
+  }
+
+  private access(): Access {
+    return this.node !== undefined ? this.server.roleOf(this.node) : 'ro';
+  }
+}

@@ -1,0 +1,35 @@
+// The map server's settings, with the protocol's defaults.
+import type { Access } from '../protocol/index.js';
+import type { Volume } from './volumes.js';
+
+export interface ServerOptions {
+  node: string;
+  /** The master secret; each node's key is derived from it (nodeKey). */
+  secret: Buffer;
+  volumes: Volume[];
+  /** Each named node's role (--role NODE=ro|rw|admin); admin implies rw. */
+  roles?: ReadonlyMap<string, Access>;
+  /** The role of a node not named in roles. */
+  defaultRole?: Access;
+  /** Authenticated connections at once; past it ERR BUSY, at accept and at AUTH. */
+  maxConnections?: number;
+  /** Connections not yet authenticated; past it the oldest is dropped (`! BYE reason=crowded`). */
+  maxUnauthenticated?: number;
+  idleTimeoutMs?: number;
+  authTimeoutMs?: number;
+  maxExtents?: number;
+  maxLeasesPerConnection?: number;
+  /** T: how long a client may use a map after sending its last request that got a reply (announced in HELLO). */
+  leaseTimeMs?: number;
+  /** Added to T before the server lets a recalled or orphaned map go without RETURN. */
+  leaseMarginMs?: number;
+  /** A recall must be queued on its connection within this, or the connection is ended. */
+  recallQueueMs?: number;
+  /** Files under a kernel lease at once, over all connections (each holds a descriptor). */
+  maxFiles?: number;
+  /** Probe files one connection may have at once. */
+  maxProbes?: number;
+  log?: (line: string) => void;
+}
+
+export type ServerSettings = Required<ServerOptions>;
