@@ -57,6 +57,32 @@ cp_slowly() {
 # on_server_timed CMD...: run CMD in the server's namespace, bounded by 20 s; its wall time in ms goes to $ms.
 on_server_timed() { rc_timed ms bed_in_server timeout 20 "$@"; }
 
+# new_content: 256 MiB of other random bytes in $new_src, to replace every byte of a make_file file (so that any
+# mix of old and new shows in the sha256); made before the reader starts, so it costs nothing in the race.
+new_content() {
+	new_src=$BATS_TEST_TMPDIR/new.bin
+	dd if=/dev/urandom of="$new_src" bs=1M count=256 status=none
+}
+
+# rewrite_all: a writer on the server opens $f for writing, without truncation (the open waits for the recall),
+# and overwrites every byte with $new_src's, then fsyncs; bounded by 20 s. The open's wait in ms goes to $ms.
+rewrite_all() {
+	ms=$(bed_in_server timeout 20 python3 -c '
+import os, sys, time
+t0 = time.monotonic()
+fd = os.open(sys.argv[1], os.O_WRONLY)
+waited = time.monotonic() - t0
+with open(sys.argv[2], "rb") as src:
+    at = 0
+    while chunk := src.read(1 << 20):
+        os.pwrite(fd, chunk, at)
+        at += len(chunk)
+os.fsync(fd)
+os.close(fd)
+print(round(waited * 1000))' "$f" "$new_src") || return 1
+	[[ $ms =~ ^[0-9]+$ ]] || { echo "the writer said '$ms', not its wait" >&2; return 1; }
+}
+
 assert_fast_writer() { ((ms < 5000)) || fail "the opener on the server waited ${ms} ms (a recall should take well under 5 s)"; }
 
 @test "an opener for writing on the server gets through at once; fusedcat's output is the unchanged content" {
@@ -75,13 +101,15 @@ assert_fast_writer() { ((ms < 5000)) || fail "the opener on the server waited ${
 
 @test "a writer on the server gets through at once; fusedcat outputs old or new content or says it changed" {
 	make_file write.bin
+	new_content
 	cat_slowly
 	rc_wait_lease "$f"
-	on_server_timed dd if=/dev/urandom of="$f" bs=1M count=1 seek=200 conv=notrunc,fsync status=none
+	rewrite_all
 	wait "$bg"
 	assert_fast_writer
 	local new rc
 	new=$(rc_sha "$f")
+	assert_equal "$new" "$(rc_sha "$new_src")"
 	rc=$(cat "$out.rc")
 	if [[ $rc == 1 ]]; then
 		assert_regex "$(cat "$out.err")" 'changed while being read'
@@ -94,13 +122,15 @@ assert_fast_writer() { ((ms < 5000)) || fail "the opener on the server waited ${
 
 @test "a writer on the server gets through at once; fusedcp's copy is the old or the new content, interrupted" {
 	make_file cpwrite.bin
+	new_content
 	cp_slowly
 	rc_wait_lease "$f"
-	on_server_timed dd if=/dev/urandom of="$f" bs=1M count=1 seek=200 conv=notrunc,fsync status=none
+	rewrite_all
 	wait "$bg"
 	assert_fast_writer
 	local new got
 	new=$(rc_sha "$f")
+	assert_equal "$new" "$(rc_sha "$new_src")"
 	assert_equal "$(cat "$out.rc")" 0
 	run -0 jq -c '.[0] | [.status, .interrupted, .path]' "$out.json"
 	assert_output '["copied",true,"network"]'
