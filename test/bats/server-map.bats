@@ -92,7 +92,7 @@ os.fsync(fd); os.close(fd)"
 	rm "$f"
 }
 
-@test "a file of more extents than --max-extents gets ERR TOOBIG; one within the limit maps" {
+@test "a file of more extents than --max-extents gets ERR TOOBIG and fusedcp copies it through the network; one within the limit maps" {
 	blocks_file toobig.bin 5
 	blocks_file fits.bin 4
 	run -0 proto "
@@ -107,6 +107,21 @@ print(r[0].split(' ')[:2], field(r[0], 'extents'), len(r) - 2, r[-1])"
 	run -0 --separate-stderr bed_in_client "$FUSED_BIN/fusedmap" --json "$BED_CLI_DIR/toobig.bin"
 	run -0 jq -c '.[0] | [.network, (.extents | length)]' <<<"$output"
 	assert_output '[null,9]'
+	# A client fused to the limited server copies it through the network and says why.
+	local mnt=$BED_DIR/client-limited
+	bed_mount_client "$BED_SRV_DIR" "$mnt"
+	run -0 --separate-stderr bed_in_client "$FUSED_BIN/fusedctl" fuse "$mnt" --server "$LIMITED" --secret-file "$BED_SECRET" --node cli
+	dst=$BATS_TEST_TMPDIR/out
+	mkdir "$dst"
+	run -0 --separate-stderr bed_in_client "$FUSED_BIN/fusedcp" --small-file 0 --json "$mnt/toobig.bin" "$mnt/fits.bin" "$dst"
+	local json=$output
+	run -0 jq -c '[.[] | [.status, .path, .bytesDirect > 0]]' <<<"$json"
+	assert_output '[["copied","network",false],["copied","direct",true]]'
+	run -0 jq -r '.[0].reason' <<<"$json"
+	assert_output --regexp 'more than the limit of 8 extents'
+	assert_equal "$(rc_sha "$dst/toobig.bin")" "$(rc_sha "$BED_SRV_DIR/toobig.bin")"
+	assert_equal "$(rc_sha "$dst/fits.bin")" "$(rc_sha "$BED_SRV_DIR/fits.bin")"
+	run -0 bed_in_client "$FUSED_BIN/fusedctl" unfuse "$mnt"
 	rm "$BED_SRV_DIR/toobig.bin" "$BED_SRV_DIR/fits.bin"
 }
 
