@@ -64,10 +64,11 @@ new_content() {
 	dd if=/dev/urandom of="$new_src" bs=1M count=256 status=none
 }
 
-# rewrite_all: a writer on the server opens $f for writing, without truncation (the open waits for the recall),
-# and overwrites every byte with $new_src's, then fsyncs; bounded by 20 s. The open's wait in ms goes to $ms.
+# rewrite_all [PAUSE]: a writer on the server opens $f for writing, without truncation (the open waits for the
+# recall), and overwrites every byte with $new_src's, pausing PAUSE seconds (default 0) after each MiB, then
+# fsyncs; bounded by 60 s. The open's wait in ms goes to $ms.
 rewrite_all() {
-	ms=$(bed_in_server timeout 20 python3 -c '
+	ms=$(bed_in_server timeout 60 python3 -c '
 import os, sys, time
 t0 = time.monotonic()
 fd = os.open(sys.argv[1], os.O_WRONLY)
@@ -77,9 +78,10 @@ with open(sys.argv[2], "rb") as src:
     while chunk := src.read(1 << 20):
         os.pwrite(fd, chunk, at)
         at += len(chunk)
+        time.sleep(float(sys.argv[3]))
 os.fsync(fd)
 os.close(fd)
-print(round(waited * 1000))' "$f" "$new_src") || return 1
+print(round(waited * 1000))' "$f" "$new_src" "${1:-0}") || return 1
 	[[ $ms =~ ^[0-9]+$ ]] || { echo "the writer said '$ms', not its wait" >&2; return 1; }
 }
 
@@ -138,6 +140,28 @@ assert_fast_writer() { ((ms < 5000)) || fail "the opener on the server waited ${
 	[[ $got == "$old" || $got == "$new" ]] || fail "the copy is neither the old nor the new content"
 	rc_no_temps "$dstsrv"
 	rm -r "$f" "$dstsrv"
+}
+
+@test "a slow writer on the server, still writing while fusedcat reads the rest: old or new content, or it says it changed" {
+	make_file catslow.bin
+	new_content
+	cat_slowly
+	rc_wait_lease "$f"
+	# 256 MiB over 8 s or more: fusedcat's rest through the mount reads while the writer writes.
+	rewrite_all 0.03
+	wait "$bg"
+	assert_fast_writer
+	local new rc
+	new=$(rc_sha "$f")
+	assert_equal "$new" "$(rc_sha "$new_src")"
+	rc=$(cat "$out.rc")
+	if [[ $rc == 1 ]]; then
+		assert_regex "$(cat "$out.err")" 'changed while being read'
+	else
+		assert_equal "$rc" 0
+		[[ $(cat "$out.sha") == "$old" || $(cat "$out.sha") == "$new" ]] || fail "fusedcat exited 0, but its output is neither the old nor the new content (a silent mix)"
+	fi
+	rm "$f"
 }
 
 @test "truncating the file on the server mid-read: fusedcp's copy is the old or the new (empty) content" {
