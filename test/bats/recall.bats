@@ -164,6 +164,32 @@ assert_fast_writer() { ((ms < 5000)) || fail "the opener on the server waited ${
 	rm "$f"
 }
 
+@test "a slow writer on the server, still writing while fusedcp copies the rest: old or new content, or it says it changed" {
+	make_file cpslow.bin
+	new_content
+	cp_slowly
+	rc_wait_lease "$f"
+	# 256 MiB over 8 s or more: the copy's restart through the mount reads while the writer writes.
+	rewrite_all 0.03
+	wait "$bg"
+	assert_fast_writer
+	local new got rc
+	new=$(rc_sha "$f")
+	assert_equal "$new" "$(rc_sha "$new_src")"
+	rc=$(cat "$out.rc")
+	if [[ $rc == 0 ]]; then
+		run -0 jq -c '.[0] | [.status, .interrupted]' "$out.json"
+		assert_output '["copied",true]'
+		got=$(rc_sha "$dstsrv/cpslow.bin")
+		[[ $got == "$old" || $got == "$new" ]] || fail "fusedcp exited 0, but the copy is neither the old nor the new content (a silent mix)"
+	else
+		assert_regex "$(cat "$out.err")" 'changed while being read'
+		assert [ ! -e "$dstsrv/cpslow.bin" ]
+	fi
+	rc_no_temps "$dstsrv"
+	rm -r "$f" "$dstsrv"
+}
+
 @test "truncating the file on the server mid-read: fusedcp's copy is the old or the new (empty) content" {
 	make_file cptrunc.bin
 	cp_slowly
