@@ -33,6 +33,23 @@ test('classifyExtent reads shared blocks directly but never writes them', () => 
   assert.equal(classifyExtent(F.SHARED | F.UNWRITTEN, 'write'), 'NETWORK');
 });
 
+test('classifyExtent sends an extent with any flag bit it does not know to the network, for reads and writes', () => {
+  const known = Object.values(F).reduce((all: number, bit) => all | bit, 0);
+  let unknown = 0;
+  for (let bit = 0; bit < 32; bit++) {
+    const flag = 2 ** bit;
+    if (known & flag) continue;
+    unknown++;
+    const hex = `0x${flag.toString(16)}`;
+    assert.equal(classifyExtent(flag, 'read'), 'NETWORK', hex);
+    assert.equal(classifyExtent((flag | F.LAST) >>> 0, 'write'), 'NETWORK', hex);
+    assert.equal(classifyExtent((flag | F.UNWRITTEN) >>> 0, 'read'), 'NETWORK', `${hex}: not ZERO either`);
+    assert.equal(classifyExtent((flag | F.SHARED | F.MERGED) >>> 0, 'read'), 'NETWORK', hex);
+  }
+  // 0x10, 0x20, 0x40, 0x4000 and up: 21 bits.
+  assert.equal(unknown, 21);
+});
+
 test('classifyExtent: unwritten is ZERO, plain, last and merged are DATA', () => {
   assert.equal(classifyExtent(F.UNWRITTEN, 'read'), 'ZERO');
   assert.equal(classifyExtent(F.UNWRITTEN | F.LAST, 'write'), 'ZERO');
@@ -88,6 +105,16 @@ test('buildMap: shared (reflinked) extents are DATA for reads and NETWORK for wr
     [ext(0, 8 * MiB, 1 * MiB, 'DATA', F.SHARED), ext(1 * MiB, 20 * MiB, 1 * MiB, 'DATA')]);
   assert.deepEqual(buildMap(r, 2 * MiB, 'write'),
     [ext(0, 8 * MiB, 1 * MiB, 'NETWORK', F.SHARED), ext(1 * MiB, 20 * MiB, 1 * MiB, 'DATA')]);
+});
+
+test('buildMap: an extent with an unknown flag bit goes over the network, its flags and address kept', () => {
+  const map = buildMap([raw(0, 1 * MiB, 4096), raw(4096, 1 * MiB + 4096, 4096, 0x4000),
+    raw(8192, 1 * MiB + 8192, 4096, F.LAST)], 12288, 'read');
+  assert.deepEqual(map, [
+    ext(0, 1 * MiB, 4096, 'DATA'),
+    ext(4096, 1 * MiB + 4096, 4096, 'NETWORK', 0x4000),
+    ext(8192, 1 * MiB + 8192, 4096, 'DATA'),
+  ]);
 });
 
 test('buildMap fills holes at the start, in the middle and at the end', () => {
@@ -173,6 +200,7 @@ test('buildMap rejects raw extents that are not non-negative safe integers', () 
 test('buildMap keeps the high flag bit unsigned', () => {
   const map = buildMap([raw(0, 4096, 4096, (0x8000_0000 | F.LAST) >>> 0)], 4096, 'read');
   assert.equal(map[0]!.flags, 0x8000_0000);
+  assert.equal(map[0]!.state, 'NETWORK', 'an unknown flag');
   assert.equal(validateMap(map, 4096), null);
 });
 
@@ -201,7 +229,8 @@ function reference(rawList: RawExtent[], size: number, purpose: 'read' | 'write'
 
 test('buildMap agrees byte by byte with the raw extents on 2000 random fragmented files', () => {
   const next = rng(1);
-  const flagChoices = [0, 0, 0, F.UNWRITTEN, F.SHARED, F.DELALLOC | F.UNKNOWN, F.MERGED, F.DATA_INLINE | F.NOT_ALIGNED];
+  const flagChoices = [0, 0, 0, F.UNWRITTEN, F.SHARED, F.DELALLOC | F.UNKNOWN, F.MERGED, F.DATA_INLINE | F.NOT_ALIGNED,
+    0x10, F.UNWRITTEN | 0x4000];
   for (let round = 0; round < 2000; round++) {
     const unit = next() < 0.8 ? 4096 : 512;
     const rawList: RawExtent[] = [];
@@ -346,4 +375,7 @@ test('networkReason names why an extent must go through the network, most specif
   assert.match(networkReason(F.NOT_ALIGNED), /not block-aligned/);
   assert.match(networkReason(F.SHARED), /shared/);
   assert.equal(networkReason(0), 'extent not directly usable');
+  assert.equal(networkReason(0x10 | F.LAST), 'extent flags unknown to fused (0x10)');
+  assert.equal(networkReason((0x8000_0000 | 0x4000 | F.SHARED) >>> 0), 'extent flags unknown to fused (0x80004000)');
+  assert.match(networkReason(0x20 | F.DATA_INLINE), /inline/, 'a known reason comes first');
 });

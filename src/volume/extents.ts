@@ -33,10 +33,20 @@ const NOT_ON_DEVICE =
   FIEMAP_FLAGS.DATA_INLINE |
   FIEMAP_FLAGS.DATA_TAIL;
 
+/** Every flag this code knows the meaning of. A kernel newer than this code may report others. */
+const KNOWN_FLAGS = Object.values(FIEMAP_FLAGS).reduce((all: number, bit) => (all | bit) >>> 0, 0);
+
+/** Flag bits outside the known set (0 if none). */
+function unknownFlags(flags: number): number {
+  return (flags & ~KNOWN_FLAGS) >>> 0;
+}
+
 /** State of one FIEMAP extent: UNKNOWN, DELALLOC, ENCODED, DATA_ENCRYPTED, NOT_ALIGNED, DATA_INLINE, DATA_TAIL
- *  -> NETWORK; SHARED -> NETWORK for 'write', fine for 'read'; UNWRITTEN -> ZERO; else DATA. */
+ *  -> NETWORK; a flag bit outside the known set -> NETWORK (a new flag may mean the bytes are not plainly on
+ *  the device); SHARED -> NETWORK for 'write', fine for 'read'; UNWRITTEN -> ZERO; else DATA. */
 export function classifyExtent(flags: number, purpose: Purpose): ExtentState {
   if (flags & NOT_ON_DEVICE) return 'NETWORK';
+  if (unknownFlags(flags) !== 0) return 'NETWORK';
   // Writing into a shared (reflinked) block would change the other file too; only the file system can CoW.
   if (purpose === 'write' && flags & FIEMAP_FLAGS.SHARED) return 'NETWORK';
   if (flags & FIEMAP_FLAGS.UNWRITTEN) return 'ZERO';
@@ -51,6 +61,8 @@ export function networkReason(flags: number): string {
   if (flags & FIEMAP_FLAGS.ENCODED) return 'data is encoded (compressed)';
   if (flags & (FIEMAP_FLAGS.DELALLOC | FIEMAP_FLAGS.UNKNOWN)) return 'blocks not allocated yet (delayed allocation)';
   if (flags & FIEMAP_FLAGS.NOT_ALIGNED) return 'data is not block-aligned on the device';
+  const unknown = unknownFlags(flags);
+  if (unknown !== 0) return `extent flags unknown to fused (0x${unknown.toString(16)})`;
   if (flags & FIEMAP_FLAGS.SHARED) return 'blocks are shared with another file';
   return 'extent not directly usable';
 }

@@ -36,14 +36,31 @@ cp_case() {
 	rc_no_temps "$dst"
 }
 
+# assert_device_read_at_least SECTORS BEFORE: the client's device ($BED_DEV_B) read at least SECTORS sectors
+# since its counter said BEFORE.
+assert_device_read_at_least() {
+	local read=$(($(bed_sectors_read "$BED_DEV_B") - $2))
+	((read >= $1)) || fail "the client's device read $read sectors, expected at least $1"
+}
+
+# assert_device_read_at_most SECTORS BEFORE: the client's device read at most SECTORS sectors since BEFORE.
+assert_device_read_at_most() {
+	local read=$(($(bed_sectors_read "$BED_DEV_B") - $2))
+	((read <= $1)) || fail "the client's device read $read sectors, expected at most $1"
+}
+
 bats_test_function --description "fusedcat of a contiguous 64 MiB file equals the source ($FSTYPE)" -- test_read_cat_big
 test_read_cat_big() { cat_case big; }
 
 bats_test_function --description "fusedcp of a contiguous 64 MiB file equals the source, all bytes direct ($FSTYPE)" -- test_read_cp_big
 test_read_cp_big() {
+	local before
+	before=$(bed_sectors_read "$BED_DEV_B")
 	cp_case big
 	run -0 jq -c '[.path, .reason, .bytesDirect == .size, .bytesZero, .bytesNetwork, .interrupted]' <<<"$json"
 	assert_output '["direct",null,true,0,0,false]'
+	# The client's own device says so too, not only fusedcp's counters.
+	assert_device_read_at_least $(($(jq .bytesDirect <<<"$json") / 512)) "$before"
 }
 
 bats_test_function --description "fusedcat of a fragmented file equals the source ($FSTYPE)" -- test_read_cat_fragmented
@@ -76,6 +93,75 @@ test_read_cp_prealloc() {
 	cp_case prealloc
 	run -0 jq -c '[.path, .bytesDirect, .bytesZero, .bytesNetwork]' <<<"$json"
 	assert_output '["direct",2097152,2097152,0]'
+}
+
+bats_test_function --description "ZERO and HOLE ranges read as zeros, although the device holds other bytes there ($FSTYPE)" -- test_read_zero_not_device
+test_read_zero_not_device() {
+	local c map n phys len
+	for c in prealloc sparse; do
+		rc_make "$c"
+		map=$(rc_map_json "$BED_CLI_DIR/$RC_FILE")
+		# What makes this test able to fail: the device holds the bed's pattern, not zeros, under every ZERO
+		# range, and a HOLE read from the device (at address 0) would give the superblock.
+		n=0
+		while read -r phys len; do
+			rc_device_nonzero "$BED_DEV_B" "$phys" $((len < 1048576 ? len : 1048576)) ||
+				fail "$c: the device holds only zeros at $phys+$len: reading it by mistake would go unseen"
+			n=$((n + 1))
+		done < <(jq -r '.extents[] | select(.state == "ZERO" or .state == "HOLE") | "\(.physical // 0) \(.length)"' <<<"$map")
+		((n > 0)) || fail "$c: no ZERO or HOLE extent in $map"
+		run -0 --separate-stderr rc_cat_sha "$BED_CLI_DIR/$RC_FILE"
+		assert_equal "$output" "$(rc_src_sha "$c")"
+		cp_case "$c"
+		run -0 jq -c '[.path, .bytesNetwork]' <<<"$json"
+		assert_output '["direct",0]'
+	done
+}
+
+bats_test_function --description "data written on the server and not yet synced (delayed allocation) is mapped DATA and read directly ($FSTYPE)" -- test_read_unsynced_delalloc
+test_read_unsynced_delalloc() {
+	local name=delalloc-$BATS_TEST_NUMBER before
+	# One fresh file per client command: the first FIEMAP (with its sync) places the data for good.
+	rc_unsynced_delalloc "$name-map.bin"
+	run -0 --separate-stderr rc_map_json "$BED_CLI_DIR/$name-map.bin"
+	assert_equal "$(jq -c '[.network, ([.extents[].state] | unique), .size]' <<<"$output")" '[null,["DATA"],8388608]'
+	rc_unsynced_delalloc "$name-cp.bin"
+	dst=$BATS_TEST_TMPDIR/out
+	mkdir -p "$dst"
+	before=$(bed_sectors_read "$BED_DEV_B")
+	run -0 --separate-stderr bed_in_client "$FUSED_BIN/fusedcp" --json "$BED_CLI_DIR/$name-cp.bin" "$dst"
+	run -0 jq -c '.[0] | [.status, .path, .bytesDirect, .bytesNetwork]' <<<"$output"
+	assert_output '["copied","direct",8388608,0]'
+	assert_device_read_at_least 16384 "$before"
+	assert_equal "$(rc_sha "$dst/$name-cp.bin")" "$(rc_sha "$BED_SRV_DIR/$name-cp.bin")"
+	rc_unsynced_delalloc "$name-cat.bin"
+	run -0 --separate-stderr rc_cat_sha "$BED_CLI_DIR/$name-cat.bin"
+	assert_equal "$output" "$(rc_sha "$BED_SRV_DIR/$name-cat.bin")"
+	assert_equal "$stderr" ''
+	rm -f "$BED_SRV_DIR/$name"-*.bin
+}
+
+bats_test_function --description "data written into a preallocated range and not yet synced is mapped DATA and read back, not as zeros ($FSTYPE)" -- test_read_unsynced_prealloc
+test_read_unsynced_prealloc() {
+	local name=prealloc-$BATS_TEST_NUMBER
+	rc_unsynced_prealloc "$name-map.bin"
+	run -0 --separate-stderr rc_map_json "$BED_CLI_DIR/$name-map.bin"
+	# The written MiB is DATA; the rest stays ZERO.
+	run -0 jq -c '[.network, ([.extents[] | select(.logical < 2097152 and .logical + .length > 1048576) | .state]
+		| unique), ([.extents[] | select(.state == "ZERO") | .length] | add > 0)]' <<<"$output"
+	assert_output '[null,["DATA"],true]'
+	rc_unsynced_prealloc "$name-cp.bin"
+	dst=$BATS_TEST_TMPDIR/out
+	mkdir -p "$dst"
+	run -0 --separate-stderr bed_in_client "$FUSED_BIN/fusedcp" --json "$BED_CLI_DIR/$name-cp.bin" "$dst"
+	run -0 jq -c '.[0] | [.status, .path, .bytesDirect >= 1048576, .bytesZero > 0, .bytesNetwork]' <<<"$output"
+	assert_output '["copied","direct",true,true,0]'
+	assert_equal "$(rc_sha "$dst/$name-cp.bin")" "$(rc_sha "$BED_SRV_DIR/$name-cp.bin")"
+	rc_unsynced_prealloc "$name-cat.bin"
+	run -0 --separate-stderr rc_cat_sha "$BED_CLI_DIR/$name-cat.bin"
+	assert_equal "$output" "$(rc_sha "$BED_SRV_DIR/$name-cat.bin")"
+	assert_equal "$stderr" ''
+	rm -f "$BED_SRV_DIR/$name"-*.bin
 }
 
 bats_test_function --description "fusedcat of a file with data past 4 GiB equals the source ($FSTYPE)" -- test_read_cat_beyond4g
@@ -219,9 +305,11 @@ test_read_cp_verify() {
 
 bats_test_function --description "fusedcp and fusedcat --network-only read nothing from the device ($FSTYPE)" -- test_read_network_only
 test_read_network_only() {
+	local before
 	rc_make big
 	dst=$BATS_TEST_TMPDIR/out
 	mkdir "$dst"
+	before=$(bed_sectors_read "$BED_DEV_B")
 	run -0 --separate-stderr bed_in_client "$FUSED_BIN/fusedcp" --network-only --json "$BED_CLI_DIR/$RC_FILE" "$dst"
 	run -0 jq -c '.[0] | [.path, .bytesDirect, .bytesNetwork == .size]' <<<"$output"
 	assert_output '["network",0,true]'
@@ -229,6 +317,9 @@ test_read_network_only() {
 	run -0 --separate-stderr rc_cat_sha --network-only "$BED_CLI_DIR/$RC_FILE"
 	assert_equal "$output" "$(rc_src_sha big)"
 	assert_equal "$stderr" ''
+	# Of 128 MiB read, the client's device gave (almost) nothing. Not 0: any fusedctl fuse on this machine that
+	# looks for its volume's device reads 64 KiB of every block device's superblock area, ours included.
+	assert_device_read_at_most 2048 "$before"
 }
 
 bats_test_function --description "a file on a path that is not fused is copied through the network, and it is said ($FSTYPE)" -- test_read_not_fused

@@ -57,6 +57,34 @@ cp_slowly() {
 # on_server_timed CMD...: run CMD in the server's namespace, bounded by 20 s; its wall time in ms goes to $ms.
 on_server_timed() { rc_timed ms bed_in_server timeout 20 "$@"; }
 
+# new_content: 256 MiB of other random bytes in $new_src, to replace every byte of a make_file file (so that any
+# mix of old and new shows in the sha256); made before the reader starts, so it costs nothing in the race.
+new_content() {
+	new_src=$BATS_TEST_TMPDIR/new.bin
+	dd if=/dev/urandom of="$new_src" bs=1M count=256 status=none
+}
+
+# rewrite_all [PAUSE]: a writer on the server opens $f for writing, without truncation (the open waits for the
+# recall), and overwrites every byte with $new_src's, pausing PAUSE seconds (default 0) after each MiB, then
+# fsyncs; bounded by 60 s. The open's wait in ms goes to $ms.
+rewrite_all() {
+	ms=$(bed_in_server timeout 60 python3 -c '
+import os, sys, time
+t0 = time.monotonic()
+fd = os.open(sys.argv[1], os.O_WRONLY)
+waited = time.monotonic() - t0
+with open(sys.argv[2], "rb") as src:
+    at = 0
+    while chunk := src.read(1 << 20):
+        os.pwrite(fd, chunk, at)
+        at += len(chunk)
+        time.sleep(float(sys.argv[3]))
+os.fsync(fd)
+os.close(fd)
+print(round(waited * 1000))' "$f" "$new_src" "${1:-0}") || return 1
+	[[ $ms =~ ^[0-9]+$ ]] || { echo "the writer said '$ms', not its wait" >&2; return 1; }
+}
+
 assert_fast_writer() { ((ms < 5000)) || fail "the opener on the server waited ${ms} ms (a recall should take well under 5 s)"; }
 
 @test "an opener for writing on the server gets through at once; fusedcat's output is the unchanged content" {
@@ -75,13 +103,15 @@ assert_fast_writer() { ((ms < 5000)) || fail "the opener on the server waited ${
 
 @test "a writer on the server gets through at once; fusedcat outputs old or new content or says it changed" {
 	make_file write.bin
+	new_content
 	cat_slowly
 	rc_wait_lease "$f"
-	on_server_timed dd if=/dev/urandom of="$f" bs=1M count=1 seek=200 conv=notrunc,fsync status=none
+	rewrite_all
 	wait "$bg"
 	assert_fast_writer
 	local new rc
 	new=$(rc_sha "$f")
+	assert_equal "$new" "$(rc_sha "$new_src")"
 	rc=$(cat "$out.rc")
 	if [[ $rc == 1 ]]; then
 		assert_regex "$(cat "$out.err")" 'changed while being read'
@@ -94,18 +124,68 @@ assert_fast_writer() { ((ms < 5000)) || fail "the opener on the server waited ${
 
 @test "a writer on the server gets through at once; fusedcp's copy is the old or the new content, interrupted" {
 	make_file cpwrite.bin
+	new_content
 	cp_slowly
 	rc_wait_lease "$f"
-	on_server_timed dd if=/dev/urandom of="$f" bs=1M count=1 seek=200 conv=notrunc,fsync status=none
+	rewrite_all
 	wait "$bg"
 	assert_fast_writer
 	local new got
 	new=$(rc_sha "$f")
+	assert_equal "$new" "$(rc_sha "$new_src")"
 	assert_equal "$(cat "$out.rc")" 0
 	run -0 jq -c '.[0] | [.status, .interrupted, .path]' "$out.json"
 	assert_output '["copied",true,"network"]'
 	got=$(rc_sha "$dstsrv/cpwrite.bin")
 	[[ $got == "$old" || $got == "$new" ]] || fail "the copy is neither the old nor the new content"
+	rc_no_temps "$dstsrv"
+	rm -r "$f" "$dstsrv"
+}
+
+@test "a slow writer on the server, still writing while fusedcat reads the rest: old or new content, or it says it changed" {
+	make_file catslow.bin
+	new_content
+	cat_slowly
+	rc_wait_lease "$f"
+	# 256 MiB over 8 s or more: fusedcat's rest through the mount reads while the writer writes.
+	rewrite_all 0.03
+	wait "$bg"
+	assert_fast_writer
+	local new rc
+	new=$(rc_sha "$f")
+	assert_equal "$new" "$(rc_sha "$new_src")"
+	rc=$(cat "$out.rc")
+	if [[ $rc == 1 ]]; then
+		assert_regex "$(cat "$out.err")" 'changed while being read'
+	else
+		assert_equal "$rc" 0
+		[[ $(cat "$out.sha") == "$old" || $(cat "$out.sha") == "$new" ]] || fail "fusedcat exited 0, but its output is neither the old nor the new content (a silent mix)"
+	fi
+	rm "$f"
+}
+
+@test "a slow writer on the server, still writing while fusedcp copies the rest: old or new content, or it says it changed" {
+	make_file cpslow.bin
+	new_content
+	cp_slowly
+	rc_wait_lease "$f"
+	# 256 MiB over 8 s or more: the copy's restart through the mount reads while the writer writes.
+	rewrite_all 0.03
+	wait "$bg"
+	assert_fast_writer
+	local new got rc
+	new=$(rc_sha "$f")
+	assert_equal "$new" "$(rc_sha "$new_src")"
+	rc=$(cat "$out.rc")
+	if [[ $rc == 0 ]]; then
+		run -0 jq -c '.[0] | [.status, .interrupted]' "$out.json"
+		assert_output '["copied",true]'
+		got=$(rc_sha "$dstsrv/cpslow.bin")
+		[[ $got == "$old" || $got == "$new" ]] || fail "fusedcp exited 0, but the copy is neither the old nor the new content (a silent mix)"
+	else
+		assert_regex "$(cat "$out.err")" 'changed while being read'
+		assert [ ! -e "$dstsrv/cpslow.bin" ]
+	fi
 	rc_no_temps "$dstsrv"
 	rm -r "$f" "$dstsrv"
 }

@@ -128,3 +128,43 @@ rc_timed() {
 
 # rc_refresh_env: the bed's variables as last saved (a test that restarted the server changed its PID).
 rc_refresh_env() { source "$BED_DIR/env"; }
+
+# rc_device_nonzero DEV OFFSET LENGTH: DEV holds at least one non-zero byte in [OFFSET, OFFSET+LENGTH).
+rc_device_nonzero() {
+	[[ $(dd if="$1" iflag=direct,skip_bytes,count_bytes skip="$2" count="$3" bs=1M status=none | tr -d '\0' | head -c 1 | wc -c) == 1 ]]
+}
+
+# rc_map_json FILE: fusedmap --json of FILE (a path on the client's fused mount), the first file's object.
+rc_map_json() { bed_in_client "$FUSED_BIN/fusedmap" --json "$1" | jq -c '.[0]'; }
+
+# rc_unsynced_delalloc NAME: 8 MiB of random bytes written on the server's mount without any sync, so the file
+# system has not placed them yet (delayed allocation); fails unless FIEMAP, without a sync, says so. Writeback
+# started by someone else's dirty pages may place them first: then it tries again with fresh bytes, twice.
+rc_unsynced_delalloc() {
+	local f=$BED_SRV_DIR/$1 try
+	for try in 1 2 3; do
+		rm -f "$f"
+		dd if=/dev/urandom of="$f" bs=1M count=8 status=none || return 1
+		filefrag -v "$f" | grep -q delalloc && return 0
+	done
+	echo "$1: not delayed-allocated after the write:" >&2
+	filefrag -v "$f" >&2
+	return 1
+}
+
+# rc_unsynced_prealloc NAME: a 4 MiB preallocated file, then 1 MiB of random bytes at 1 MiB written without any
+# sync; fails unless FIEMAP, without a sync, still shows the written range unwritten (tries three times, as above).
+rc_unsynced_prealloc() {
+	local f=$BED_SRV_DIR/$1 try lines
+	for try in 1 2 3; do
+		rm -f "$f"
+		fallocate -l 4M "$f" && sync "$f" || return 1
+		dd if=/dev/urandom of="$f" bs=1M count=1 seek=1 conv=notrunc status=none || return 1
+		# Every extent line of filefrag -v (which does not sync) still says unwritten.
+		lines=$(filefrag -v "$f" | awk '$1 ~ /^[0-9]+:$/')
+		[[ -n $lines ]] && ! grep -qv unwritten <<<"$lines" && return 0
+	done
+	echo "$1: the written range is no longer unwritten:" >&2
+	filefrag -v "$f" >&2
+	return 1
+}
