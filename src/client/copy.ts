@@ -223,9 +223,14 @@ export class Copier {
               },
             }),
       };
-      const report = await this.reader.read(src, sink);
-      // A pipe or device cannot be rewound: bytes of two versions of the file may already be in it.
-      if (inPlace && report.interrupted && report.changed) throw new FusedError('failure', `changed while being read (${report.reason})`);
+      let report = await this.reader.read(src, sink);
+      // The file changed while it was copied after all (a writer still at work): copy it again, a few times, so
+      // the result is one version of it; a pipe or device cannot be rewound at all.
+      for (let attempt = 1; report.interrupted && report.changed && !inPlace && attempt < CHANGED_RETRIES; attempt++) {
+        await sink.restart?.();
+        report = await this.reader.read(src, sink);
+      }
+      if (report.interrupted && report.changed) throw new FusedError('failure', `changed while being read (${report.reason})`);
       if (!inPlace) {
         await fh.truncate(end);
         await fh.chmod(this.opts.preserve ? st.mode & 0o7777 : st.mode & 0o777 & ~this.umask);
@@ -299,6 +304,9 @@ export class Copier {
     this.events.file({ source, destination, status: 'failed', seconds: 0, error });
   }
 }
+
+/** Copies of a file that keeps changing while it is read, before fusedcp gives up on it. */
+const CHANGED_RETRIES = 3;
 
 function tempName(dst: Buffer): Buffer {
   return joinBytes(dirBytes(dst), Buffer.concat([Buffer.from('.'), baseBytes(dst).subarray(0, 200), Buffer.from(`.fused-${randomBytes(4).toString('hex')}`)]));

@@ -115,16 +115,19 @@ export class FileReader {
       const again = await open(file, 'r');
       try {
         const now = await again.stat({ bigint: true });
-        report.changed = now.size !== initial.size || now.mtimeNs !== initial.mtimeNs;
         if (sink.restart) {
+          // A restarted read is one version of the file, unless it changes again while it is read.
           await sink.restart();
           report.bytesDirect = report.bytesZero = report.bytesNetwork = 0;
           report.path = 'network';
           const nowSize = Number(now.size);
           report.size = nowSize;
           await this.viaMount(again, start, range.length === undefined ? nowSize : Math.min(nowSize, start + range.length), sink, report);
+          report.changed = await changedSince(file, now);
         } else {
+          // The bytes already delivered are of the version first opened.
           await this.viaMount(again, reached, end, sink, report);
+          report.changed = now.size !== initial.size || now.mtimeNs !== initial.mtimeNs || (await changedSince(file, now));
         }
       } finally {
         await again.close();
@@ -329,6 +332,13 @@ export class FileReader {
       this.pool.push(buf);
     }
   }
+}
+
+/** Whether the file at `file` (a fresh stat through the mount) differs in size or mtime from `before`. With a
+ *  network file system that shows whole seconds only (sshfs), a change within the same second goes unseen. */
+async function changedSince(file: Buffer, before: BigIntStats): Promise<boolean> {
+  const after = await stat(file, { bigint: true }).catch(() => undefined);
+  return !after || after.ino !== before.ino || after.size !== before.size || after.mtimeNs !== before.mtimeNs;
 }
 
 /** The distinct reasons the NETWORK extents of a map give, joined. */

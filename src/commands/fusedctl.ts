@@ -13,7 +13,7 @@ import { openVolume, parseVolumeSpec, type Volume } from '../server/volumes.js';
 import type { CommandContext } from './context.js';
 import { renderTable, rowsToJson, selectColumns, type Column } from '../ui/columns.js';
 import { jsonOut } from '../ui/messages.js';
-import { parseCount } from '../ui/options.js';
+import { parseCount, parseSize } from '../ui/options.js';
 
 const collect = (v: string, prev: string[]) => [...prev, v];
 
@@ -93,7 +93,8 @@ export function build(ctx: CommandContext): Command {
     .option('--max-extents <N>', 'extents one map may have; a file with more gets ERR TOOBIG', String(LIMITS.maxExtentsPerMap))
     .option('--max-leases <N>', 'leases one connection may hold at once; more get ERR LIMIT', String(LIMITS.maxLeasesPerConnection))
     .option('--lease-time <SECONDS>', 'lease time T: a client uses a map at most T seconds after its last answered request', String(LIMITS.leaseTimeMs / 1000))
-    .action(async (opts: { volume: string[]; listen: string; secretFile: string; node: string; role: string[]; defaultRole: string; maxConnections: string; maxUnauthenticated: string; idleTimeout: string; maxExtents: string; maxLeases: string; leaseTime: string }) => {
+    .option('--reserve <SIZE>', 'pre-zeroed reserve per volume that direct writes are allocated from (XFS; 0: none)', '1G')
+    .action(async (opts: { volume: string[]; listen: string; secretFile: string; node: string; role: string[]; defaultRole: string; maxConnections: string; maxUnauthenticated: string; idleTimeout: string; maxExtents: string; maxLeases: string; leaseTime: string; reserve: string }) => {
       const address = parseServerAddress(opts.listen);
       const roles = parseRoles(opts.role);
       const defaultRole = parseAccess(opts.defaultRole, '--default-role');
@@ -105,6 +106,7 @@ export function build(ctx: CommandContext): Command {
       const leaseTimeMs = parseCount(opts.leaseTime, '--lease-time', 2, 3600) * 1000;
       const leaseProblem = leaseTimeProblem(leaseTimeMs, () => readFileSync(LEASE_BREAK_TIME_FILE, 'utf8'));
       if (leaseProblem) throw new FusedError('failure', leaseProblem, '--lease-time');
+      const reserveBytes = parseSize(opts.reserve, '--reserve');
       const specs = opts.volume.map(parseVolumeSpec);
       const names = new Set<string>();
       for (const s of specs) {
@@ -116,10 +118,11 @@ export function build(ctx: CommandContext): Command {
       for (const s of specs) volumes.push(await openVolume(s.name, s.dir));
       const log = (line: string) => process.stderr.write(`fusedctl: ${line}\n`);
       const server = new MapServer({
-        node: opts.node, secret, volumes, roles, defaultRole, maxConnections, maxUnauthenticated, idleTimeoutMs, maxExtents, maxLeasesPerConnection, leaseTimeMs, log,
+        node: opts.node, secret, volumes, roles, defaultRole, maxConnections, maxUnauthenticated, idleTimeoutMs, maxExtents, maxLeasesPerConnection, leaseTimeMs, reserveBytes, log,
       });
       let bound;
       try {
+        await server.maps.start(volumes);
         bound = await server.listen(address.host, address.port);
       } catch (err) {
         throw new FusedError('failure', (err as Error).message, `listen ${opts.listen}`);

@@ -24,14 +24,14 @@ export const LIMITS = {
 
 /** Request verbs, in the order of the man page. */
 export const VERBS = [
-  'HELLO', 'AUTH', 'VOLUMES', 'VOLUME', 'PROBE', 'UNPROBE', 'MAP', 'RELEASE', 'RETURN', 'PING', 'QUIT',
+  'HELLO', 'AUTH', 'VOLUMES', 'VOLUME', 'PROBE', 'UNPROBE', 'MAP', 'ALLOC', 'COMMIT', 'RELEASE', 'RETURN', 'PING', 'QUIT',
 ] as const;
 export type Verb = typeof VERBS[number];
 
 /** The complete list of error codes (fused-protocol(7), ERRORS). */
 export const ERROR_CODES = [
   'BADLINE', 'TOOLONG', 'UNKNOWN', 'BADARG', 'ORDER', 'VERSION', 'NOAUTH', 'AUTHFAIL', 'BUSY', 'LIMIT',
-  'NOVOLUME', 'BADPATH', 'NOENT', 'NOTREG', 'ACCESS', 'NOMAP', 'TOOBIG', 'CONFLICT', 'NOLEASE', 'INTERNAL',
+  'NOVOLUME', 'BADPATH', 'NOENT', 'NOTREG', 'ACCESS', 'NOMAP', 'TOOBIG', 'CONFLICT', 'NOLEASE', 'NOSPACE', 'INTERNAL',
 ] as const;
 export type ErrorCode = typeof ERROR_CODES[number];
 
@@ -56,6 +56,7 @@ export const ERROR_TEXT: Readonly<Record<ErrorCode, string>> = {
   TOOBIG: 'too many extents',
   CONFLICT: 'lease conflict',
   NOLEASE: 'no such lease',
+  NOSPACE: 'no space left on the volume',
   INTERNAL: 'internal error',
 };
 

@@ -3,7 +3,8 @@
 import { HEX64_RE, isLeaseId, isNodeName, isVolumeName, ProtocolError, VERBS, type Verb } from './constants.js';
 import { checkPath, decodeBytes, decodePath, encodeBytes, encodePath, excerpt, formatNumber, parseNumber } from './encoding.js';
 
-export type MapMode = 'read';
+export type MapMode = 'read' | 'write';
+export const MAP_MODES: readonly MapMode[] = ['read', 'write'];
 
 export type Request =
   /** The challenge is optional in the grammar only so an older client gets ERR VERSION, not BADARG. */
@@ -14,6 +15,8 @@ export type Request =
   | { verb: 'PROBE'; volume: string }
   | { verb: 'UNPROBE'; volume: string; name: string }
   | { verb: 'MAP'; volume: string; path: Buffer; mode: MapMode }
+  | { verb: 'ALLOC'; lease: string; offset: number; length: number }
+  | { verb: 'COMMIT'; lease: string; size: number }
   | { verb: 'RELEASE'; lease: string }
   | { verb: 'RETURN'; lease: string }
   | { verb: 'PING' }
@@ -26,7 +29,9 @@ const USAGE: Readonly<Record<Verb, string>> = {
   VOLUME: 'VOLUME <volume>',
   PROBE: 'PROBE <volume>',
   UNPROBE: 'UNPROBE <volume> <name>',
-  MAP: 'MAP <volume> <path> [read]',
+  MAP: 'MAP <volume> <path> [read|write]',
+  ALLOC: 'ALLOC <lease> <offset> <length>',
+  COMMIT: 'COMMIT <lease> <size>',
   RELEASE: 'RELEASE <lease>',
   RETURN: 'RETURN <lease>',
   PING: 'PING',
@@ -100,11 +105,21 @@ export function parseRequest(line: string): Request {
       arity(verb, args, 2, 3);
       const volume = parseVolume(args[0]!);
       const path = decodePath(args[1]!);
-      if (args.length === 3 && args[2] !== 'read') {
-        throw new ProtocolError('BADARG', `unknown MAP mode ${excerpt(args[2]!)} (only read)`);
+      const mode = args[2] ?? 'read';
+      if (!(MAP_MODES as readonly string[]).includes(mode)) {
+        throw new ProtocolError('BADARG', `unknown MAP mode ${excerpt(mode)} (read or write)`);
       }
-      return { verb, volume, path, mode: 'read' };
+      return { verb, volume, path, mode: mode as MapMode };
     }
+    case 'ALLOC': {
+      arity(verb, args, 3);
+      const length = parseNumber(args[2]!);
+      if (length < 1) throw new ProtocolError('BADARG', 'length must be at least 1');
+      return { verb, lease: parseLease(args[0]!), offset: parseNumber(args[1]!), length };
+    }
+    case 'COMMIT':
+      arity(verb, args, 2);
+      return { verb, lease: parseLease(args[0]!), size: parseNumber(args[1]!) };
     case 'RELEASE':
     case 'RETURN':
       arity(verb, args, 1);
@@ -138,8 +153,15 @@ export function formatRequest(r: Request): string {
     case 'UNPROBE':
       return `UNPROBE ${checkVolume(r.volume)} ${encodeBytes(checkFileName(Buffer.from(r.name, 'utf8')))}`;
     case 'MAP':
-      if (r.mode !== 'read') throw new ProtocolError('BADARG', `unknown MAP mode ${excerpt(String(r.mode))}`);
+      if (!MAP_MODES.includes(r.mode)) throw new ProtocolError('BADARG', `unknown MAP mode ${excerpt(String(r.mode))}`);
       return `MAP ${checkVolume(r.volume)} ${encodePath(checkPath(r.path))} ${r.mode}`;
+    case 'ALLOC':
+      if (!isLeaseId(r.lease)) throw new ProtocolError('BADARG', `bad lease id ${excerpt(r.lease)}`);
+      if (r.length < 1) throw new ProtocolError('BADARG', 'length must be at least 1');
+      return `ALLOC ${r.lease} ${formatNumber(r.offset)} ${formatNumber(r.length)}`;
+    case 'COMMIT':
+      if (!isLeaseId(r.lease)) throw new ProtocolError('BADARG', `bad lease id ${excerpt(r.lease)}`);
+      return `COMMIT ${r.lease} ${formatNumber(r.size)}`;
     case 'RELEASE':
     case 'RETURN':
       if (!isLeaseId(r.lease)) throw new ProtocolError('BADARG', `bad lease id ${excerpt(r.lease)}`);

@@ -22,7 +22,7 @@ import {
   type Request,
 } from '../protocol/index.js';
 import type { LeaseTable, LeaseHolder } from './leases.js';
-import type { MapPolicy } from './maps.js';
+import type { MapAnswer, MapPolicy } from './maps.js';
 import { Reply } from './reply.js';
 import type { ServerSettings } from './settings.js';
 import type { Volume } from './volumes.js';
@@ -308,30 +308,24 @@ export class Connection implements LeaseHolder {
         if (server.leases.countFor(this) >= server.opts.maxLeasesPerConnection) {
           throw new Reply('LIMIT', `too many leases on this connection (limit ${server.opts.maxLeasesPerConnection})`);
         }
-        const answer = await server.maps.map(v, req.path, this);
+        if (req.mode === 'write' && this.access() === 'ro') {
+          throw new Reply('ACCESS', `node ${this.node} is read-only on this server (its role is ro)`);
+        }
+        const answer = req.mode === 'write' ? await server.maps.mapForWrite(v, req.path, this) : await server.maps.map(v, req.path, this);
         // The client is gone before it could see this map: nobody can use it.
         if (this.endedAt !== undefined) {
           server.leases.release(this, answer.leaseId);
           return;
         }
-        const head: Record<string, string | number> = {
-          lease: answer.leaseId,
-          size: answer.size,
-          blocksize: answer.blockSize,
-          ino: answer.ino,
-          change: answer.change,
-          mtime: answer.mtime,
-          extents: answer.extents.length,
-        };
-        if (answer.networkReason) head.network = answer.networkReason;
-        const extents = answer.extents;
-        return this.send(
-          (function* () {
-            yield formatOk('MAP', head);
-            for (const e of extents) yield formatExtent(e);
-            yield 'END';
-          })(),
-        );
+        return this.sendMap('MAP', answer, { lease: answer.leaseId, ...(req.mode === 'write' ? { mode: 'write' } : {}) });
+      }
+      case 'ALLOC': {
+        const answer = await server.maps.alloc(this, req.lease, req.offset, req.length);
+        return this.sendMap('ALLOC', answer, { lease: req.lease });
+      }
+      case 'COMMIT': {
+        const done = await server.maps.commit(this, req.lease, req.size);
+        return this.send([formatOk('COMMIT', { size: done.size, mtime: done.mtime })]);
       }
       case 'RELEASE':
       case 'RETURN': {
@@ -341,6 +335,28 @@ export class Connection implements LeaseHolder {
       default:
         throw new Reply('UNKNOWN', 'unknown request');
     }
+  }
+
+  /** A map reply (MAP or ALLOC): the head, one X line per extent, END; streamed with back-pressure. */
+  private sendMap(verb: 'MAP' | 'ALLOC', answer: MapAnswer, first: Record<string, string>): Promise<void> {
+    const head: Record<string, string | number> = {
+      ...first,
+      size: answer.size,
+      blocksize: answer.blockSize,
+      ino: answer.ino,
+      change: answer.change,
+      mtime: answer.mtime,
+      extents: answer.extents.length,
+    };
+    if (answer.networkReason) head.network = answer.networkReason;
+    const extents = answer.extents;
+    return this.send(
+      (function* () {
+        yield formatOk(verb, head);
+        for (const e of extents) yield formatExtent(e);
+        yield 'END';
+      })(),
+    );
   }
 
   /** The OK HELLO fields: who we are, and our proof that we know this node's key. */

@@ -30,12 +30,17 @@ export interface Lease {
   onDrop?: () => void;
 }
 
-/** One open descriptor per mapped file carrying the kernel read lease; shared by every map of that file. */
+/** One open descriptor per mapped file carrying the kernel lease: a read lease shared by every read map of the
+ *  file, or the write lease of its one writer. */
 export interface FileLease {
   key: string;
   fd: number;
+  mode: 'read' | 'write';
   leases: Set<Lease>;
   breaking: boolean;
+  /** Called (synchronously) when the last map goes while the kernel lease is still held, before it is let go:
+   *  a write map not committed is undone here. */
+  onLastDrop?: () => void;
 }
 
 export type KernelLeaseResult = { ok: true; file: FileLease } | { ok: false; reason: string };
@@ -110,26 +115,36 @@ export class LeaseTable {
     return this.filesByFd.size;
   }
 
-  /** Take (or share) the kernel read lease on an open file. The fd is consumed: kept or closed. */
-  acquireFile(key: string, fd: number): KernelLeaseResult {
+  /** The kernel lease held on a file (by dev:ino key), if any. */
+  fileOf(key: string): FileLease | undefined {
+    return this.files.get(key);
+  }
+
+  /** Take (or share) the kernel read lease on an open file, or take the write lease of a file nobody else has a
+   *  map of. The fd is consumed: kept or closed. A write lease that meets another map is refused. */
+  acquireFile(key: string, fd: number, mode: 'read' | 'write' = 'read'): KernelLeaseResult {
     const existing = this.files.get(key);
     if (existing) {
+      if (mode === 'read' && existing.mode === 'read') {
+        this.kernel.close(fd);
+        return { ok: true, file: existing };
+      }
       this.kernel.close(fd);
-      return { ok: true, file: existing };
+      return { ok: false, reason: existing.mode === 'write' ? 'the file is being written directly by another map' : 'the file has read maps' };
     }
     if (this.filesByFd.size >= this.opts.maxFiles) {
       this.kernel.close(fd);
       return { ok: false, reason: `the server holds leases on ${this.opts.maxFiles} files already` };
     }
     try {
-      this.kernel.setLease(fd, 'read');
+      this.kernel.setLease(fd, mode);
     } catch (err) {
       this.kernel.close(fd);
       const code = (err as { code?: string }).code;
-      if (code === 'EAGAIN') return { ok: false, reason: 'the file is open for writing' };
+      if (code === 'EAGAIN') return { ok: false, reason: mode === 'read' ? 'the file is open for writing' : 'the file is open elsewhere' };
       return { ok: false, reason: `kernel lease refused: ${(err as Error).message}` };
     }
-    const file: FileLease = { key, fd, leases: new Set(), breaking: false };
+    const file: FileLease = { key, fd, mode, leases: new Set(), breaking: false };
     this.files.set(key, file);
     this.filesByFd.set(fd, file);
     return { ok: true, file };
@@ -158,6 +173,14 @@ export class LeaseTable {
     if (!lease || lease.holder !== holder) return false;
     this.drop(lease);
     return true;
+  }
+
+  /** The holder's lease of that id, if it has one (and, with `mode`, if its file lease is of that mode). */
+  leaseOf(holder: LeaseHolder, id: string, mode?: 'read' | 'write'): Lease | undefined {
+    const lease = this.byId.get(id);
+    if (!lease || lease.holder !== holder) return undefined;
+    if (mode && lease.file?.mode !== mode) return undefined;
+    return lease;
   }
 
   /**
@@ -197,8 +220,17 @@ export class LeaseTable {
     lease.file = undefined;
     if (file) {
       file.leases.delete(lease);
-      // A breaking file is closed by its break, once every recall is settled.
-      if (file.leases.size === 0 && !file.breaking) this.closeFile(file);
+      if (file.leases.size === 0) {
+        const last = file.onLastDrop;
+        file.onLastDrop = undefined;
+        try {
+          last?.();
+        } catch (err) {
+          this.opts.log(`${file.key}: ${(err as Error).message}`);
+        }
+        // A breaking file is closed by its break, once every recall is settled.
+        if (!file.breaking) this.closeFile(file);
+      }
     }
     lease.onDrop?.();
     if (this.byId.size === 0) {

@@ -1,15 +1,17 @@
 // The map policies: what a client may learn of a file and under which lease (read maps now; write maps, allocation
 // and commit build on the same table).
 import { randomBytes } from 'node:crypto';
-import { fstat as fstatCb, fstatSync, close as closeCb, type BigIntStats } from 'node:fs';
+import { fstat as fstatCb, fstatSync, close as closeCb, ftruncate as ftruncateCb, ftruncateSync, futimes as futimesCb, statSync, type BigIntStats } from 'node:fs';
 import { open as openFile, unlink } from 'node:fs/promises';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
-import { INODE_FLAGS, fiemap, inodeFlags, openBeneath } from '../native/index.js';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { INODE_FLAGS, fadvise, fiemap, fsync, inodeFlags, openBeneath } from '../native/index.js';
+import { createAllocator, type Allocator } from './allocate.js';
 import type { WireExtent } from '../protocol/index.js';
 import { buildMap } from '../volume/extents.js';
 import { splitDev } from '../sys/blockdev.js';
-import type { LeaseHolder, LeaseTable } from './leases.js';
+import type { FileLease, LeaseHolder, LeaseTable } from './leases.js';
 import { Reply } from './reply.js';
 import type { Volume } from './volumes.js';
 
@@ -18,6 +20,21 @@ const PROBE_FILE_BYTES = 4096;
 
 const fstat = promisify(fstatCb) as unknown as (fd: number, opts: { bigint: true }) => Promise<BigIntStats>;
 const closeFd = promisify(closeCb);
+const ftruncate = promisify(ftruncateCb);
+const futimes = promisify(futimesCb);
+
+/** The hidden directory of a volume that belongs to the map server (the allocation reserve): never mapped. */
+export const SERVER_DIR = '.fused';
+
+/** How long a write map waits for other descriptors of the file to close (a network file system's server may close
+ *  its descriptor a moment after its client did). */
+const WRITE_LEASE_WAIT_MS = 1000;
+
+/** What a write lease needs to remember: its volume, and the size to go back to if it is not committed. */
+interface WriteState {
+  volume: Volume;
+  sizeAtMap: number;
+}
 
 /** A map reply's body, ready to send. */
 export interface MapAnswer {
@@ -35,17 +52,67 @@ export interface MapAnswer {
 
 export interface MapPolicyOptions {
   maxExtents: number;
+  /** Bytes of pre-zeroed reserve per volume for allocation (where the file system can clone from it). */
+  reserveBytes: number;
   log: (line: string) => void;
 }
 
 export class MapPolicy {
+  private readonly writes = new WeakMap<FileLease, WriteState>();
+  private readonly allocators = new Map<string, Promise<Allocator>>();
+
   constructor(
     private readonly leases: LeaseTable,
     private readonly opts: MapPolicyOptions,
   ) {}
 
+  /** The volume's allocator, made on first use (start() makes them all at once). */
+  private allocator(volume: Volume): Promise<Allocator> {
+    let a = this.allocators.get(volume.name);
+    if (!a) {
+      a = createAllocator(volume, { reserveBytes: this.opts.reserveBytes, log: (l) => this.opts.log(`volume ${volume.name}: ${l}`) });
+      this.allocators.set(volume.name, a);
+    }
+    return a;
+  }
+
+  /** Make every volume's allocator now (its reserve starts filling), rather than on the first write. */
+  async start(volumes: Volume[]): Promise<void> {
+    await Promise.all(volumes.map((v) => this.allocator(v)));
+  }
+
+  async close(): Promise<void> {
+    for (const a of this.allocators.values()) await (await a).close();
+  }
+
+  /** What each volume's allocator reports (for status). */
+  async allocatorStats(): Promise<Record<string, ReturnType<Allocator['stats']>>> {
+    const out: Record<string, ReturnType<Allocator['stats']>> = {};
+    for (const [name, a] of this.allocators) out[name] = (await a).stats();
+    return out;
+  }
+
+  /** The server's own files (the reserve) are no client's business, whatever path leads to them. */
+  private reservedReason(volume: Volume, st: BigIntStats): string | undefined {
+    const dir = statSync(join(volume.dir, SERVER_DIR), { bigint: true, throwIfNoEntry: false });
+    if (!dir) return undefined;
+    for (const name of ['reserve']) {
+      const f = statSync(join(volume.dir, SERVER_DIR, name), { bigint: true, throwIfNoEntry: false });
+      if (f && f.dev === st.dev && f.ino === st.ino) return 'the file belongs to the map server';
+    }
+    return undefined;
+  }
+
+  /** A write map of this path, if any, by the file the path names now (looked up without opening it: any open,
+   *  even ours, would break the writer's lease). */
+  private writtenNow(volume: Volume, rel: Buffer): boolean {
+    const st = statSync(Buffer.concat([Buffer.from(volume.dir + '/'), rel]), { bigint: true, throwIfNoEntry: false });
+    return st !== undefined && this.leases.fileOf(`${st.dev}:${st.ino}`)?.mode === 'write';
+  }
+
   /** Map a file for a client: open beneath the volume root, lease, then fstat, FIEMAP with sync, fstat again. */
   async map(volume: Volume, rel: Buffer, holder: LeaseHolder): Promise<MapAnswer & { leaseId: string }> {
+    if (this.writtenNow(volume, rel)) throw new Reply('CONFLICT', 'the file is being written directly by another node (write map)');
     let fd: number;
     try {
       fd = await openBeneath(volume.dir, rel);
@@ -60,6 +127,11 @@ export class MapPolicy {
       throw new Reply('INTERNAL', `fstat: ${(err as Error).message}`);
     }
     const blockSize = volume.identity.blockSize;
+    const reserved = this.reservedReason(volume, st);
+    if (reserved) {
+      await closeFd(fd).catch(() => {});
+      throw new Reply('BADPATH', reserved);
+    }
     const networkOnly = volume.networkOnly ?? this.fileNetworkReason(volume, fd, st);
     if (networkOnly) {
       await closeFd(fd).catch(() => {});
@@ -93,12 +165,7 @@ export class MapPolicy {
       }
     } catch (err) {
       this.leases.release(holder, lease.id);
-      const code = (err as { code?: string }).code;
-      if (code === 'E2BIG') throw new Reply('TOOBIG', `more than the limit of ${this.opts.maxExtents} extents`);
-      if (code === 'EOPNOTSUPP' || code === 'ENOTTY' || code === 'EBADR') {
-        throw new Reply('NOMAP', `FIEMAP not supported: ${(err as Error).message}`);
-      }
-      throw new Reply('INTERNAL', `FIEMAP failed: ${(err as Error).message}`);
+      throw mapError(err, this.opts.maxExtents);
     }
   }
 
@@ -119,6 +186,115 @@ export class MapPolicy {
     if (flags & INODE_FLAGS.JOURNAL_DATA) return 'the file journals its data (chattr +j): its blocks may be older than the journal';
     if (flags & INODE_FLAGS.COMPR) return 'the file is compressed';
     return undefined;
+  }
+
+  /** MAP ... write: the write lease of a file nobody else maps or has open, and its map classified for writing. */
+  async mapForWrite(volume: Volume, rel: Buffer, holder: LeaseHolder): Promise<MapAnswer & { leaseId: string }> {
+    const blockSize = volume.identity.blockSize;
+    const started = Date.now();
+    for (;;) {
+      let fd: number;
+      try {
+        fd = await openBeneath(volume.dir, rel, { write: true });
+      } catch (err) {
+        throw openError(err);
+      }
+      let st: BigIntStats;
+      try {
+        st = await fstat(fd, { bigint: true });
+      } catch (err) {
+        await closeFd(fd).catch(() => {});
+        throw new Reply('INTERNAL', `fstat: ${(err as Error).message}`);
+      }
+      const reserved = this.reservedReason(volume, st);
+      if (reserved) {
+        await closeFd(fd).catch(() => {});
+        throw new Reply('BADPATH', reserved);
+      }
+      const networkOnly = volume.networkOnly ?? this.fileNetworkReason(volume, fd, st);
+      if (networkOnly) {
+        await closeFd(fd).catch(() => {});
+        return { ...wholeNetwork(st, blockSize, networkOnly), leaseId: this.leases.grant(holder, undefined).id };
+      }
+      const kernel = this.leases.acquireFile(`${st.dev}:${st.ino}`, fd, 'write');
+      if (!kernel.ok) {
+        // Only a descriptor still open elsewhere is worth waiting for; another map is a conflict at once.
+        if (kernel.reason === 'the file is open elsewhere' && Date.now() - started < WRITE_LEASE_WAIT_MS) {
+          await sleep(50);
+          continue;
+        }
+        throw new Reply('CONFLICT', kernel.reason);
+      }
+      const file = kernel.file;
+      const lease = this.leases.grant(holder, file);
+      const state: WriteState = { volume, sizeAtMap: Number(st.size) };
+      this.writes.set(file, state);
+      // Not committed (RELEASE, RETURN, expiry): back to the size it had, giving back what was allocated for it.
+      file.onLastDrop = () => ftruncateSync(file.fd, state.sizeAtMap);
+      try {
+        return { ...(await this.writeMap(file.fd, blockSize)), leaseId: lease.id };
+      } catch (err) {
+        this.leases.release(holder, lease.id);
+        throw mapError(err, this.opts.maxExtents);
+      }
+    }
+  }
+
+  /** ALLOC: written, zeroed blocks for [offset, offset+length) of a file under this holder's write lease. */
+  async alloc(holder: LeaseHolder, leaseId: string, offset: number, length: number): Promise<MapAnswer> {
+    const { file, state } = this.writeLease(holder, leaseId);
+    const bs = state.volume.identity.blockSize;
+    if (offset % bs !== 0 || length % bs !== 0) throw new Reply('BADARG', `offset and length must be multiples of the block size ${bs}`);
+    if (offset + length > state.volume.identity.sizeBytes) throw new Reply('BADARG', `past the volume's size (${state.volume.identity.sizeBytes} bytes)`);
+    const allocator = await this.allocator(state.volume);
+    try {
+      await allocator.allocate(file.fd, offset, length);
+    } catch (err) {
+      const code = (err as { code?: string }).code;
+      if (code === 'ENOSPC' || code === 'EDQUOT') throw new Reply('NOSPACE', `no room for ${length} bytes at ${offset} on volume ${state.volume.name}`);
+      throw new Reply('INTERNAL', `allocation failed: ${(err as Error).message}`);
+    }
+    if (!this.leases.isCurrent(this.leases.leaseOf(holder, leaseId)!)) throw new Reply('CONFLICT', 'the write map was recalled');
+    try {
+      return await this.writeMap(file.fd, bs);
+    } catch (err) {
+      throw mapError(err, this.opts.maxExtents);
+    }
+  }
+
+  /** COMMIT: set the size (never below the size at map time), sync, drop the server's cached pages, touch the
+   *  mtime, release the write lease. */
+  async commit(holder: LeaseHolder, leaseId: string, size: number): Promise<{ size: number; mtime: string }> {
+    const { file, state } = this.writeLease(holder, leaseId, true);
+    const newSize = Math.max(size, state.sizeAtMap);
+    await ftruncate(file.fd, newSize);
+    await fsync(file.fd);
+    await fadvise(file.fd, 0, 0, 'dontneed');
+    const now = new Date();
+    await futimes(file.fd, now, now);
+    const st = fstatSync(file.fd, { bigint: true });
+    file.onLastDrop = undefined;
+    this.leases.release(holder, leaseId);
+    return { size: newSize, mtime: describeFile(st, state.volume.identity.blockSize).mtime };
+  }
+
+  /** The holder's write lease of that id, and its state. A recalled lease may still commit, not allocate. */
+  private writeLease(holder: LeaseHolder, leaseId: string, recalledOk = false): { file: FileLease; state: WriteState } {
+    const lease = this.leases.leaseOf(holder, leaseId, 'write');
+    const file = lease?.file;
+    const state = file && this.writes.get(file);
+    if (!lease || !file || !state) throw new Reply('NOLEASE', `no write lease ${leaseId} on this connection`);
+    if (!recalledOk && lease.recalled) throw new Reply('CONFLICT', 'the write map was recalled');
+    return { file, state };
+  }
+
+  /** The whole file's map for writing, read through its leased descriptor. */
+  private async writeMap(fd: number, blockSize: number): Promise<MapAnswer> {
+    const st = fstatSync(fd, { bigint: true });
+    const raw = await fiemap(fd, { sync: true, maxExtents: this.opts.maxExtents });
+    const extents = buildMap(raw, Number(st.size), 'write');
+    if (extents.length > this.opts.maxExtents) throw Object.assign(new Error('too many'), { code: 'E2BIG' });
+    return { ...describeFile(st, blockSize), extents };
   }
 
   /** A probe file in the volume root holding a fresh token (PROBE): its path and token. */
@@ -146,6 +322,15 @@ export class MapPolicy {
     }
     return { name, token, path };
   }
+}
+
+/** A FIEMAP failure as the reply the client gets. */
+function mapError(err: unknown, maxExtents: number): Reply {
+  if (err instanceof Reply) return err;
+  const code = (err as { code?: string }).code;
+  if (code === 'E2BIG') return new Reply('TOOBIG', `more than the limit of ${maxExtents} extents`);
+  if (code === 'EOPNOTSUPP' || code === 'ENOTTY' || code === 'EBADR') return new Reply('NOMAP', `FIEMAP not supported: ${(err as Error).message}`);
+  return new Reply('INTERNAL', `FIEMAP failed: ${(err as Error).message}`);
 }
 
 /** How often a file that changes between the two fstats around FIEMAP is mapped again before it is NETWORK. */

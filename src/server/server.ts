@@ -10,6 +10,9 @@ import type { Volume } from './volumes.js';
 
 export type { ServerOptions } from './settings.js';
 
+/** The allocation reserve per volume unless --reserve says otherwise. */
+export const DEFAULT_RESERVE_BYTES = 1024 ** 3;
+
 export class MapServer implements ConnectionHost {
   private readonly server: net.Server;
   private readonly connections = new Set<Connection>();
@@ -36,6 +39,7 @@ export class MapServer implements ConnectionHost {
       recallQueueMs: LIMITS.recallQueueMs,
       maxFiles: 8192,
       maxProbes: 4,
+      reserveBytes: DEFAULT_RESERVE_BYTES,
       log: () => {},
       ...options,
     };
@@ -47,7 +51,7 @@ export class MapServer implements ConnectionHost {
       maxFiles: this.opts.maxFiles,
       log: this.opts.log,
     });
-    this.maps = new MapPolicy(this.leases, { maxExtents: this.opts.maxExtents, log: this.opts.log });
+    this.maps = new MapPolicy(this.leases, { maxExtents: this.opts.maxExtents, reserveBytes: this.opts.reserveBytes, log: this.opts.log });
     this.server = net.createServer((socket) => this.accept(socket));
   }
 
@@ -69,6 +73,7 @@ export class MapServer implements ConnectionHost {
     if (this.leases.size > 0) this.opts.log(`waiting up to ${this.leases.expiryMs} ms for ${this.leases.size} lease(s) to be returned or expire`);
     await this.leases.drained();
     this.leases.closeAll();
+    await this.maps.close();
     await closed;
   }
 

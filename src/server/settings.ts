@@ -29,6 +29,8 @@ export interface ServerOptions {
   maxFiles?: number;
   /** Probe files one connection may have at once. */
   maxProbes?: number;
+  /** Bytes of pre-zeroed reserve per volume that allocation clones from, where the file system can (XFS). */
+  reserveBytes?: number;
   log?: (line: string) => void;
 }
 
