@@ -101,6 +101,27 @@ export class FuseClient {
     return { map, session, device };
   }
 
+  /** A write map of a file (created through the mount and closed there), with the device proven for this
+   *  session. Refusals (read-only node, CONFLICT) are errors whose message says why. */
+  async mapWrite(file: FusedFile): Promise<{ map: FileMap; session: Session; device: ProvenDevice }> {
+    const session = await this.session(file.fuse);
+    const device = await this.device(file.fuse, session);
+    if ('reason' in device) throw new FusedError('failure', device.reason);
+    let map: FileMap;
+    try {
+      map = await session.map(file.fuse.volume, file.rel, 'write');
+    } catch (err) {
+      if (err instanceof FusedError && err.kind === 'unreachable') throw err;
+      throw new FusedError('failure', `map server: ${errorMessage(err)}`);
+    }
+    const problem = validateMap(map.extents, map.size);
+    if (problem) {
+      await session.release(map.lease).catch(() => {});
+      throw new FusedError('failure', `map server sent an invalid write map: ${problem}`);
+    }
+    return { map, session, device };
+  }
+
   async close(): Promise<void> {
     for (const s of this.sessions.values()) {
       try {

@@ -1,6 +1,6 @@
 // Reading a volume's bytes straight from the client's own path to the disk, with O_DIRECT.
 import { FusedError, errorMessage } from '../errors.js';
-import { alignedBuffer, close, deviceInfo, openDirect, pread, type DeviceInfo } from '../native/index.js';
+import { alignedBuffer, close, deviceInfo, openDirect, pread, pwrite, type DeviceInfo } from '../native/index.js';
 import { PROBE_BYTES, probeSuperblock } from '../volume/superblock.js';
 import { readMounts } from '../sys/blockdev.js';
 import { mountsOfDevice } from '../volume/mountinfo.js';
@@ -19,11 +19,12 @@ export class Device {
     readonly fsSize: number,
   ) {}
 
-  /** Open read-only with O_DIRECT and check the superblock UUID before any other byte is trusted. */
-  static async open(path: string, expectUuid: string): Promise<Device> {
+  /** Open with O_DIRECT (read-only unless `write`) and check the superblock UUID before any other byte is
+   *  trusted. */
+  static async open(path: string, expectUuid: string, opts: { write?: boolean } = {}): Promise<Device> {
     let fd: number;
     try {
-      fd = await openDirect(path);
+      fd = await openDirect(path, { write: opts.write ?? false });
     } catch (err) {
       throw new FusedError('failure', `cannot open device: ${errorMessage(err)}`, path);
     }
@@ -64,6 +65,20 @@ export class Device {
       throw new FusedError('failure', `short read at byte ${start + done} (device is ${this.info.size} bytes)`, this.path);
     }
     return scratch.subarray(position - start, position - start + length);
+  }
+
+  /** Write `length` bytes of `buf` (aligned memory) at `position`: offset and length in whole logical sectors. */
+  async writeAt(buf: Buffer, bufOffset: number, length: number, position: number): Promise<void> {
+    const sector = this.info.logicalSectorSize || 512;
+    if (position % sector !== 0 || length % sector !== 0) {
+      throw new RangeError(`device write of ${length} bytes at ${position} is not in whole ${sector}-byte sectors`);
+    }
+    let done = 0;
+    while (done < length) {
+      const n = await pwrite(this.fd, buf, bufOffset + done, length - done, position + done);
+      if (n <= 0) throw new FusedError('failure', `short write at byte ${position + done}`, this.path);
+      done += n;
+    }
   }
 
   async close(): Promise<void> {

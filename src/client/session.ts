@@ -21,6 +21,7 @@ import {
   isAccess,
   type Access,
   type Fields,
+  type MapMode,
   type Request,
   type WireExtent,
 } from '../protocol/index.js';
@@ -74,7 +75,7 @@ interface Pending {
 }
 
 /** Requests whose OK reply is followed by data lines and END. */
-const MULTI_LINE = new Set(['VOLUMES', 'MAP']);
+const MULTI_LINE = new Set(['VOLUMES', 'MAP', 'ALLOC']);
 
 export interface SessionEvents {
   recall: [lease: string, reason: string];
@@ -293,32 +294,31 @@ export class Session extends EventEmitter<SessionEvents> {
     };
   }
 
-  async map(volume: string, path: Buffer): Promise<FileMap> {
-    const { head, data } = await this.request({ verb: 'MAP', volume, path, mode: 'read' });
+  /** A read map (the default) or, with mode 'write', the file's write map under a write lease. */
+  async map(volume: string, path: Buffer, mode: MapMode = 'read'): Promise<FileMap> {
+    const { head, data } = await this.request({ verb: 'MAP', volume, path, mode });
     try {
-      const extents = data.map((l) => {
-        if (!l.startsWith('X ')) throw new FusedError('failure', `unexpected data line in a map: ${l.slice(0, 80)}`);
-        return parseExtent(l.slice(2));
-      });
-      const count = parseNumber(head.extents ?? '');
-      if (count !== extents.length) {
-        throw new FusedError('failure', `map announced ${count} extents but carried ${extents.length}`);
-      }
-      const mtimeNs = parseMtimeNs(head.mtime);
-      return {
-        lease: head.lease ?? '',
-        size: parseNumber(head.size ?? ''),
-        ...(head.ino !== undefined && /^\d+$/.test(head.ino) ? { ino: head.ino } : {}),
-        blockSize: parseNumber(head.blocksize ?? ''),
-        change: head.change ?? '',
-        ...(mtimeNs !== undefined ? { mtimeNs } : {}),
-        extents,
-        ...(head.network ? { networkReason: head.network } : {}),
-      };
+      return parseMap(head, data);
     } catch (err) {
       // A map we cannot use must not keep its lease (and the server's descriptor) until the session ends.
       if (head.lease) await this.release(head.lease).catch(() => {});
       throw err;
+    }
+  }
+
+  /** ALLOC: written, zeroed blocks for [offset, offset+length); the file's whole write map after it. */
+  async alloc(lease: string, offset: number, length: number): Promise<FileMap> {
+    const { head, data } = await this.request({ verb: 'ALLOC', lease, offset, length });
+    return parseMap(head, data);
+  }
+
+  /** COMMIT: the server sets the size, syncs, drops its cache, touches the mtime and releases the write lease. */
+  async commit(lease: string, size: number): Promise<{ size: number }> {
+    try {
+      const { head } = await this.request({ verb: 'COMMIT', lease, size });
+      return { size: parseNumber(head.size ?? '') };
+    } finally {
+      this.recalled.delete(lease);
     }
   }
 
@@ -385,4 +385,27 @@ export class ServerRefusal extends FusedError {
 
 function unreachable(a: ServerAddress, why: string): FusedError {
   return new FusedError('unreachable', why, `map server ${formatServerAddress(a)}`);
+}
+
+/** A MAP or ALLOC reply as a FileMap. */
+function parseMap(head: Fields, data: string[]): FileMap {
+  const extents = data.map((l) => {
+    if (!l.startsWith('X ')) throw new FusedError('failure', `unexpected data line in a map: ${l.slice(0, 80)}`);
+    return parseExtent(l.slice(2));
+  });
+  const count = parseNumber(head.extents ?? '');
+  if (count !== extents.length) {
+    throw new FusedError('failure', `map announced ${count} extents but carried ${extents.length}`);
+  }
+  const mtimeNs = parseMtimeNs(head.mtime);
+  return {
+    lease: head.lease ?? '',
+    size: parseNumber(head.size ?? ''),
+    ...(head.ino !== undefined && /^\d+$/.test(head.ino) ? { ino: head.ino } : {}),
+    blockSize: parseNumber(head.blocksize ?? ''),
+    change: head.change ?? '',
+    ...(mtimeNs !== undefined ? { mtimeNs } : {}),
+    extents,
+    ...(head.network ? { networkReason: head.network } : {}),
+  };
 }

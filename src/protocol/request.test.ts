@@ -24,6 +24,9 @@ test('every verb parses', () => {
     { verb: 'MAP', volume: 'media', path: Buffer.from('clips/take 1.mov'), mode: 'read' });
   assert.deepEqual(parseRequest('MAP media a//./b read'),
     { verb: 'MAP', volume: 'media', path: Buffer.from('a/b'), mode: 'read' });
+  assert.deepEqual(parseRequest('MAP media new.mov write'), { verb: 'MAP', volume: 'media', path: Buffer.from('new.mov'), mode: 'write' });
+  assert.deepEqual(parseRequest('ALLOC k3J9q2 0 1048576'), { verb: 'ALLOC', lease: 'k3J9q2', offset: 0, length: 1048576 });
+  assert.deepEqual(parseRequest('COMMIT k3J9q2 511'), { verb: 'COMMIT', lease: 'k3J9q2', size: 511 });
   assert.deepEqual(parseRequest('RELEASE k3J9q2'), { verb: 'RELEASE', lease: 'k3J9q2' });
   assert.deepEqual(parseRequest('RETURN k3J9q2'), { verb: 'RETURN', lease: 'k3J9q2' });
   assert.deepEqual(parseRequest('PING'), { verb: 'PING' });
@@ -40,9 +43,11 @@ test('unknown verbs, lower case and empty lines are UNKNOWN', () => {
 test('wrong arity is BADARG for every verb', () => {
   const bad = ['HELLO', 'HELLO a', `HELLO a 2 ${P} x`, 'AUTH', `AUTH ${P} x`, 'VOLUMES x', 'VOLUME', 'VOLUME a b',
     'PROBE', 'PROBE a b', 'UNPROBE a', 'UNPROBE a b c', 'MAP', 'MAP v', 'MAP v p read x', 'RELEASE',
-    'RELEASE a b', 'RETURN', 'RETURN a b', 'PING x', 'QUIT now'];
+    'RELEASE a b', 'RETURN', 'RETURN a b', 'PING x', 'QUIT now', 'ALLOC', 'ALLOC k 0', 'ALLOC k 0 1 2', 'COMMIT k',
+    'COMMIT k 1 2'];
   for (const l of bad) assert.throws(() => parseRequest(l), code('BADARG'), l);
-  assert.throws(() => parseRequest('MAP v'), { message: 'usage: MAP <volume> <path> [read]' });
+  assert.throws(() => parseRequest('MAP v'), { message: 'usage: MAP <volume> <path> [read|write]' });
+  assert.throws(() => parseRequest('ALLOC k 0'), { message: 'usage: ALLOC <lease> <offset> <length>' });
 });
 
 test('bad tokens and values are BADARG', () => {
@@ -50,7 +55,8 @@ test('bad tokens and values are BADARG', () => {
     'HELLO client1 1e3', 'HELLO cli%31 1', `HELLO ${'n'.repeat(65)} 1`, 'HELLO a/b 1',
     'HELLO a 2 x', `HELLO a 2 ${P.toUpperCase()}`, `HELLO a 2 ${P.slice(1)}`,
     `AUTH ${P.toUpperCase()}`, `AUTH ${P.slice(1)}`, `AUTH ${P}0`, 'VOLUME a%20b', `VOLUME ${'v'.repeat(65)}`,
-    'VOLUME %', 'MAP media x write', 'MAP media x READ', 'MAP media a%2', 'MAP media a=b', 'RELEASE k-3',
+    'VOLUME %', 'MAP media x append', 'MAP media x READ', 'MAP media x WRITE', 'ALLOC k 0 0', 'ALLOC k -1 4096',
+    'ALLOC k 0 1e3', 'ALLOC k-1 0 4096', 'COMMIT k 01', 'COMMIT k x', 'MAP media a%2', 'MAP media a=b', 'RELEASE k-3',
     `RETURN ${'k'.repeat(33)}`, 'PROBE bad/name'];
   for (const l of bad) assert.throws(() => parseRequest(l), code('BADARG'), l);
 });
@@ -72,6 +78,9 @@ test('formatRequest round-trips with parseRequest for every verb', () => {
     { verb: 'UNPROBE', volume: 'media', name: '.fused-probe-0123' },
     { verb: 'MAP', volume: 'media', path: Buffer.from('clips/take 1.mov'), mode: 'read' },
     { verb: 'MAP', volume: 'media', path: Buffer.from([0x64, 0x2f, 0xff, 0x0a, 0x25, 0x3d, 0x20]), mode: 'read' },
+    { verb: 'MAP', volume: 'media', path: Buffer.from('new.mov'), mode: 'write' },
+    { verb: 'ALLOC', lease: 'k3J9q2', offset: 4096, length: 67108864 },
+    { verb: 'COMMIT', lease: 'k3J9q2', size: 0 },
     { verb: 'RELEASE', lease: 'k3J9q2' },
     { verb: 'RETURN', lease: 'Z' },
     { verb: 'PING' },
