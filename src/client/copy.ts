@@ -4,7 +4,8 @@ import { chmod, chown, lstat, mkdir, open, readdir, readlink, realpath, rename, 
 import { unlinkSync, type Stats } from 'node:fs';
 import { FusedError, describeError, errnoCode } from '../errors.js';
 import { sha256File } from './hash.js';
-import { FileReader, type Chunk, type ReadReport } from './reader.js';
+import { FileReader, type Chunk, type ReadReport, type Sink } from './reader.js';
+import { MountTarget, WriteRestart, type DirectWriter, type WriteReport, type WriteTarget } from './writer.js';
 
 const SLASH = 0x2f;
 
@@ -42,6 +43,8 @@ export interface FileResult {
   destination: Buffer;
   status: CopyStatus;
   report?: ReadReport;
+  /** How the destination was written (direct or through the mount). */
+  write?: WriteReport;
   seconds: number;
   verified?: boolean;
   error?: unknown;
@@ -72,6 +75,8 @@ export class Copier {
     private readonly reader: FileReader,
     private readonly opts: CopyOptions,
     private readonly events: CopyEvents,
+    /** Writes destinations on fused mounts straight to the device; null: always through the mount. */
+    private readonly writer: DirectWriter | null = null,
   ) {}
 
   /** cp semantics for SRC... DST. Throws for whole-command errors (usage, target not a directory). */
@@ -195,20 +200,30 @@ export class Copier {
         throw e;
       });
     }
+    let target: WriteTarget;
+    try {
+      if (inPlace || !this.writer) {
+        target = MountTarget.over(fh, { inPlace });
+      } else {
+        // The server can only take the write lease once nobody has the file open: not even we, through the mount.
+        await fh.close();
+        target = await this.writer.open(path, st.size);
+      }
+    } catch (err) {
+      await fh.close().catch(() => {});
+      if (!inPlace) {
+        await unlink(path).catch(() => {});
+        this.temporaries.delete(path);
+      }
+      throw err;
+    }
     let done = false;
     try {
       let written = 0;
       let end = 0;
       const sink = {
         write: async (chunk: Chunk) => {
-          // Zeros are left as holes (cp --sparse=auto); the size is set at the end.
-          if (chunk.kind !== 'zero' || inPlace) {
-            let off = 0;
-            while (off < chunk.data.length) {
-              const { bytesWritten } = await fh.write(chunk.data, off, chunk.data.length - off, inPlace ? null : chunk.offset + off);
-              off += bytesWritten;
-            }
-          }
+          await target.write(chunk.offset, chunk.data, chunk.kind === 'zero');
           written += chunk.data.length;
           end = Math.max(end, chunk.offset + chunk.data.length);
           this.events.progress?.(src, written, st.size);
@@ -217,27 +232,29 @@ export class Copier {
           ? {}
           : {
               restart: async () => {
-                await fh.truncate(0);
+                await target.restart();
                 written = 0;
                 end = 0;
               },
             }),
       };
-      let report = await this.reader.read(src, sink);
-      // The file changed while it was copied after all (a writer still at work): copy it again, a few times, so
-      // the result is one version of it; a pipe or device cannot be rewound at all.
-      for (let attempt = 1; report.interrupted && report.changed && !inPlace && attempt < CHANGED_RETRIES; attempt++) {
-        await sink.restart?.();
-        report = await this.reader.read(src, sink);
+      let report: ReadReport;
+      try {
+        report = await this.copyOnce(src, sink);
+      } catch (err) {
+        if (!(err instanceof WriteRestart)) throw err;
+        // What went to the device cannot be kept: the whole file again, through the mount.
+        await target.abort();
+        target = await MountTarget.open(path, { reason: err.message, fallback: true });
+        written = 0;
+        end = 0;
+        report = await this.copyOnce(src, sink);
       }
-      if (report.interrupted && report.changed) throw new FusedError('failure', `changed while being read (${report.reason})`);
-      if (!inPlace) {
-        await fh.truncate(end);
-        await fh.chmod(this.opts.preserve ? st.mode & 0o7777 : st.mode & 0o777 & ~this.umask);
-        // The name must only ever show a complete file: the bytes reach the disk before the rename does.
-        await fh.sync();
+      if (inPlace) await target.finish(0);
+      else {
+        await target.finish(end);
+        await chmod(path, this.opts.preserve ? st.mode & 0o7777 : st.mode & 0o777 & ~this.umask);
       }
-      await fh.close();
       done = true;
       let verified: boolean | undefined;
       if (this.opts.verify && !inPlace) {
@@ -252,15 +269,30 @@ export class Copier {
         await rename(path, dst);
         this.temporaries.delete(path);
       }
-      return { source: src, destination: dst, status: kept ? 'failed' : 'copied', report, ...(verified !== undefined ? { verified } : {}), ...(kept ? { error: kept } : {}) };
+      return {
+        source: src, destination: dst, status: kept ? 'failed' : 'copied', report, write: target.report,
+        ...(verified !== undefined ? { verified } : {}), ...(kept ? { error: kept } : {}),
+      };
     } catch (err) {
-      if (!done) await fh.close().catch(() => {});
+      if (!done) await target.abort();
       if (!inPlace) {
         await unlink(path).catch(() => {});
         this.temporaries.delete(path);
       }
       throw err;
     }
+  }
+
+  /** One read of the source into the sink; a file that changed while its restarted copy was read is copied
+   *  again, a few times, so the result is one version of it; a pipe or device cannot be rewound at all. */
+  private async copyOnce(src: Buffer, sink: Sink): Promise<ReadReport> {
+    let report = await this.reader.read(src, sink);
+    for (let attempt = 1; report.interrupted && report.changed && sink.restart && attempt < CHANGED_RETRIES; attempt++) {
+      await sink.restart();
+      report = await this.reader.read(src, sink);
+    }
+    if (report.interrupted && report.changed) throw new FusedError('failure', `changed while being read (${report.reason})`);
+    return report;
   }
 
   /** -p: ownership, mode and times, in that order (chown clears set-id bits). Every step is tried; the first

@@ -68,6 +68,8 @@ export class DirectWriter {
       return network(errorMessage(err), true);
     }
     if (!fused) return network('not on a fused mount', false);
+    // A read-only node writes through the mount as a matter of course, not as a fallback.
+    if (fused.fuse.access === 'ro') return network('this node is read-only on the map server (role ro)', false);
     const small = this.opts.smallFile ?? DEFAULT_SMALL_FILE;
     if (sizeHint >= 0 && sizeHint < small) return network(`small file (${sizeHint} bytes < ${small}): the network is cheaper than a map round trip`, false);
     let got;
@@ -110,7 +112,13 @@ export class DirectWriter {
 export class MountTarget implements WriteTarget {
   readonly report: WriteReport;
 
-  private constructor(private readonly fh: FileHandle, why: { reason: string | null; fallback: boolean }, report?: WriteReport) {
+  private constructor(
+    private readonly fh: FileHandle,
+    why: { reason: string | null; fallback: boolean },
+    report?: WriteReport,
+    /** A device or a pipe: written in order where it stands, zeros too, nothing to truncate or sync. */
+    private readonly inPlace = false,
+  ) {
     this.report = report ?? { path: 'network', reason: why.reason, fallback: why.fallback, bytesDirect: 0, bytesNetwork: 0, interrupted: false };
   }
 
@@ -119,17 +127,19 @@ export class MountTarget implements WriteTarget {
   }
 
   /** Over a descriptor the caller opened already. */
-  static over(fh: FileHandle): MountTarget {
-    return new MountTarget(fh, { reason: null, fallback: false });
+  static over(fh: FileHandle, opts: { inPlace?: boolean } = {}): MountTarget {
+    return new MountTarget(fh, { reason: null, fallback: false }, undefined, opts.inPlace ?? false);
   }
 
   async write(offset: number, data: Buffer, zero: boolean): Promise<void> {
     // Zeros are left as holes (cp --sparse=auto); finish sets the size.
-    if (!zero) await writeAll(this.fh, data, offset);
+    if (this.inPlace) await writeAll(this.fh, data, null);
+    else if (!zero) await writeAll(this.fh, data, offset);
     this.report.bytesNetwork += data.length;
   }
 
   async finish(size: number): Promise<void> {
+    if (this.inPlace) return this.fh.close();
     await this.fh.truncate(size);
     // The name must only ever show a complete file: the bytes reach the disk before the rename does.
     await this.fh.sync();
@@ -394,10 +404,10 @@ function piecesOf(extents: readonly MapExtent[], start: number, end: number, dat
   return out;
 }
 
-async function writeAll(fh: FileHandle, data: Buffer, position: number): Promise<void> {
+async function writeAll(fh: FileHandle, data: Buffer, position: number | null): Promise<void> {
   let off = 0;
   while (off < data.length) {
-    const { bytesWritten } = await fh.write(data, off, data.length - off, position + off);
+    const { bytesWritten } = await fh.write(data, off, data.length - off, position === null ? null : position + off);
     off += bytesWritten;
   }
 }

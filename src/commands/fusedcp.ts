@@ -8,6 +8,7 @@ import type { CommandContext } from './context.js';
 import { FuseClient } from '../client/client.js';
 import { Copier, PreserveError, joinBytes, type FileResult } from '../client/copy.js';
 import { DEFAULT_SMALL_FILE, FileReader } from '../client/reader.js';
+import { DirectWriter } from '../client/writer.js';
 import { humanBytes, jsonOut } from '../ui/messages.js';
 import { parseSize } from '../ui/options.js';
 import { Progress } from '../ui/progress.js';
@@ -47,6 +48,7 @@ export function build(ctx: CommandContext): Command {
       const dest = argBytes(destArg);
       const client = opts.networkOnly ? null : await FuseClient.load();
       const reader = new FileReader(client, { networkOnly: !!opts.networkOnly, smallFile });
+      const writer = new DirectWriter(client, { networkOnly: !!opts.networkOnly, smallFile });
       const showProgress = opts.progress && !opts.json && !opts.quiet && process.stderr.isTTY === true;
       const progress = await Progress.create(showProgress, showProgress ? await totalBytes(sources) : 0);
       const results: FileResult[] = [];
@@ -61,7 +63,7 @@ export function build(ctx: CommandContext): Command {
           if (r.report) doneBytes += r.report.size;
           progress.around(() => tell(r, opts));
         },
-      });
+      }, writer);
       // Interrupted (^C, kill): no temporary file stays behind, then die of the signal as cp would (128+N).
       const onSignal = (signal: NodeJS.Signals) => {
         copier.discardTemporaries();
@@ -104,8 +106,10 @@ function tell(r: FileResult, opts: Opts): void {
   if (opts.verbose) {
     const how = rep ? ` [${rep.path}${rep.reason ? `: ${rep.reason}` : ''}]` : r.note ? ` [${r.note}]` : '';
     process.stderr.write(`'${src}' -> '${displayName(r.destination)}'${how}\n`);
-  } else if (rep && !opts.quiet && !opts.json && rep.fallback && rep.size > 0) {
-    process.stderr.write(`fusedcp: ${src}: ${rep.path === 'mixed' ? 'partly ' : ''}through the network: ${rep.reason}\n`);
+  } else if (rep && !opts.quiet && !opts.json && rep.size > 0) {
+    if (rep.fallback) process.stderr.write(`fusedcp: ${src}: ${rep.path === 'mixed' ? 'partly ' : ''}through the network: ${rep.reason}\n`);
+    const w = r.write;
+    if (w?.fallback) process.stderr.write(`fusedcp: ${displayName(r.destination)}: ${w.path === 'mixed' ? 'partly ' : ''}written through the network: ${w.reason}\n`);
   }
 }
 
@@ -129,6 +133,18 @@ function toJson(r: FileResult): Record<string, unknown> {
           bytesNetwork: rep.bytesNetwork,
         }
       : {}),
+    ...(r.write
+      ? {
+          write: {
+            path: r.write.path,
+            reason: r.write.reason,
+            fallback: r.write.fallback,
+            interrupted: r.write.interrupted,
+            bytesDirect: r.write.bytesDirect,
+            bytesNetwork: r.write.bytesNetwork,
+          },
+        }
+      : {}),
     seconds: Math.round(r.seconds * 1000) / 1000,
     mbPerSec: mbps,
     ...(r.verified !== undefined ? { verified: r.verified } : {}),
@@ -143,11 +159,13 @@ function summary(results: FileResult[], seconds: number): string {
   const direct = sum((r) => r.report!.bytesDirect);
   const network = sum((r) => r.report!.bytesNetwork);
   const zero = sum((r) => r.report!.bytesZero);
+  const writtenDirect = copied.reduce((a, r) => a + (r.write?.bytesDirect ?? 0), 0);
   const small = copied.filter((r) => r.report!.reason?.startsWith('small read')).length;
   const failed = results.filter((r) => r.status === 'failed').length;
   return (
     `fusedcp: ${copied.length} file(s), ${humanBytes(total)} in ${seconds.toFixed(2)} s (${humanBytes(seconds > 0 ? total / seconds : 0)}/s): ` +
-    `${humanBytes(direct)} direct, ${humanBytes(zero)} zeros (holes, unwritten), ${humanBytes(network)} through the network` +
+    `read ${humanBytes(direct)} direct, ${humanBytes(zero)} zeros (holes, unwritten), ${humanBytes(network)} through the network; ` +
+    `wrote ${humanBytes(writtenDirect)} direct` +
     (small ? `, ${small} small file(s) through the network by choice` : '') +
     (failed ? `; ${failed} failed` : '') +
     '\n'
