@@ -340,7 +340,8 @@ export class Copier {
 /** Copies of a file that keeps changing while it is read, before fusedcp gives up on it. */
 const CHANGED_RETRIES = 3;
 
-function tempName(dst: Buffer): Buffer {
+/** `.NAME.fused-XXXXXXXX` beside `dst`: where a file is written before it is renamed into place. */
+export function tempName(dst: Buffer): Buffer {
   return joinBytes(dirBytes(dst), Buffer.concat([Buffer.from('.'), baseBytes(dst).subarray(0, 200), Buffer.from(`.fused-${randomBytes(4).toString('hex')}`)]));
 }
 

@@ -5,16 +5,21 @@ import { argBytes, displayName } from '../ui/argv.js';
 import type { CommandContext } from './context.js';
 import { FuseClient } from '../client/client.js';
 import { FileReader, type Chunk } from '../client/reader.js';
+import { tempName } from '../client/copy.js';
+import { DirectWriter, WriteRestart, type WriteTarget } from '../client/writer.js';
+import { unlinkSync } from 'node:fs';
+import { chmod, open, rename, stat, unlink } from 'node:fs/promises';
 import { formatError } from '../ui/messages.js';
 import { BulkOutput } from '../ui/output.js';
 import { parseSize } from '../ui/options.js';
 
-interface Opts { offset?: string; length?: string; networkOnly?: boolean; quiet?: boolean; verbose?: boolean }
+interface Opts { offset?: string; length?: string; networkOnly?: boolean; quiet?: boolean; verbose?: boolean; write?: string }
 
 export function build(ctx: CommandContext): Command {
   return new Command('fusedcat')
-    .description('Write files to standard output, reading their bytes straight from the shared device when they are on a fused mount.')
-    .argument('<FILE...>', 'files (on fused mounts for the direct path; any file works through the normal path)')
+    .description('Write files to standard output, reading their bytes straight from the shared device when they are on a fused mount;\nwith --write, write standard input into a file, straight to the device when it is on a fused mount.')
+    .argument('[FILE...]', 'files (on fused mounts for the direct path; any file works through the normal path)')
+    .option('-w, --write <FILE>', 'write standard input into FILE (created or replaced when complete) instead of reading files')
     .option('--offset <BYTES>', 'start at this byte of each file (suffixes K, M, G)')
     .option('--length <BYTES>', 'at most this many bytes of each file (suffixes K, M, G)')
     .option('--network-only', 'read through the mount only (never the device)')
@@ -22,6 +27,12 @@ export function build(ctx: CommandContext): Command {
     .option('-v, --verbose', 'say on stderr which path each file took')
     .addHelpText('after', '\nExit status: 0 ok, 1 failure, 2 usage, 4 some files failed (a closed pipe stops quietly;\nfiles that failed before it still count).\nSee fusedcat(1).')
     .action(async (files: string[], opts: Opts) => {
+      if (opts.write !== undefined) {
+        if (files.length > 0) throw new FusedError('usage', 'FILE arguments cannot be given with --write');
+        if (opts.offset !== undefined || opts.length !== undefined) throw new FusedError('usage', '--offset and --length do not go with --write');
+        return writeStdin(opts.write, opts);
+      }
+      if (files.length === 0) throw new FusedError('usage', 'missing FILE (or --write FILE)');
       const offset = opts.offset === undefined ? undefined : parseSize(opts.offset, '--offset');
       const length = opts.length === undefined ? undefined : parseSize(opts.length, '--length');
       const client = opts.networkOnly ? null : await FuseClient.load();
@@ -69,4 +80,53 @@ export function build(ctx: CommandContext): Command {
       if (failed === files.length) ctx.exit(lastError instanceof FusedError ? EXIT_CODES[lastError.kind] : EXIT_CODES.failure);
       else if (failed) ctx.exit(EXIT_CODES.partial);
     });
+}
+
+/** --write: standard input into a file, through a temporary name, renamed when complete (like fusedcp). */
+async function writeStdin(destArg: string, opts: Opts): Promise<void> {
+  const dest = argBytes(destArg);
+  const name = displayName(dest);
+  if ((await stat(dest).catch(() => undefined))?.isDirectory()) throw new FusedError('failure', 'is a directory', name);
+  const tmp = tempName(dest);
+  const client = opts.networkOnly ? null : await FuseClient.load();
+  // Interrupted: no temporary file stays behind, then die of the signal.
+  const onSignal = (signal: NodeJS.Signals) => {
+    try {
+      unlinkSync(tmp);
+    } catch {
+      // not there yet, or renamed already
+    }
+    process.kill(process.pid, signal);
+  };
+  process.once('SIGINT', onSignal);
+  process.once('SIGTERM', onSignal);
+  let target: WriteTarget | undefined;
+  try {
+    await (await open(tmp, 'wx', 0o600)).close();
+    // The length of standard input is not known: always worth the direct path; allocation grows in steps.
+    target = await new DirectWriter(client, { networkOnly: !!opts.networkOnly, smallFile: 0 }).open(tmp, -1);
+    let offset = 0;
+    for await (const chunk of process.stdin as AsyncIterable<Buffer>) {
+      await target.write(offset, chunk, false);
+      offset += chunk.length;
+    }
+    await target.finish(offset);
+    const umask = process.umask();
+    await chmod(tmp, 0o666 & ~umask);
+    await rename(tmp, dest);
+    const r = target.report;
+    if (opts.verbose) process.stderr.write(`fusedcat: ${name}: ${offset} bytes written ${r.path}${r.reason ? ` (${r.reason})` : ''}\n`);
+    else if (r.fallback && r.reason && !opts.quiet) process.stderr.write(`fusedcat: ${name}: ${r.path === 'mixed' ? 'partly ' : ''}written through the network: ${r.reason}\n`);
+  } catch (err) {
+    await target?.abort();
+    await unlink(tmp).catch(() => {});
+    if (err instanceof WriteRestart) {
+      throw new FusedError('failure', `the direct write could not be kept (${err.message}) and standard input cannot be read again; nothing was written`, name);
+    }
+    throw err instanceof FusedError && err.subject ? err : new FusedError('failure', reasonOf(err), name);
+  } finally {
+    process.off('SIGINT', onSignal);
+    process.off('SIGTERM', onSignal);
+    await client?.close();
+  }
 }
