@@ -4,7 +4,7 @@
 load helpers
 
 setup_file() {
-	bed_setup_file ext4-4k
+	bed_setup_file ext4-4k 1G
 	head -c $((64 << 20)) /dev/urandom >"$BED_SRV_DIR/clip.bin"
 	sync
 	fuse_client >/dev/null

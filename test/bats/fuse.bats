@@ -5,7 +5,7 @@
 load helpers
 
 setup_file() {
-	bed_setup_file ext4-4k
+	bed_setup_file ext4-4k 1G
 	mkdir "$BED_SRV_DIR/sub"
 	head -c 1048576 /dev/urandom >"$BED_SRV_DIR/data.bin"
 	sync

@@ -28,13 +28,14 @@ run() {
 	return "$rc"
 }
 
-# A bed for one .bats file: nodes, a volume of FSTYPE, sshd, the client's sshfs mount, the map server.
+# bed_setup_file FSTYPE [SIZE]: a bed for one .bats file: nodes, a volume of FSTYPE (6G unless SIZE: the images
+# are filled with a pattern, so smaller is faster), sshd, the client's sshfs mount, the map server.
 bed_setup_file() {
 	requires_root
 	bed_init || return 1
 	echo "$BED_DIR" >"$BATS_FILE_TMPDIR/bed_dir"
 	bed_make_nodes &&
-		bed_make_volume "$1" &&
+		bed_make_volume "$1" "${2:-6G}" &&
 		bed_start_sshd &&
 		bed_mount_client &&
 		bed_start_server

@@ -4,7 +4,7 @@
 load helpers
 
 setup_file() {
-	bed_setup_file ext4-4k
+	bed_setup_file ext4-4k 1G
 	# A second server on the same volume with small limits, so the tests can reach them.
 	LIMITED=$BED_SRV_ADDR:7448
 	# A small shell around the server records its exit status; the server itself is that shell's child.

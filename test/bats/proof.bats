@@ -6,7 +6,7 @@
 load helpers
 
 setup_file() {
-	bed_setup_file ext4-4k
+	bed_setup_file ext4-4k 1G
 	head -c 8388608 /dev/urandom >"$BED_SRV_DIR/data.bin"
 	sync
 }

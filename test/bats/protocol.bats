@@ -4,7 +4,7 @@
 load helpers
 
 setup_file() {
-	bed_setup_file ext4-4k
+	bed_setup_file ext4-4k 1G
 	local d=$BED_SRV_DIR
 	head -c 8192 /dev/urandom >"$d/good.bin"
 	mkdir "$d/dir"

@@ -5,7 +5,7 @@ load helpers
 source "$FUSED_LIB/readcases.bash"
 
 setup_file() {
-	bed_setup_file ext4-inline
+	bed_setup_file ext4-inline 1G
 	fuse_client >"$BED_DIR/fuse.out"
 	head -c 60 /dev/urandom >"$BED_SRV_DIR/inline60.bin"
 	sync

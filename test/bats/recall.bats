@@ -6,7 +6,7 @@ load helpers
 source "$FUSED_LIB/readcases.bash"
 
 setup_file() {
-	bed_setup_file ext4-4k
+	bed_setup_file ext4-4k 2G
 	fuse_client >"$BED_DIR/fuse.out"
 	rc_make big
 }

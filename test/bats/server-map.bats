@@ -6,7 +6,7 @@ load helpers
 source "$FUSED_LIB/readcases.bash"
 
 setup_file() {
-	bed_setup_file ext4-4k
+	bed_setup_file ext4-4k 1G
 	fuse_client >"$BED_DIR/fuse.out"
 	# A second server on the same volume with small limits, so the tests can reach them.
 	LIMITED=$BED_SRV_ADDR:7449

@@ -5,7 +5,7 @@
 load helpers
 
 setup_file() {
-	bed_setup_file ext4-4k
+	bed_setup_file ext4-4k 1G
 	head -c 4194304 /dev/urandom >"$BED_SRV_DIR/clip.bin"
 	sync
 }
