@@ -67,6 +67,14 @@ export class Device {
     return scratch.subarray(position - start, position - start + length);
   }
 
+  /** Why a map cannot be used on this device: a DATA extent reaching past the device or its file system (it would
+   *  touch another volume's bytes), or undefined. */
+  outside(extents: readonly { physical: number; length: number; state: string }[]): string | undefined {
+    const limit = Math.min(this.info.size, this.fsSize);
+    const e = extents.find((x) => x.state === 'DATA' && x.physical + x.length > limit);
+    return e ? `the map points outside the volume (extent at ${e.physical}+${e.length}, volume ${limit} bytes): refused` : undefined;
+  }
+
   /** Write `length` bytes of `buf` (aligned memory) at `position`: offset and length in whole logical sectors. */
   async writeAt(buf: Buffer, bufOffset: number, length: number, position: number): Promise<void> {
     const sector = this.info.logicalSectorSize || 512;

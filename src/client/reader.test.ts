@@ -14,6 +14,7 @@ import { fakeServer, openFake, type Fake } from './fake-server.js';
 import { FileReader, type Chunk, type DeviceReader, type MapSource } from './reader.js';
 import type { FusedFile, FuseRecord } from './registry.js';
 import type { Session } from './session.js';
+import { Device } from './device.js';
 
 const MiB = 1024 * 1024;
 const P0 = 4 * MiB;
@@ -45,7 +46,7 @@ function mapOf(path: string) {
 class FakeDevice implements DeviceReader {
   readonly path = '/dev/fake';
   readonly info = { isBlockDevice: true, size: 64 * MiB, logicalSectorSize: 512, physicalSectorSize: 4096, rdevMajor: 7, rdevMinor: 9 };
-  readonly fsSize = 64 * MiB;
+  fsSize = 64 * MiB;
   readonly reads: { at: number; position: number }[] = [];
   /** With `serial`, reads are served one at a time (a slow disk with one head), each after its delay. */
   private queue: Promise<unknown> = Promise.resolve();
@@ -69,6 +70,9 @@ class FakeDevice implements DeviceReader {
     return scratch.subarray(0, length);
   }
   async close(): Promise<void> {}
+  outside(extents: readonly { physical: number; length: number; state: string }[]): string | undefined {
+    return Device.prototype.outside.call(this as unknown as Device, extents);
+  }
 }
 
 /** The fuse client, faked: every file is under one fuse; maps come from the fake server through a real Session. */
@@ -173,5 +177,18 @@ test('a recall mid-read: RETURN once the reads in flight are done, the copy rest
   assert.equal(r.interrupted, true);
   assert.match(r.reason ?? '', /recalled/);
   assert.ok(fake.got.includes(`RETURN ${lease}`), fake.got.join('\n'));
+  assert.ok(result().equals(file.bytes));
+});
+
+test('a map whose DATA reaches past the file system is refused: nothing is read from the device', async (t) => {
+  const { dir, file, session } = await setup(t);
+  const device = new FakeDevice(file.image);
+  device.fsSize = 44 * MiB; // the second DATA extent (40 MiB + 8 MiB) reaches past it
+  const reader = new FileReader(source(session, dir), { openDevice: async () => device });
+  const { sink, result } = collector(true);
+  const r = await reader.read(Buffer.from(file.path), sink);
+  assert.equal(r.path, 'network');
+  assert.match(r.reason ?? '', /outside the volume/);
+  assert.equal(device.reads.length, 0);
   assert.ok(result().equals(file.bytes));
 });

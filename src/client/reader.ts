@@ -42,7 +42,7 @@ export interface ReadReport {
 }
 
 /** What the reader needs of a device (Device; tests pass fakes). */
-export type DeviceReader = Pick<Device, 'path' | 'info' | 'fsSize' | 'readInto' | 'close'>;
+export type DeviceReader = Pick<Device, 'path' | 'info' | 'fsSize' | 'readInto' | 'close' | 'outside'>;
 
 /** What the reader needs of the fuse client (FuseClient; tests pass fakes). */
 export type MapSource = Pick<FuseClient, 'resolve' | 'map'>;
@@ -191,12 +191,11 @@ export class FileReader {
       return { reason: err instanceof FusedError && err.subject ? `${err.subject}: ${err.message}` : `device: ${errorMessage(err)}` };
     }
     // Every DATA extent must lie inside the device and its file system (never another volume's bytes).
-    const limit = Math.min(device.info.size, device.fsSize);
-    const outside = map.extents.find((e) => e.state === 'DATA' && e.physical + e.length > limit);
+    const outside = device.outside(map.extents);
     if (outside) {
       await device.close();
       await release();
-      return { reason: `the map points outside the volume (extent at ${outside.physical}+${outside.length}, volume ${limit} bytes): refused` };
+      return { reason: outside };
     }
     return { map, session, device };
   }

@@ -95,6 +95,12 @@ export class DirectWriter {
       await release();
       return network(reasonOf(err), true);
     }
+    const outside = device.outside(map.extents);
+    if (outside) {
+      await device.close();
+      await release();
+      return network(outside, true);
+    }
     const target = new DirectTarget(path, session, device, map, this.pool);
     try {
       if (sizeHint > 0) await target.allocate(sizeHint);
@@ -214,6 +220,8 @@ class DirectTarget implements WriteTarget {
       }
       throw err;
     }
+    const outside = this.device.outside(this.map.extents);
+    if (outside) throw new WriteRestart(outside);
     this.allocatedEnd = dataEnd(this.map.extents);
     if (this.allocatedEnd < end) throw new Error(`the server allocated up to ${this.allocatedEnd}, not ${end}`);
   }
