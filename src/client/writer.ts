@@ -44,7 +44,12 @@ export interface WriterOptions {
   networkOnly?: boolean;
   /** Files smaller than this are written through the mount: a map round trip costs more than it saves. */
   smallFile?: number;
+  /** Opens a proven device path for writing, checking its UUID (default Device.open). */
+  openDevice?: (path: string, uuid: string) => Promise<DeviceWriter>;
 }
+
+/** What the writer needs of a device (Device; tests pass fakes). */
+export type DeviceWriter = Pick<Device, 'path' | 'writeAt' | 'outside' | 'close'>;
 
 /** Chooses, per destination file, the direct path or the mount. */
 export class DirectWriter {
@@ -88,9 +93,9 @@ export class DirectWriter {
       await release();
       return network(got.device.reason, true);
     }
-    let device: Device;
+    let device: DeviceWriter;
     try {
-      device = await Device.open(got.device.path, fused.fuse.uuid, { write: true });
+      device = await (this.opts.openDevice ?? ((p, u) => Device.open(p, u, { write: true })))(got.device.path, fused.fuse.uuid);
     } catch (err) {
       await release();
       return network(reasonOf(err), true);
@@ -103,7 +108,7 @@ export class DirectWriter {
     }
     const target = new DirectTarget(path, session, device, map, this.pool);
     try {
-      if (sizeHint > 0) await target.allocate(sizeHint);
+      if (sizeHint > 0) await target.allocate(sizeHint, true);
     } catch (err) {
       await target.abort();
       // No room is no room through the mount either: say so instead of trying there.
@@ -192,7 +197,7 @@ class DirectTarget implements WriteTarget {
   constructor(
     private readonly path: Buffer,
     private readonly session: Session,
-    private readonly device: Device,
+    private readonly device: DeviceWriter,
     private map: FileMap,
     private readonly pool: Buffer[],
   ) {
@@ -204,13 +209,13 @@ class DirectTarget implements WriteTarget {
     this.keepAlive.unref();
   }
 
-  /** ALLOC enough for `end` bytes: the rest of the file at once when its size is known, else in steps of at least
-   *  64 MiB or an eighth of what is there. */
-  async allocate(end: number): Promise<void> {
+  /** ALLOC enough for `end` bytes: `exact` (the size is known) the rest of the file at once, else in steps of
+   *  at least 64 MiB or an eighth of what is there (a stream, or a source that grew). */
+  async allocate(end: number, exact = false): Promise<void> {
     if (end <= this.allocatedEnd) return;
     const bs = this.map.blockSize;
     const from = Math.floor(this.allocatedEnd / bs) * bs;
-    const step = Math.max(end - from, 64 * 1024 * 1024, Math.floor(from / 8));
+    const step = exact ? end - from : Math.max(end - from, 64 * 1024 * 1024, Math.floor(from / 8));
     const to = Math.ceil((from + step) / bs) * bs;
     try {
       this.map = { ...(await this.session.alloc(this.map.lease, from, to - from)), lease: this.map.lease };

@@ -1,0 +1,152 @@
+// Unit tests for the direct writer with fakes (no devices): a fake session granting a write map and allocating
+// one DATA extent, a fake device over memory, the file "through the mount" a temporary local file.
+
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { EventEmitter } from 'node:events';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { randomBytes } from 'node:crypto';
+import { Device } from './device.js';
+import type { FileMap, Session } from './session.js';
+import type { FusedFile, FuseRecord } from './registry.js';
+import { DirectWriter, WriteRestart, type DeviceWriter } from './writer.js';
+
+const MiB = 1024 * 1024;
+const P = 8 * MiB; // where the server puts the file's one extent on the device
+
+/** A session that grants a write map of an empty file and allocates [0, end) as one DATA extent at P. */
+class FakeSession extends EventEmitter {
+  leaseMs = 10_000;
+  idleMs = 300_000;
+  isClosed = false;
+  valid = true;
+  commits: number[] = [];
+  allocs: [number, number][] = [];
+  released: string[] = [];
+  isRecalled(): boolean {
+    return false;
+  }
+  leaseValid(): boolean {
+    return this.valid;
+  }
+  async ping(): Promise<void> {}
+  /** The device whose blocks ALLOC hands out: they read as zeros afterwards, as the server makes them. */
+  image: Buffer | undefined;
+  async alloc(lease: string, offset: number, length: number): Promise<FileMap> {
+    this.allocs.push([offset, length]);
+    this.image?.fill(0, P + offset, P + offset + length);
+    const end = offset + length;
+    return { lease, size: end, blockSize: 4096, change: 'c', extents: [{ logical: 0, physical: P, length: end, state: 'DATA', flags: 0 }] };
+  }
+  async commit(_lease: string, size: number): Promise<{ size: number }> {
+    this.commits.push(size);
+    return { size };
+  }
+  async release(lease: string): Promise<void> {
+    this.released.push(lease);
+  }
+}
+
+class FakeDevice implements DeviceWriter {
+  readonly path = '/dev/fake';
+  readonly info = { isBlockDevice: true, size: 512 * MiB, logicalSectorSize: 512, physicalSectorSize: 4096, rdevMajor: 7, rdevMinor: 9 };
+  readonly fsSize = 512 * MiB;
+  readonly image = Buffer.alloc(512 * MiB, 0xa5);
+  readonly writes: { position: number; length: number }[] = [];
+  async writeAt(buf: Buffer, bufOffset: number, length: number, position: number): Promise<void> {
+    assert.equal(position % 512, 0);
+    assert.equal(length % 512, 0);
+    this.writes.push({ position, length });
+    buf.copy(this.image, position, bufOffset, bufOffset + length);
+  }
+  outside(extents: readonly { physical: number; length: number; state: string }[]): string | undefined {
+    return Device.prototype.outside.call(this as unknown as Device, extents);
+  }
+  async close(): Promise<void> {}
+}
+
+function setup(t: { after: (fn: () => void) => void }) {
+  const dir = mkdtempSync(join(tmpdir(), 'fused-writer-'));
+  t.after(() => rmSync(dir, { recursive: true, force: true }));
+  const path = join(dir, '.dst.fused-0000');
+  writeFileSync(path, '');
+  const session = new FakeSession();
+  const device = new FakeDevice();
+  session.image = device.image;
+  const fuse = { mountpoint: dir, uuid: 'u', volume: 'vol', device: '/dev/fake', access: 'rw' } as FuseRecord;
+  const map: FileMap = { lease: 'W1', size: 0, blockSize: 4096, change: 'c', extents: [] };
+  const client = {
+    resolve: async (file: Buffer) => ({ fuse, rel: Buffer.from('.dst'), abs: file }) as FusedFile,
+    mapWrite: async () => ({ map, session: session as unknown as Session, device: { path: '/dev/fake' } }),
+  };
+  const writer = new DirectWriter(client, { smallFile: 0, openDevice: async () => device });
+  return { path, session, device, writer };
+}
+
+test('data lands at the extent\'s place on the device, whole aligned zero blocks are not written, COMMIT has the size', async (t) => {
+  const { path, session, device, writer } = setup(t);
+  const a = randomBytes(5 * MiB + 3);
+  const z = Buffer.alloc(3 * MiB);
+  const b = randomBytes(MiB + 1);
+  const size = a.length + z.length + b.length;
+  const target = await writer.open(Buffer.from(path), size);
+  assert.deepEqual(session.allocs, [[0, Math.ceil(size / 4096) * 4096]]);
+  await target.write(0, a, false);
+  await target.write(a.length, z, true);
+  await target.write(a.length + z.length, b, false);
+  await target.finish(size);
+  assert.deepEqual(session.commits, [size]);
+  assert.ok(device.image.subarray(P, P + size).equals(Buffer.concat([a, z, b])), 'the device holds the file');
+  const firstWholeZero = Math.ceil(a.length / 4096) * 4096;
+  const lastWholeZero = Math.floor((a.length + z.length) / 4096) * 4096;
+  assert.ok(device.writes.every((w) => w.position + w.length <= P + firstWholeZero || w.position >= P + lastWholeZero), 'zero blocks were written');
+  assert.ok(device.writes.every((w) => w.position >= P && w.position + w.length <= P + Math.ceil(size / 4096) * 4096), 'a write outside the extent');
+  // The padding of the last block is zeros, not the device's old bytes.
+  assert.ok(device.image.subarray(P + size, P + Math.ceil(size / 4096) * 4096).every((x) => x === 0));
+  assert.equal(target.report.path, 'direct');
+  assert.equal(target.report.bytesDirect, size);
+});
+
+test('a recall commits what is on the device and the rest goes through the mount', async (t) => {
+  const { path, session, device, writer } = setup(t);
+  const a = randomBytes(4 * MiB);
+  const b = randomBytes(2 * MiB + 5);
+  const target = await writer.open(Buffer.from(path), a.length + b.length);
+  await target.write(0, a, false); // a full stage: on the device
+  session.emit('recall', 'W1', 'write-open');
+  await target.write(a.length, b, false);
+  await target.finish(a.length + b.length);
+  assert.deepEqual(session.commits, [a.length], 'committed what was written directly, once');
+  assert.ok(device.image.subarray(P, P + a.length).equals(a));
+  const through = readFileSync(path);
+  assert.ok(through.subarray(a.length).equals(b), 'the rest went through the mount');
+  assert.equal(through.length, a.length + b.length);
+  assert.equal(target.report.interrupted, true);
+  assert.equal(target.report.path, 'mixed');
+});
+
+test('past the lease deadline nothing more is written: WriteRestart', async (t) => {
+  const { path, session, device, writer } = setup(t);
+  const target = await writer.open(Buffer.from(path), 16 * MiB);
+  await target.write(0, randomBytes(4 * MiB), false);
+  const before = device.writes.length;
+  session.valid = false;
+  await assert.rejects(target.write(4 * MiB, randomBytes(4 * MiB), false), WriteRestart);
+  assert.equal(device.writes.length, before);
+  await target.abort();
+  assert.deepEqual(session.released, ['W1'], 'the write map is given up (the server trims the file back)');
+  assert.deepEqual(session.commits, []);
+});
+
+test('a map reaching past the volume is refused before any write: the file goes through the mount', async (t) => {
+  const { path, session, writer } = setup(t);
+  session.alloc = async (lease: string, offset: number, length: number) => ({
+    lease, size: offset + length, blockSize: 4096, change: 'c', extents: [{ logical: 0, physical: 511 * MiB, length: offset + length, state: 'DATA', flags: 0 }],
+  });
+  const target = await writer.open(Buffer.from(path), 4 * MiB);
+  assert.equal(target.report.path, 'network');
+  assert.match(target.report.reason ?? '', /outside the volume/);
+  assert.deepEqual(session.released, ['W1']);
+});
