@@ -10,6 +10,7 @@ import { proveDevice } from './proof.js';
 import { openSession } from './fuse.js';
 import { findFuseFor, loadFuses, type FuseRecord, type FusedFile } from './registry.js';
 import type { FileMap, Session } from './session.js';
+import type { MapMode } from '../protocol/index.js';
 
 /** The device path proven for a session, or why the direct path is refused for that fuse (naming the device). */
 export type ProvenDevice = { path: string } | { reason: string };
@@ -81,14 +82,16 @@ export class FuseClient {
     return proof;
   }
 
-  /** Ask the server for a file's map, and check it tiles the file before anyone trusts it. With the map, the
-   *  device proven for this session (or why there is none). */
-  async map(file: FusedFile): Promise<{ map: FileMap; session: Session; device: ProvenDevice }> {
+  /** Ask the server for a file's map (read, or write: one writer under a write lease), and check it tiles the file
+   *  before anyone trusts it. With the map, the device proven for this session (or why there is none). */
+  async map(file: FusedFile, mode: MapMode = 'read'): Promise<{ map: FileMap; session: Session; device: ProvenDevice }> {
     const session = await this.session(file.fuse);
     const device = await this.device(file.fuse, session);
+    // A write map taken in vain would hold the file up for others: no proven device, no write map.
+    if (mode === 'write' && 'reason' in device) throw new FusedError('failure', device.reason);
     let map: FileMap;
     try {
-      map = await session.map(file.fuse.volume, file.rel);
+      map = await session.map(file.fuse.volume, file.rel, mode);
     } catch (err) {
       if (err instanceof FusedError && err.kind === 'unreachable') throw err;
       throw new FusedError('failure', `map server: ${errorMessage(err)}`);
@@ -96,28 +99,7 @@ export class FuseClient {
     const problem = validateMap(map.extents, map.size);
     if (problem) {
       await session.release(map.lease).catch(() => {});
-      throw new FusedError('failure', `map server sent an invalid map: ${problem}`);
-    }
-    return { map, session, device };
-  }
-
-  /** A write map of a file (created through the mount and closed there), with the device proven for this
-   *  session. Refusals (read-only node, CONFLICT) are errors whose message says why. */
-  async mapWrite(file: FusedFile): Promise<{ map: FileMap; session: Session; device: ProvenDevice }> {
-    const session = await this.session(file.fuse);
-    const device = await this.device(file.fuse, session);
-    if ('reason' in device) throw new FusedError('failure', device.reason);
-    let map: FileMap;
-    try {
-      map = await session.map(file.fuse.volume, file.rel, 'write');
-    } catch (err) {
-      if (err instanceof FusedError && err.kind === 'unreachable') throw err;
-      throw new FusedError('failure', `map server: ${errorMessage(err)}`);
-    }
-    const problem = validateMap(map.extents, map.size);
-    if (problem) {
-      await session.release(map.lease).catch(() => {});
-      throw new FusedError('failure', `map server sent an invalid write map: ${problem}`);
+      throw new FusedError('failure', `map server sent an invalid ${mode} map: ${problem}`);
     }
     return { map, session, device };
   }

@@ -56,7 +56,7 @@ export class DirectWriter {
   private readonly pool: Buffer[] = [];
 
   constructor(
-    private readonly client: Pick<FuseClient, 'resolve' | 'mapWrite'> | null,
+    private readonly client: Pick<FuseClient, 'resolve' | 'map'> | null,
     private readonly opts: WriterOptions = {},
   ) {}
 
@@ -79,7 +79,7 @@ export class DirectWriter {
     if (sizeHint >= 0 && sizeHint < small) return network(`small file (${sizeHint} bytes < ${small}): the network is cheaper than a map round trip`, false);
     let got;
     try {
-      got = await this.client.mapWrite(fused);
+      got = await this.client.map(fused, 'write');
     } catch (err) {
       return network(reasonOf(err), true);
     }

@@ -110,12 +110,11 @@ export class MapPolicy {
     return st !== undefined && this.leases.fileOf(`${st.dev}:${st.ino}`)?.mode === 'write';
   }
 
-  /** Map a file for a client: open beneath the volume root, lease, then fstat, FIEMAP with sync, fstat again. */
-  async map(volume: Volume, rel: Buffer, holder: LeaseHolder): Promise<MapAnswer & { leaseId: string }> {
-    if (this.writtenNow(volume, rel)) throw new Reply('CONFLICT', 'the file is being written directly by another node (write map)');
+  /** Open a file of the volume for a map (beneath its root, never the server's own files) and fstat it. */
+  private async openFile(volume: Volume, rel: Buffer, write: boolean): Promise<{ fd: number; st: BigIntStats }> {
     let fd: number;
     try {
-      fd = await openBeneath(volume.dir, rel);
+      fd = await openBeneath(volume.dir, rel, { write });
     } catch (err) {
       throw openError(err);
     }
@@ -126,12 +125,21 @@ export class MapPolicy {
       await closeFd(fd).catch(() => {});
       throw new Reply('INTERNAL', `fstat: ${(err as Error).message}`);
     }
-    const blockSize = volume.identity.blockSize;
     const reserved = this.reservedReason(volume, st);
     if (reserved) {
       await closeFd(fd).catch(() => {});
       throw new Reply('BADPATH', reserved);
     }
+    return { fd, st };
+  }
+
+  /** Map a file for a client: open beneath the volume root, lease, then fstat, FIEMAP with sync, fstat again. */
+  async map(volume: Volume, rel: Buffer, holder: LeaseHolder): Promise<MapAnswer & { leaseId: string }> {
+    if (this.writtenNow(volume, rel)) throw new Reply('CONFLICT', 'the file is being written directly by another node (write map)');
+    const opened = await this.openFile(volume, rel, false);
+    const fd = opened.fd;
+    let st = opened.st;
+    const blockSize = volume.identity.blockSize;
     const networkOnly = volume.networkOnly ?? this.fileNetworkReason(volume, fd, st);
     if (networkOnly) {
       await closeFd(fd).catch(() => {});
@@ -193,24 +201,7 @@ export class MapPolicy {
     const blockSize = volume.identity.blockSize;
     const started = Date.now();
     for (;;) {
-      let fd: number;
-      try {
-        fd = await openBeneath(volume.dir, rel, { write: true });
-      } catch (err) {
-        throw openError(err);
-      }
-      let st: BigIntStats;
-      try {
-        st = await fstat(fd, { bigint: true });
-      } catch (err) {
-        await closeFd(fd).catch(() => {});
-        throw new Reply('INTERNAL', `fstat: ${(err as Error).message}`);
-      }
-      const reserved = this.reservedReason(volume, st);
-      if (reserved) {
-        await closeFd(fd).catch(() => {});
-        throw new Reply('BADPATH', reserved);
-      }
+      const { fd, st } = await this.openFile(volume, rel, true);
       const networkOnly = volume.networkOnly ?? this.fileNetworkReason(volume, fd, st);
       if (networkOnly) {
         await closeFd(fd).catch(() => {});
