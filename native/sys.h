@@ -53,6 +53,8 @@ int Fsync(int fd);
 int Close(int fd);
 int Fadvise(int fd, off_t offset, off_t length, int advice);
 int Fallocate(int fd, int mode, off_t offset, off_t length);
+// FICLONERANGE: share src's blocks [src_offset, +length) into dest at dest_offset (reflink file systems).
+int CloneRange(int src_fd, uint64_t src_offset, uint64_t length, int dest_fd, uint64_t dest_offset);
 // Reads up to length bytes from offset 0 into the aligned buffer, stopping at end of device; returns bytes.
 ssize_t ReadHead(const std::string& path, void* aligned, size_t length, const char** syscall);
 

@@ -34,6 +34,7 @@ export interface NativeAddon {
   close(fd: number): Promise<void>;
   fadvise(fd: number, offset: number, length: number, advice: number): Promise<void>;
   fallocate(fd: number, mode: number, offset: number, length: number): Promise<void>;
+  cloneRange(srcFd: number, srcOffset: number, length: number, destFd: number, destOffset: number): Promise<void>;
   readHead(path: string, length: number): Promise<Buffer>;
   setLease(fd: number, type: number): void;
   getLease(fd: number): number;

@@ -160,6 +160,22 @@ export async function fallocate(fd: number, mode: FallocateMode, offset: number,
   return addon().fallocate(fd, flags, offset, length);
 }
 
+/** FICLONERANGE: make destFd's [destOffset, +length) share srcFd's blocks [srcOffset, +length) (XFS with reflink,
+ *  btrfs). Offsets and length must be multiples of the file system's block size (the source's EOF may end the
+ *  range); a destination range past its EOF extends it. 'EOPNOTSUPP' without reflink, 'EXDEV' across file
+ *  systems, 'EINVAL' when unaligned. */
+export async function cloneRange(srcFd: number, srcOffset: number, length: number, destFd: number,
+  destOffset: number): Promise<void> {
+  checkFd(srcFd);
+  checkFd(destFd);
+  checkOffset('srcOffset', srcOffset);
+  checkOffset('length', length);
+  checkOffset('destOffset', destOffset);
+  // The kernel reads length 0 as "to the source's EOF": never what a caller computing a length means.
+  if (length === 0) throw argError(RangeError, 'ERR_OUT_OF_RANGE', 'length must be positive');
+  return addon().cloneRange(srcFd, srcOffset, length, destFd, destOffset);
+}
+
 /** The first `length` bytes (a multiple of 4096) of a device or image, read with O_DIRECT (plain reads on a
  *  file system that refuses O_DIRECT); shorter if the device is. For superblock probes. */
 export async function readHead(path: string, length: number): Promise<Buffer> {
