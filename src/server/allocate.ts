@@ -40,6 +40,7 @@ const openAsync = promisify(fs.open);
 const closeAsync = promisify(fs.close);
 const fstatAsync = promisify(fs.fstat);
 const ftruncateAsync = promisify(fs.ftruncate);
+const statfsAsync = promisify(fs.statfs);
 
 export interface Range { offset: number; length: number }
 /** A range that needs blocks; `hole` when it had none (given back on failure), else it was unwritten. */
@@ -181,12 +182,14 @@ class VolumeAllocator implements Allocator {
 
   constructor(
     private readonly method: AllocatorStats['method'],
+    private readonly dir: string,
     private readonly blockSize: number,
     private readonly reserveTarget: number,
     private readonly log: (line: string) => void,
   ) {}
 
-  /** Open (creating) the reserve, keep its prefix of written blocks it owns alone, and start filling it. */
+  /** Open (creating) the reserve, keep its prefix of written blocks it owns alone (a crash may leave a tail that
+   *  is not) up to the target, and start filling it. */
   async openReserve(path: string, dev: number): Promise<void> {
     const { O_RDWR, O_CREAT, O_NOFOLLOW, O_DIRECT } = fs.constants;
     const fd = await openAsync(path, O_RDWR | O_CREAT | O_NOFOLLOW | O_DIRECT, 0o600);
@@ -196,7 +199,6 @@ class VolumeAllocator implements Allocator {
         throw codedError('EPERM', `${path} is not a regular file of this volume owned by the server alone`);
       }
       if ((st.mode & 0o777) !== 0o600) fs.fchmodSync(fd, 0o600);
-      // A crash may leave a tail that is not written zeros we own: keep only the good prefix.
       let good = 0;
       for (const e of (await fiemap(fd)).sort((a, b) => a.logical - b.logical)) {
         if (e.logical !== good || notOwnedWritten([e], e.logical, e.length) !== null) break;
@@ -204,8 +206,9 @@ class VolumeAllocator implements Allocator {
       }
       good = Math.min(good, st.size);
       good -= good % this.blockSize;
+      good = Math.min(good, this.reserveTarget);  // a smaller --reserve than last time gives the rest back
       if (good !== st.size) {
-        this.log(`allocator: reserve ${path}: keeping ${good} of ${st.size} bytes (the rest is not written zeros)`);
+        this.log(`allocator: reserve ${path}: keeping ${good} of ${st.size} bytes`);
         await ftruncateAsync(fd, good);
       }
       this.reserveFd = fd;
@@ -249,6 +252,7 @@ class VolumeAllocator implements Allocator {
     if (needs.length === 0) return;
     try {
       if (this.method === 'write-zeroes') {
+        await this.checkRoom(total(needs.filter((r) => r.hole)));
         for (const r of needs) await fallocate(fd, { writeZeroes: true }, r.offset, r.length);
       } else {
         await this.cloneAndFill(fd, needs);
@@ -278,6 +282,7 @@ class VolumeAllocator implements Allocator {
     let fill: NeedRange[] = [...needs];
     // Contiguous blocks for what is zero-filled; ENOSPC here costs nothing but the give-back.
     const reserveBlocks = async (): Promise<void> => {
+      await this.checkRoom(total(fill.filter((r) => r.hole)));
       for (const r of fill) if (r.hole) await fallocate(fd, {}, r.offset, r.length);
     };
     if (this.method !== 'reflink') await reserveBlocks();
@@ -305,6 +310,18 @@ class VolumeAllocator implements Allocator {
     }
     this.counters.zeroFillMs += performance.now() - t0;
     this.counters.zeroFillBytes += total(fill);
+  }
+
+  /** ENOSPC at once when the volume has less room than `bytes` for an unprivileged user: the server allocates as
+   *  root, but a client must not get the blocks the file system keeps for root (it could not through its mount),
+   *  and a file system that fails half-way (ext4 allocates up to the last block first) leaves extent-tree blocks
+   *  behind even after the give-back. */
+  private async checkRoom(bytes: number): Promise<void> {
+    if (bytes === 0) return;
+    const room = await statfsAsync(this.dir);
+    if (room.bavail * room.bsize < bytes) {
+      throw codedError('ENOSPC', `${bytes} bytes asked, ${room.bavail * room.bsize} available on the volume`);
+    }
   }
 
   /** Undo an allocation that failed: holes become holes again, the size goes back. What was unwritten may
@@ -418,12 +435,12 @@ export async function createAllocator(volume: { dir: string; identity: { fstype:
   const wz = await probe(hidden.path, bs, (fd, at) => fallocate(fd, { writeZeroes: true }, at, bs));
   if (wz === null) {
     opts.log(`allocator: ${volume.dir}: FALLOC_FL_WRITE_ZEROES`);
-    return new VolumeAllocator('write-zeroes', bs, 0, opts.log);
+    return new VolumeAllocator('write-zeroes', volume.dir, bs, 0, opts.log);
   }
   if (volume.identity.fstype === 'xfs' && target > 0) {
     const rl = await probe(hidden.path, bs, (fd, at) => cloneRange(fd, 0, bs, fd, at));
     if (rl === null) {
-      const allocator = new VolumeAllocator('reflink', bs, target, opts.log);
+      const allocator = new VolumeAllocator('reflink', volume.dir, bs, target, opts.log);
       await allocator.openReserve(join(hidden.path, RESERVE_FILE), hidden.dev);
       opts.log(`allocator: ${volume.dir}: reflink from a reserve of ${target} bytes (write zeroes: ${wz})`);
       return allocator;
@@ -431,5 +448,5 @@ export async function createAllocator(volume: { dir: string; identity: { fstype:
     opts.log(`allocator: ${volume.dir}: no reflink (${rl}): zero-fill`);
   }
   opts.log(`allocator: ${volume.dir}: zero-fill (write zeroes: ${wz})`);
-  return new VolumeAllocator('zero-fill', bs, 0, opts.log);
+  return new VolumeAllocator('zero-fill', volume.dir, bs, 0, opts.log);
 }

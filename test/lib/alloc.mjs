@@ -36,7 +36,13 @@ if (cmd === 'dontneed') {
   const sfs = fs.statfsSync(dir);
   const volume = { dir, identity: { fstype: FS_TYPES[sfs.type] ?? 'other', blockSize: sfs.bsize } };
   const log = (line) => process.stderr.write(`${line}\n`);
-  const allocator = await createAllocator(volume, { reserveBytes, log });
+  let allocator;
+  try {
+    allocator = await createAllocator(volume, { reserveBytes, log });
+  } catch (err) {
+    console.log(JSON.stringify({ error: err.code ?? 'unknown', message: err.message }));
+    process.exit(1);
+  }
   let status = 0;
   try {
     if (opt('--warm')) await waitFull(allocator, 'filled');
