@@ -238,6 +238,14 @@ Napi::Value JsInodeFlags(const Napi::CallbackInfo& info) {
   return Napi::Number::New(env, static_cast<double>(rc));
 }
 
+Napi::Value JsSetDirect(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  if (ThrowIfNot(env, IsInt(info[0]) && info[1].IsBoolean(), "setDirect(fd, on)")) return Napi::Value();
+  int rc = SetDirect(ArgInt(info, 0), info[1].As<Napi::Boolean>());
+  if (ThrowFault(env, rc, "fcntl(F_SETFL)")) return Napi::Value();
+  return Napi::Boolean::New(env, rc == 1);
+}
+
 Napi::Value JsOpenBeneath(const Napi::CallbackInfo& info) {
   bool ok = info[0].IsString() && (info[1].IsBuffer() || info[1].IsString()) && info[2].IsBoolean();
   if (ThrowIfNot(info.Env(), ok, "openBeneath(root, rel, write)")) return Napi::Value();
@@ -355,6 +363,7 @@ Napi::Value JsAlignedBuffer(const Napi::CallbackInfo& info) {
 void InitIo(Napi::Env env, Napi::Object exports) {
   exports.Set("fiemap", Napi::Function::New(env, JsFiemap, "fiemap"));
   exports.Set("inodeFlags", Napi::Function::New(env, JsInodeFlags, "inodeFlags"));
+  exports.Set("setDirect", Napi::Function::New(env, JsSetDirect, "setDirect"));
   exports.Set("openBeneath", Napi::Function::New(env, JsOpenBeneath, "openBeneath"));
   exports.Set("openDirect", Napi::Function::New(env, JsOpenDirect, "openDirect"));
   exports.Set("deviceInfo", Napi::Function::New(env, JsDeviceInfo, "deviceInfo"));

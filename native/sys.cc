@@ -270,4 +270,12 @@ long InodeFlags(int fd) {
   return flags;
 }
 
+int SetDirect(int fd, bool on) {
+  int flags = fcntl(fd, F_GETFL);
+  if (flags < 0) return -errno;
+  int want = on ? flags | O_DIRECT : flags & ~O_DIRECT;
+  if (want != flags && fcntl(fd, F_SETFL, want) < 0) return -errno;
+  return (flags & O_DIRECT) != 0 ? 1 : 0;
+}
+
 }  // namespace fused

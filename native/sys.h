@@ -41,6 +41,8 @@ struct DeviceFacts {
 int FiemapAll(int fd, bool sync, size_t max_extents, std::vector<Extent>* out);
 // FS_IOC_GETFLAGS: the inode's attribute flags (FS_ENCRYPT_FL, FS_JOURNAL_DATA_FL, ...), or -errno.
 long InodeFlags(int fd);
+// Turns O_DIRECT on or off on fd's open file description (F_SETFL); returns 1 if it was on before, 0 if not.
+int SetDirect(int fd, bool on);
 
 // openat2 beneath root, regular files only; returns the fd. *syscall names the failing call.
 int OpenBeneath(const std::string& root, const std::string& rel, bool write, const char** syscall);

@@ -24,6 +24,7 @@ export interface NativeConstants {
 export interface NativeAddon {
   fiemap(fd: number, sync: boolean, maxExtents: number): Promise<RawExtent[]>;
   inodeFlags(fd: number): number;
+  setDirect(fd: number, on: boolean): boolean;
   openBeneath(root: string, rel: Buffer, write: boolean): Promise<number>;
   openDirect(path: string, write: boolean, exclusive: boolean): Promise<number>;
   deviceInfo(fd: number): Promise<RawDeviceInfo>;

@@ -49,6 +49,15 @@ export function inodeFlags(fd: number): number {
   return addon().inodeFlags(fd);
 }
 
+/** Turn O_DIRECT on or off on fd's open file description (fcntl F_SETFL: every dup of fd sees it); returns
+ *  whether it was on before. Unlike a second open of the file, this never breaks a kernel lease held on it.
+ *  Synchronous: two quick fcntl calls. 'EINVAL' where the file system has no direct I/O. */
+export function setDirect(fd: number, on: boolean): boolean {
+  checkFd(fd);
+  if (typeof on !== 'boolean') throw argError(TypeError, 'ERR_INVALID_ARG_TYPE', 'on must be a boolean');
+  return addon().setDirect(fd, on);
+}
+
 /** The FS_IOC_GETFLAGS bits fused cares about (linux/fs.h). */
 export const INODE_FLAGS = { COMPR: 0x4, ENCRYPT: 0x800, JOURNAL_DATA: 0x4000, NOCOW: 0x800000, DAX: 0x2000000, INLINE_DATA: 0x10000000 } as const;
 

@@ -5,7 +5,7 @@ import { spawn, execFileSync } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import {
-  INODE_FLAGS, alignedBuffer, cloneRange, close, deviceInfo, fadvise, fallocate, fiemap, fsync, getLease, inodeFlags, onLeaseBreak, openBeneath,
+  INODE_FLAGS, alignedBuffer, cloneRange, close, setDirect, deviceInfo, fadvise, fallocate, fiemap, fsync, getLease, inodeFlags, onLeaseBreak, openBeneath,
   openDirect, pread, pwrite, readHead, setLease, type FiemapExtent,
 } from './index.js';
 
@@ -429,6 +429,25 @@ describe('direct I/O', () => {
       for (const advice of ['normal', 'sequential', 'random', 'willneed', 'dontneed', 'noreuse'] as const) {
         await fadvise(fd, 0, 0, advice);
       }
+    } finally {
+      fs.closeSync(fd);
+    }
+  });
+});
+
+describe('setDirect', () => {
+  test('turns O_DIRECT on and off on the open file description and says what it was', async () => {
+    fs.writeFileSync(file('direct'), Buffer.alloc(8 * KiB, 1));
+    const fd = fs.openSync(file('direct'), 'r+');
+    try {
+      const odd = Buffer.alloc(100);
+      assert.equal(setDirect(fd, true), false);
+      // An unaligned buffered-style write now fails as O_DIRECT does; an aligned one works.
+      assert.throws(() => fs.writeSync(fd, odd, 0, 100, 1), { code: 'EINVAL' });
+      assert.equal(await pwrite(fd, alignedBuffer(4096), 0, 4096, 4096), 4096);
+      assert.equal(setDirect(fd, false), true);
+      assert.equal(fs.writeSync(fd, odd, 0, 100, 1), 100);
+      assert.throws(() => setDirect(fd, 'yes' as unknown as boolean), { code: 'ERR_INVALID_ARG_TYPE' });
     } finally {
       fs.closeSync(fd);
     }

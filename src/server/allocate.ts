@@ -7,7 +7,7 @@ import { join } from 'node:path';
 import { performance } from 'node:perf_hooks';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { errnoCode, errorMessage } from '../errors.js';
-import { alignedBuffer, cloneRange, fallocate, fiemap, fsync, pwrite, type FiemapExtent } from '../native/index.js';
+import { alignedBuffer, cloneRange, fallocate, fiemap, fsync, pwrite, setDirect, type FiemapExtent } from '../native/index.js';
 import { FIEMAP_FLAGS } from '../volume/extents.js';
 
 export interface AllocatorStats { method: 'write-zeroes' | 'reflink' | 'zero-fill'; reserveBytes: number;
@@ -15,7 +15,8 @@ export interface AllocatorStats { method: 'write-zeroes' | 'reflink' | 'zero-fil
 export interface Allocator {
   /** Make [offset, offset+length) of the open file `fd` (O_RDWR, block-aligned range) written, zeroed blocks the
    *  file owns alone. Ranges already written (DATA) may be left as they are. Throws an Error with code 'ENOSPC'
-   *  after giving back what this call allocated. */
+   *  after giving back what this call allocated. Never opens the file again, so a kernel lease on fd holds; while
+   *  it writes zeros, fd's open file description has O_DIRECT set (restored after). */
   allocate(fd: number, offset: number, length: number): Promise<void>;
   stats(): AllocatorStats;
   /** Stop background refills; resolves when idle. */
@@ -161,11 +162,6 @@ async function writeZeros(fd: number, ranges: readonly Range[], zeros: Buffer, d
   if (failed !== undefined) throw failed;
 }
 
-/** A second descriptor of the same open file, with O_DIRECT (the caller's fd keeps its own flags). */
-async function reopenDirect(fd: number): Promise<number> {
-  return openAsync(`/proc/self/fd/${fd}`, fs.constants.O_WRONLY | fs.constants.O_DIRECT);
-}
-
 const SECTOR_ALIGN = 4096;
 
 class VolumeAllocator implements Allocator {
@@ -302,11 +298,13 @@ class VolumeAllocator implements Allocator {
     });
     if (fill.length === 0) return;
     const t0 = performance.now();
-    const direct = await reopenDirect(fd);
+    // O_DIRECT on the caller's own descriptor for the while: opening the file again (even read-only) would
+    // break the kernel write lease the server holds on it.
+    const wasDirect = setDirect(fd, true);
     try {
-      await writeZeros(direct, fill, this.zeros(), FILL_DEPTH);
+      await writeZeros(fd, fill, this.zeros(), FILL_DEPTH);
     } finally {
-      await closeAsync(direct).catch(() => {});
+      if (!wasDirect) setDirect(fd, false);
     }
     this.counters.zeroFillMs += performance.now() - t0;
     this.counters.zeroFillBytes += total(fill);

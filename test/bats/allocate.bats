@@ -90,6 +90,8 @@ hole_case() {
 	shift 3
 	rm -f "$dir/hole"
 	run -0 --separate-stderr alloc "$dir" "$dir/hole" "$off" "$len" "$@"
+	# The server's kernel write lease on the file survives the allocation (no second open of the file).
+	[[ $(jq '.leaseKept' <<<"$output") == true ]]
 	[[ $(stat -c %s "$dir/hole") -eq $((off + len)) ]]
 	run -0 check_written_zeros "$dir/hole" "$dev" "$off" "$len"
 	run -0 device_write_shows "$dir/hole" "$dev" "$off"
@@ -171,6 +173,7 @@ mixed_case() {
 	fallocate -n -o $((2 * MiB)) -l "$MiB" "$dir/mixed"
 	sync
 	run -0 --separate-stderr alloc "$dir" "$dir/mixed" 0 $((4 * MiB)) "$@"
+	[[ $(jq '.leaseKept' <<<"$output") == true ]]
 	[[ $(jq '.after.allocatedBytes' <<<"$output") -eq $((3 * MiB)) ]]
 	[[ $(stat -c %s "$dir/mixed") -eq $((4 * MiB)) ]]
 	dontneed "$dir/mixed"

@@ -3,7 +3,9 @@
 //   node alloc.mjs allocate DIR FILE OFFSET LENGTH [--reserve BYTES] [--warm] [--refilled]
 //     DIR: the volume directory (the reserve goes to DIR/.fused); FILE is opened O_RDWR|O_CREAT.
 //     --warm: wait until the reserve is full before allocating; --refilled: wait until it is full again after.
-//     Prints {"before":stats,"after":stats,"refilled":stats?,"ms":n} or {"error":CODE,"message":...} (status 1).
+//     The file is held under a kernel write lease, as the map server holds it; leaseKept says whether allocate()
+//     left it alone. Prints {"before":stats,"after":stats,"refilled":stats?,"ms":n,"leaseKept":bool} or
+//     {"error":CODE,"message":...} (status 1).
 //   node alloc.mjs dontneed FILE     POSIX_FADV_DONTNEED on FILE (drop its page cache, nothing else)
 import * as fs from 'node:fs';
 import { performance } from 'node:perf_hooks';
@@ -11,7 +13,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 
 const root = new URL('../../dist/', import.meta.url);
 const { createAllocator } = await import(new URL('server/allocate.js', root));
-const { fadvise } = await import(new URL('native/index.js', root));
+const { fadvise, getLease, onLeaseBreak, setLease } = await import(new URL('native/index.js', root));
 
 const FS_TYPES = { 0x58465342: 'xfs', 0xef53: 'ext4' };
 
@@ -47,20 +49,26 @@ if (cmd === 'dontneed') {
   try {
     if (opt('--warm')) await waitFull(allocator, 'filled');
     const before = allocator.stats();
-    const fd = fs.openSync(file, fs.constants.O_RDWR | fs.constants.O_CREAT, 0o644);
+    const { O_RDWR, O_CREAT, O_NONBLOCK } = fs.constants;
+    const fd = fs.openSync(file, O_RDWR | O_CREAT | O_NONBLOCK, 0o644);
+    let breaks = 0;
+    onLeaseBreak(() => { breaks++; });
+    setLease(fd, 'write');
     const t0 = performance.now();
     try {
       await allocator.allocate(fd, Number(offset), Number(length));
     } catch (err) {
       console.log(JSON.stringify({ error: err.code ?? 'unknown', message: err.message, stats: allocator.stats() }));
       status = 1;
-    } finally {
-      fs.closeSync(fd);
     }
+    const ms = performance.now() - t0;
+    const after = allocator.stats();  // before the refill adds to the reserve
+    await sleep(10);  // a break signal is delivered within a millisecond
+    const leaseKept = breaks === 0 && getLease(fd) === 'write';
+    setLease(fd, 'none');
+    fs.closeSync(fd);
     if (status === 0) {
-      const ms = performance.now() - t0;
-      const after = allocator.stats();
-      const out = { before, after, ms };
+      const out = { before, after, ms, leaseKept };
       if (opt('--refilled')) {
         await waitFull(allocator, 'refilled');
         out.refilled = allocator.stats();
