@@ -169,7 +169,7 @@ class VolumeAllocator implements Allocator {
   private reserveFd = -1;
   private reserveSize = 0;
   private refilling: Promise<void> | null = null;
-  /** The refill hit ENOSPC: it waits for the next allocation to try again. */
+  /** The refill hit ENOSPC or the volume is nearly full: it waits for the next allocation to try again. */
   private refillStalled = false;
   private closed = false;
   private busy = 0;
@@ -348,7 +348,8 @@ class VolumeAllocator implements Allocator {
   }
 
   /** Append written zeros to the reserve up to its target, a small chunk at a time, out of the way of
-   *  allocations and resting between writes so that a running copy keeps most of the device. */
+   *  allocations and resting between writes so that a running copy keeps most of the device; never into the
+   *  last reserveTarget bytes of free space. */
   private async refill(): Promise<void> {
     const zeros = this.zeros();
     const chunk = Math.min(REFILL_CHUNK, zeros.length);
@@ -361,6 +362,13 @@ class VolumeAllocator implements Allocator {
       await this.reserveLock.run(async () => {
         const at = this.reserveSize;
         const n = Math.min(chunk, this.reserveTarget - at);
+        const room = await statfsAsync(this.dir);
+        if (room.bavail * room.bsize - n < this.reserveTarget) {
+          // The reserve never takes the last reserveTarget bytes of the volume from everyone else.
+          this.log(`allocator: reserve stays at ${at} bytes: less than ${this.reserveTarget} bytes free besides`);
+          this.refillStalled = true;
+          return;
+        }
         try {
           const done = await pwrite(this.reserveFd, zeros, 0, n, at);
           if (done !== n) throw codedError('EIO', `short write of ${done} of ${n} bytes`);
@@ -430,21 +438,25 @@ export async function createAllocator(volume: { dir: string; identity: { fstype:
   }
   const target = opts.reserveBytes - (opts.reserveBytes % Math.max(bs, SECTOR_ALIGN));
   const hidden = await ensureReserveDir(volume.dir);
+  const reserve = join(hidden.path, RESERVE_FILE);
   const wz = await probe(hidden.path, bs, (fd, at) => fallocate(fd, { writeZeroes: true }, at, bs));
+  let allocator: VolumeAllocator | undefined;
   if (wz === null) {
     opts.log(`allocator: ${volume.dir}: FALLOC_FL_WRITE_ZEROES`);
-    return new VolumeAllocator('write-zeroes', volume.dir, bs, 0, opts.log);
-  }
-  if (volume.identity.fstype === 'xfs' && target > 0) {
+    allocator = new VolumeAllocator('write-zeroes', volume.dir, bs, 0, opts.log);
+  } else if (volume.identity.fstype === 'xfs' && target > 0) {
     const rl = await probe(hidden.path, bs, (fd, at) => cloneRange(fd, 0, bs, fd, at));
     if (rl === null) {
-      const allocator = new VolumeAllocator('reflink', volume.dir, bs, target, opts.log);
-      await allocator.openReserve(join(hidden.path, RESERVE_FILE), hidden.dev);
+      allocator = new VolumeAllocator('reflink', volume.dir, bs, target, opts.log);
+      await allocator.openReserve(reserve, hidden.dev);
       opts.log(`allocator: ${volume.dir}: reflink from a reserve of ${target} bytes (write zeroes: ${wz})`);
       return allocator;
     }
     opts.log(`allocator: ${volume.dir}: no reflink (${rl}): zero-fill`);
   }
+  // No reserve in use (disabled, or not needed): give back the blocks of one kept from an earlier run.
+  await fs.promises.rm(reserve, { force: true });
+  if (allocator) return allocator;
   opts.log(`allocator: ${volume.dir}: zero-fill (write zeroes: ${wz})`);
   return new VolumeAllocator('zero-fill', volume.dir, bs, 0, opts.log);
 }

@@ -243,3 +243,21 @@ enospc_case() {
 	[[ ! -e $BATS_TEST_TMPDIR/reserve ]]
 	rm -rf "$dir/sub" "$dir/small"
 }
+
+@test "xfs: the reserve never fills the volume's last free space, and --reserve 0 gives it back" {
+	local dir=$BED_DIR/xfs avail
+	run -0 --separate-stderr alloc "$dir" "$dir/small" 0 4096 --reserve $((16 * MiB)) --warm
+	[[ -f $dir/.fused/reserve ]]
+	run -0 --separate-stderr alloc "$dir" "$dir/small" 0 4096 --reserve 0
+	[[ $(jq -r '.after.method' <<<"$output") == zero-fill ]]
+	[[ ! -e $dir/.fused/reserve ]]
+	# About 24 MiB left: a 16 MiB reserve may take only what leaves 16 MiB to everyone else.
+	avail=$(stat -f -c '%a * %S' "$dir")
+	fallocate -l $((avail - 24 * MiB)) "$dir/filler"
+	run -0 --separate-stderr alloc "$dir" "$dir/small" 0 4096 --reserve $((16 * MiB)) --settle 1500
+	[[ $(jq '.settled.reserveBytes' <<<"$output") -lt $((16 * MiB)) ]]
+	[[ $(jq '.settled.reserveBytes' <<<"$output") -gt 0 ]]
+	[[ $(stat -f -c '%a * %S' "$dir") -ge $((16 * MiB)) ]]
+	rm -f "$dir/filler" "$dir/small"
+}
+

@@ -2,7 +2,8 @@
 // Usage:
 //   node alloc.mjs allocate DIR FILE OFFSET LENGTH [--reserve BYTES] [--warm] [--refilled]
 //     DIR: the volume directory (the reserve goes to DIR/.fused); FILE is opened O_RDWR|O_CREAT.
-//     --warm: wait until the reserve is full before allocating; --refilled: wait until it is full again after.
+//     --warm: wait until the reserve is full before allocating; --refilled: wait until it is full again after;
+//     --settle MS: let the background refill run MS milliseconds after the allocation before closing.
 //     The file is held under a kernel write lease, as the map server holds it; leaseKept says whether allocate()
 //     left it alone. Prints {"before":stats,"after":stats,"refilled":stats?,"ms":n,"leaseKept":bool} or
 //     {"error":CODE,"message":...} (status 1).
@@ -72,6 +73,11 @@ if (cmd === 'dontneed') {
       if (opt('--refilled')) {
         await waitFull(allocator, 'refilled');
         out.refilled = allocator.stats();
+      }
+      const settleAt = args.indexOf('--settle');
+      if (settleAt >= 0) {
+        await sleep(Number(args[settleAt + 1]));
+        out.settled = allocator.stats();
       }
       console.log(JSON.stringify(out));
     }
