@@ -294,6 +294,10 @@ class VolumeAllocator implements Allocator {
         await ftruncateAsync(this.reserveFd, from);
         this.reserveSize = from;
       }
+      // The cut on disk too (the caller's fsync of the target need not force it): after a crash the reserve
+      // must not still hold blocks a client has written. Should it anyway, the extents show SHARED and
+      // openReserve cuts them off.
+      await fsync(this.reserveFd);
       this.counters.cloneMs += performance.now() - t0;
     });
     if (fill.length === 0) return;

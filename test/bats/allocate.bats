@@ -261,3 +261,14 @@ enospc_case() {
 	rm -f "$dir/filler" "$dir/small"
 }
 
+
+@test "xfs: a reserve whose blocks are shared (a crash between clone and cut) is cut off before use" {
+	local dir=$BED_DIR/xfs
+	run -0 --separate-stderr alloc "$dir" "$dir/small" 0 4096 --reserve $((16 * MiB)) --warm --refilled
+	cp --reflink=always "$dir/.fused/reserve" "$dir/sharer"
+	rm -f "$dir/small"
+	run -0 --separate-stderr alloc "$dir" "$dir/small" 0 $((8 * MiB)) --reserve $((16 * MiB))
+	[[ $stderr == *"keeping 0 of $((16 * MiB)) bytes"* ]]
+	run -0 check_written_zeros "$dir/small" "$(vol_dev xfs)" 0 $((8 * MiB))
+	rm -f "$dir/small" "$dir/sharer"
+}
