@@ -178,6 +178,23 @@ class SimpleWorker : public PromiseWorker {
   int64_t offset_, length_;
 };
 
+// FICLONERANGE from src into dest; the addon's validation already ruled out length 0 (the kernel's "to EOF").
+class CloneRangeWorker : public PromiseWorker {
+ public:
+  CloneRangeWorker(Napi::Env env, int src_fd, int64_t src_offset, int64_t length, int dest_fd, int64_t dest_offset)
+      : PromiseWorker(env, "fused:cloneRange"), src_fd_(src_fd), dest_fd_(dest_fd), src_offset_(src_offset),
+        length_(length), dest_offset_(dest_offset) {}
+  void Execute() override {
+    int rc = CloneRange(src_fd_, static_cast<uint64_t>(src_offset_), static_cast<uint64_t>(length_), dest_fd_,
+                        static_cast<uint64_t>(dest_offset_));
+    if (rc < 0) Fail(rc, "ioctl(FICLONERANGE)");
+  }
+
+ private:
+  int src_fd_, dest_fd_;
+  int64_t src_offset_, length_, dest_offset_;
+};
+
 class ReadHeadWorker : public PromiseWorker {
  public:
   ReadHeadWorker(Napi::Env env, std::string path, size_t length)
@@ -219,6 +236,14 @@ Napi::Value JsInodeFlags(const Napi::CallbackInfo& info) {
   long rc = InodeFlags(ArgInt(info, 0));
   if (ThrowFault(env, rc < 0 ? static_cast<int>(rc) : 0, "ioctl(FS_IOC_GETFLAGS)")) return Napi::Value();
   return Napi::Number::New(env, static_cast<double>(rc));
+}
+
+Napi::Value JsSetDirect(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  if (ThrowIfNot(env, IsInt(info[0]) && info[1].IsBoolean(), "setDirect(fd, on)")) return Napi::Value();
+  int rc = SetDirect(ArgInt(info, 0), info[1].As<Napi::Boolean>());
+  if (ThrowFault(env, rc, "fcntl(F_SETFL)")) return Napi::Value();
+  return Napi::Boolean::New(env, rc == 1);
 }
 
 Napi::Value JsOpenBeneath(const Napi::CallbackInfo& info) {
@@ -283,6 +308,16 @@ Napi::Value JsFallocate(const Napi::CallbackInfo& info) {
       ->Start();
 }
 
+Napi::Value JsCloneRange(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  bool ok = IsInt(info[0]) && IsInt(info[1]) && IsInt(info[2]) && IsInt(info[3]) && IsInt(info[4]);
+  if (ThrowIfNot(env, ok, "cloneRange(srcFd, srcOffset, length, destFd, destOffset)")) return Napi::Value();
+  int64_t src_offset = ArgInt64(info, 1), length = ArgInt64(info, 2), dest_offset = ArgInt64(info, 4);
+  ok = src_offset >= 0 && length > 0 && dest_offset >= 0;
+  if (ThrowIfNot(env, ok, "cloneRange: offsets non-negative, length positive")) return Napi::Value();
+  return (new CloneRangeWorker(env, ArgInt(info, 0), src_offset, length, ArgInt(info, 3), dest_offset))->Start();
+}
+
 Napi::Value JsReadHead(const Napi::CallbackInfo& info) {
   bool ok = info[0].IsString() && IsInt(info[1]);
   if (ThrowIfNot(info.Env(), ok, "readHead(path, length)")) return Napi::Value();
@@ -328,6 +363,7 @@ Napi::Value JsAlignedBuffer(const Napi::CallbackInfo& info) {
 void InitIo(Napi::Env env, Napi::Object exports) {
   exports.Set("fiemap", Napi::Function::New(env, JsFiemap, "fiemap"));
   exports.Set("inodeFlags", Napi::Function::New(env, JsInodeFlags, "inodeFlags"));
+  exports.Set("setDirect", Napi::Function::New(env, JsSetDirect, "setDirect"));
   exports.Set("openBeneath", Napi::Function::New(env, JsOpenBeneath, "openBeneath"));
   exports.Set("openDirect", Napi::Function::New(env, JsOpenDirect, "openDirect"));
   exports.Set("deviceInfo", Napi::Function::New(env, JsDeviceInfo, "deviceInfo"));
@@ -338,6 +374,7 @@ void InitIo(Napi::Env env, Napi::Object exports) {
   exports.Set("close", Napi::Function::New(env, JsClose, "close"));
   exports.Set("fadvise", Napi::Function::New(env, JsFadvise, "fadvise"));
   exports.Set("fallocate", Napi::Function::New(env, JsFallocate, "fallocate"));
+  exports.Set("cloneRange", Napi::Function::New(env, JsCloneRange, "cloneRange"));
   exports.Set("readHead", Napi::Function::New(env, JsReadHead, "readHead"));
 
   Napi::Object c = Napi::Object::New(env);

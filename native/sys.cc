@@ -212,6 +212,19 @@ int Fallocate(int fd, int mode, off_t offset, off_t length) {
   return rc < 0 ? -errno : 0;
 }
 
+int CloneRange(int src_fd, uint64_t src_offset, uint64_t length, int dest_fd, uint64_t dest_offset) {
+  struct file_clone_range range;
+  range.src_fd = src_fd;
+  range.src_offset = src_offset;
+  range.src_length = length;
+  range.dest_offset = dest_offset;
+  int rc;
+  do {
+    rc = ioctl(dest_fd, FICLONERANGE, &range);
+  } while (rc < 0 && errno == EINTR);
+  return rc < 0 ? -errno : 0;
+}
+
 ssize_t ReadHead(const std::string& path, void* aligned, size_t length, const char** syscall) {
   *syscall = "open";
   if (path.find('\0') != std::string::npos) return -EINVAL;
@@ -255,6 +268,14 @@ long InodeFlags(int fd) {
   long flags = 0;
   if (ioctl(fd, FS_IOC_GETFLAGS, &flags) < 0) return -errno;
   return flags;
+}
+
+int SetDirect(int fd, bool on) {
+  int flags = fcntl(fd, F_GETFL);
+  if (flags < 0) return -errno;
+  int want = on ? flags | O_DIRECT : flags & ~O_DIRECT;
+  if (want != flags && fcntl(fd, F_SETFL, want) < 0) return -errno;
+  return (flags & O_DIRECT) != 0 ? 1 : 0;
 }
 
 }  // namespace fused

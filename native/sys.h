@@ -41,6 +41,8 @@ struct DeviceFacts {
 int FiemapAll(int fd, bool sync, size_t max_extents, std::vector<Extent>* out);
 // FS_IOC_GETFLAGS: the inode's attribute flags (FS_ENCRYPT_FL, FS_JOURNAL_DATA_FL, ...), or -errno.
 long InodeFlags(int fd);
+// Turns O_DIRECT on or off on fd's open file description (F_SETFL); returns 1 if it was on before, 0 if not.
+int SetDirect(int fd, bool on);
 
 // openat2 beneath root, regular files only; returns the fd. *syscall names the failing call.
 int OpenBeneath(const std::string& root, const std::string& rel, bool write, const char** syscall);
@@ -53,6 +55,8 @@ int Fsync(int fd);
 int Close(int fd);
 int Fadvise(int fd, off_t offset, off_t length, int advice);
 int Fallocate(int fd, int mode, off_t offset, off_t length);
+// FICLONERANGE: share src's blocks [src_offset, +length) into dest at dest_offset (reflink file systems).
+int CloneRange(int src_fd, uint64_t src_offset, uint64_t length, int dest_fd, uint64_t dest_offset);
 // Reads up to length bytes from offset 0 into the aligned buffer, stopping at end of device; returns bytes.
 ssize_t ReadHead(const std::string& path, void* aligned, size_t length, const char** syscall);
 

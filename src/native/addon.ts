@@ -24,6 +24,7 @@ export interface NativeConstants {
 export interface NativeAddon {
   fiemap(fd: number, sync: boolean, maxExtents: number): Promise<RawExtent[]>;
   inodeFlags(fd: number): number;
+  setDirect(fd: number, on: boolean): boolean;
   openBeneath(root: string, rel: Buffer, write: boolean): Promise<number>;
   openDirect(path: string, write: boolean, exclusive: boolean): Promise<number>;
   deviceInfo(fd: number): Promise<RawDeviceInfo>;
@@ -34,6 +35,7 @@ export interface NativeAddon {
   close(fd: number): Promise<void>;
   fadvise(fd: number, offset: number, length: number, advice: number): Promise<void>;
   fallocate(fd: number, mode: number, offset: number, length: number): Promise<void>;
+  cloneRange(srcFd: number, srcOffset: number, length: number, destFd: number, destOffset: number): Promise<void>;
   readHead(path: string, length: number): Promise<Buffer>;
   setLease(fd: number, type: number): void;
   getLease(fd: number): number;

@@ -49,6 +49,15 @@ export function inodeFlags(fd: number): number {
   return addon().inodeFlags(fd);
 }
 
+/** Turn O_DIRECT on or off on fd's open file description (fcntl F_SETFL: every dup of fd sees it); returns
+ *  whether it was on before. Unlike a second open of the file, this never breaks a kernel lease held on it.
+ *  Synchronous: two quick fcntl calls. 'EINVAL' where the file system has no direct I/O. */
+export function setDirect(fd: number, on: boolean): boolean {
+  checkFd(fd);
+  if (typeof on !== 'boolean') throw argError(TypeError, 'ERR_INVALID_ARG_TYPE', 'on must be a boolean');
+  return addon().setDirect(fd, on);
+}
+
 /** The FS_IOC_GETFLAGS bits fused cares about (linux/fs.h). */
 export const INODE_FLAGS = { COMPR: 0x4, ENCRYPT: 0x800, JOURNAL_DATA: 0x4000, NOCOW: 0x800000, DAX: 0x2000000, INLINE_DATA: 0x10000000 } as const;
 
@@ -158,6 +167,22 @@ export async function fallocate(fd: number, mode: FallocateMode, offset: number,
   if (mode.zeroRange) flags |= c.FALLOC_FL_ZERO_RANGE;
   if (mode.writeZeroes) flags |= c.FALLOC_FL_WRITE_ZEROES;
   return addon().fallocate(fd, flags, offset, length);
+}
+
+/** FICLONERANGE: make destFd's [destOffset, +length) share srcFd's blocks [srcOffset, +length) (XFS with reflink,
+ *  btrfs). Offsets and length must be multiples of the file system's block size (the source's EOF may end the
+ *  range); a destination range past its EOF extends it. 'EOPNOTSUPP' without reflink, 'EXDEV' across file
+ *  systems, 'EINVAL' when unaligned. */
+export async function cloneRange(srcFd: number, srcOffset: number, length: number, destFd: number,
+  destOffset: number): Promise<void> {
+  checkFd(srcFd);
+  checkFd(destFd);
+  checkOffset('srcOffset', srcOffset);
+  checkOffset('length', length);
+  checkOffset('destOffset', destOffset);
+  // The kernel reads length 0 as "to the source's EOF": never what a caller computing a length means.
+  if (length === 0) throw argError(RangeError, 'ERR_OUT_OF_RANGE', 'length must be positive');
+  return addon().cloneRange(srcFd, srcOffset, length, destFd, destOffset);
 }
 
 /** The first `length` bytes (a multiple of 4096) of a device or image, read with O_DIRECT (plain reads on a

@@ -5,7 +5,7 @@ import { spawn, execFileSync } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import {
-  INODE_FLAGS, alignedBuffer, close, deviceInfo, fadvise, fallocate, fiemap, fsync, getLease, inodeFlags, onLeaseBreak, openBeneath,
+  INODE_FLAGS, alignedBuffer, cloneRange, close, setDirect, deviceInfo, fadvise, fallocate, fiemap, fsync, getLease, inodeFlags, onLeaseBreak, openBeneath,
   openDirect, pread, pwrite, readHead, setLease, type FiemapExtent,
 } from './index.js';
 
@@ -431,6 +431,52 @@ describe('direct I/O', () => {
       }
     } finally {
       fs.closeSync(fd);
+    }
+  });
+});
+
+describe('setDirect', () => {
+  test('turns O_DIRECT on and off on the open file description and says what it was', async () => {
+    fs.writeFileSync(file('direct'), Buffer.alloc(8 * KiB, 1));
+    const fd = fs.openSync(file('direct'), 'r+');
+    try {
+      const odd = Buffer.alloc(100);
+      assert.equal(setDirect(fd, true), false);
+      // An unaligned buffered-style write now fails as O_DIRECT does; an aligned one works.
+      assert.throws(() => fs.writeSync(fd, odd, 0, 100, 1), { code: 'EINVAL' });
+      assert.equal(await pwrite(fd, alignedBuffer(4096), 0, 4096, 4096), 4096);
+      assert.equal(setDirect(fd, false), true);
+      assert.equal(fs.writeSync(fd, odd, 0, 100, 1), 100);
+      assert.throws(() => setDirect(fd, 'yes' as unknown as boolean), { code: 'ERR_INVALID_ARG_TYPE' });
+    } finally {
+      fs.closeSync(fd);
+    }
+  });
+});
+
+describe('cloneRange', () => {
+  test('validates in TypeScript; on a file system without reflink it is EOPNOTSUPP, else the blocks are shared', async () => {
+    fs.writeFileSync(file('clone-src'), Buffer.alloc(64 * KiB, 7));
+    fs.writeFileSync(file('clone-dst'), '');
+    const src = fs.openSync(file('clone-src'), 'r');
+    const dst = fs.openSync(file('clone-dst'), 'r+');
+    try {
+      await assert.rejects(cloneRange(src, 0, 0, dst, 0), { code: 'ERR_OUT_OF_RANGE' });
+      await assert.rejects(cloneRange(src, -4096, 4096, dst, 0), { code: 'ERR_OUT_OF_RANGE' });
+      await assert.rejects(cloneRange(src, 0, 4096, -1, 0), { code: 'ERR_INVALID_ARG_TYPE' });
+      try {
+        await cloneRange(src, 0, 64 * KiB, dst, 64 * KiB);
+      } catch (err) {
+        // ext4 (the usual /var/tmp) has no reflink: the error is the kernel's, shaped like Node's.
+        assert.equal((err as NodeJS.ErrnoException).code, 'EOPNOTSUPP');
+        assert.equal((err as NodeJS.ErrnoException).syscall, 'ioctl(FICLONERANGE)');
+        return;
+      }
+      assert.equal(fs.fstatSync(dst).size, 128 * KiB, 'a clone past EOF extends the file');
+      assert.ok((await fiemap(dst)).some((e) => (e.flags & 0x2000) !== 0), 'SHARED');
+    } finally {
+      fs.closeSync(src);
+      fs.closeSync(dst);
     }
   });
 });

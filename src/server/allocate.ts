@@ -1,73 +1,466 @@
-// Allocation for direct writes: make a file's range written, zeroed blocks it owns alone, through the file system.
-import { fstat as fstatCb, ftruncate as ftruncateCb, write as writeCb } from 'node:fs';
-import { performance } from 'node:perf_hooks';
+// Makes ranges of a file written, zeroed blocks the file owns alone before clients write them on the device
+// (DESIGN.md safety rule 2): FALLOC_FL_WRITE_ZEROES where the device has it, on XFS clones from a reserve file of
+// written zeros, elsewhere fallocate and O_DIRECT zeros.
+import * as fs from 'node:fs';
 import { promisify } from 'node:util';
-import { fadvise, fallocate, fsync } from '../native/index.js';
+import { join } from 'node:path';
+import { performance } from 'node:perf_hooks';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { errnoCode, errorMessage } from '../errors.js';
+import { alignedBuffer, cloneRange, fallocate, fiemap, fsync, pwrite, setDirect, type FiemapExtent } from '../native/index.js';
+import { FIEMAP_FLAGS } from '../volume/extents.js';
 
-const fstat = promisify(fstatCb);
-const ftruncate = promisify(ftruncateCb);
-const write = promisify(writeCb);
-
-export interface AllocatorStats {
-  method: 'write-zeroes' | 'reflink' | 'zero-fill';
-  reserveBytes: number;
-  reserveTarget: number;
-  allocatedBytes: number;
-  zeroFillBytes: number;
-  zeroFillMs: number;
-  cloneMs: number;
-}
-
+export interface AllocatorStats { method: 'write-zeroes' | 'reflink' | 'zero-fill'; reserveBytes: number;
+  reserveTarget: number; allocatedBytes: number; zeroFillBytes: number; zeroFillMs: number; cloneMs: number }
 export interface Allocator {
   /** Make [offset, offset+length) of the open file `fd` (O_RDWR, block-aligned range) written, zeroed blocks the
    *  file owns alone. Ranges already written (DATA) may be left as they are. Throws an Error with code 'ENOSPC'
-   *  after giving back what this call allocated. */
+   *  after giving back what this call allocated. Never opens the file again, so a kernel lease on fd holds; while
+   *  it writes zeros, fd's open file description has O_DIRECT set (restored after). */
   allocate(fd: number, offset: number, length: number): Promise<void>;
   stats(): AllocatorStats;
   /** Stop background refills; resolves when idle. */
   close(): Promise<void>;
 }
 
-const ZERO_CHUNK = 8 * 1024 * 1024;
-const ZEROS = Buffer.alloc(ZERO_CHUNK);
+/** The hidden directory in the volume that holds the reserve; the server refuses client paths under it. */
+export const RESERVE_DIR = '.fused';
+export const RESERVE_FILE = 'reserve';
 
-/** Zero-fill: allocate, then write zeros through the file system (the file's own descriptor: a second open would
- *  break the server's write lease), sync, and drop the pages written. */
-class ZeroFill implements Allocator {
-  private readonly totals = { allocatedBytes: 0, zeroFillBytes: 0, zeroFillMs: 0 };
+/** Zero writes through the file system: large requests, a few in flight (DESIGN.md: 4 MiB x 2-4 match dd). */
+const FILL_CHUNK = 8 * 1024 * 1024;
+const FILL_DEPTH = 3;
+/** Reserve refills: small requests, one at a time, so a running copy keeps the device. */
+const REFILL_CHUNK = 4 * 1024 * 1024;
+/** After a refill write, rest at least as long as it took (at most half the device's time) and this long. */
+const REFILL_REST_MS = 5;
+/** While an allocation runs, the refill waits in steps of this long. */
+const REFILL_YIELD_MS = 50;
 
-  async allocate(fd: number, offset: number, length: number): Promise<void> {
-    const t0 = performance.now();
-    const sizeBefore = (await fstat(fd)).size;
-    try {
-      await fallocate(fd, {}, offset, length);
-      for (let pos = offset; pos < offset + length; ) {
-        const n = Math.min(ZERO_CHUNK, offset + length - pos);
-        const { bytesWritten } = await write(fd, ZEROS, 0, n, pos);
-        pos += bytesWritten;
+const openAsync = promisify(fs.open);
+const closeAsync = promisify(fs.close);
+const fstatAsync = promisify(fs.fstat);
+const ftruncateAsync = promisify(fs.ftruncate);
+const statfsAsync = promisify(fs.statfs);
+
+export interface Range { offset: number; length: number }
+/** A range that needs blocks; `hole` when it had none (given back on failure), else it was unwritten. */
+export interface NeedRange extends Range { hole: boolean }
+
+function append(out: NeedRange[], r: NeedRange): void {
+  const prev = out[out.length - 1];
+  if (prev && prev.hole === r.hole && prev.offset + prev.length === r.offset) prev.length += r.length;
+  else if (r.length > 0) out.push({ ...r });
+}
+
+/** The parts of [offset, offset+length) that must be allocated, from FIEMAP extents of the file (any order):
+ *  gaps (holes), UNWRITTEN extents, and delalloc reservations past EOF (XFS speculative preallocation, no
+ *  blocks yet). Written extents are the file's own data and are left alone, shared or not. */
+export function rangesToAllocate(extents: readonly FiemapExtent[], fileSize: number, offset: number,
+  length: number): NeedRange[] {
+  const end = offset + length;
+  const sorted = [...extents].filter((e) => e.length > 0).sort((a, b) => a.logical - b.logical);
+  const out: NeedRange[] = [];
+  let at = offset;
+  for (const e of sorted) {
+    const from = Math.max(e.logical, at);
+    const to = Math.min(e.logical + e.length, end);
+    if (to <= from) continue;
+    if (from > at) append(out, { offset: at, length: from - at, hole: true });
+    const placeholder = (e.flags & (FIEMAP_FLAGS.DELALLOC | FIEMAP_FLAGS.UNKNOWN)) !== 0 && e.logical >= fileSize;
+    if (placeholder) append(out, { offset: from, length: to - from, hole: true });
+    else if ((e.flags & FIEMAP_FLAGS.UNWRITTEN) !== 0) append(out, { offset: from, length: to - from, hole: false });
+    at = to;
+    if (at >= end) break;
+  }
+  if (at < end) append(out, { offset: at, length: end - at, hole: true });
+  return out;
+}
+
+/** Split needed ranges in file order: the first `available` bytes come from the reserve, the rest is zero-filled. */
+export function splitByReserve(needs: readonly NeedRange[], available: number): { clone: NeedRange[]; fill: NeedRange[] } {
+  const clone: NeedRange[] = [];
+  const fill: NeedRange[] = [];
+  let left = Math.max(0, available);
+  for (const r of needs) {
+    const take = Math.min(left, r.length);
+    if (take > 0) clone.push({ offset: r.offset, length: take, hole: r.hole });
+    if (take < r.length) fill.push({ offset: r.offset + take, length: r.length - take, hole: r.hole });
+    left -= take;
+  }
+  return { clone, fill };
+}
+
+/** Why [offset, offset+length) is not covered by written blocks the file owns alone, or null when it is. */
+export function notOwnedWritten(extents: readonly FiemapExtent[], offset: number, length: number): string | null {
+  const end = offset + length;
+  const sorted = [...extents].filter((e) => e.length > 0).sort((a, b) => a.logical - b.logical);
+  let at = offset;
+  for (const e of sorted) {
+    if (e.logical + e.length <= at) continue;
+    if (e.logical >= end) break;
+    if (e.logical > at) return `no blocks at ${at}`;
+    const bad = [['UNWRITTEN', FIEMAP_FLAGS.UNWRITTEN], ['SHARED', FIEMAP_FLAGS.SHARED],
+      ['DELALLOC', FIEMAP_FLAGS.DELALLOC], ['UNKNOWN', FIEMAP_FLAGS.UNKNOWN]] as const;
+    for (const [name, flag] of bad) if ((e.flags & flag) !== 0) return `${name} extent at ${e.logical}`;
+    at = e.logical + e.length;
+    if (at >= end) return null;
+  }
+  return at >= end ? null : `no blocks at ${at}`;
+}
+
+/** [offset, offset+length) cut into pieces of at most `chunk` bytes. */
+export function chunksOf(ranges: readonly Range[], chunk: number): Range[] {
+  const out: Range[] = [];
+  for (const r of ranges) {
+    for (let at = r.offset; at < r.offset + r.length; at += chunk) {
+      out.push({ offset: at, length: Math.min(chunk, r.offset + r.length - at) });
+    }
+  }
+  return out;
+}
+
+function total(ranges: readonly Range[]): number {
+  return ranges.reduce((n, r) => n + r.length, 0);
+}
+
+function codedError(code: string, message: string): Error {
+  return Object.assign(new Error(`${code}: ${message}`), { code });
+}
+
+/** Serialises the operations that touch the reserve's end (refill appends, allocations take). */
+class Mutex {
+  private tail: Promise<void> = Promise.resolve();
+  run<T>(fn: () => Promise<T>): Promise<T> {
+    const result = this.tail.then(fn);
+    this.tail = result.then(() => {}, () => {});
+    return result;
+  }
+}
+
+/** Write zeros over ranges of an O_DIRECT fd, up to `depth` requests in flight, from one shared zero buffer. */
+async function writeZeros(fd: number, ranges: readonly Range[], zeros: Buffer, depth: number): Promise<void> {
+  const pieces = chunksOf(ranges, zeros.length);
+  let next = 0;
+  let failed: unknown;
+  const worker = async (): Promise<void> => {
+    while (failed === undefined && next < pieces.length) {
+      const p = pieces[next++]!;
+      try {
+        let done = 0;
+        while (done < p.length) {
+          const n = await pwrite(fd, zeros, 0, p.length - done, p.offset + done);
+          if (n <= 0) throw codedError('EIO', `short write of zeros at ${p.offset + done}`);
+          done += n;
+        }
+      } catch (err) {
+        failed ??= err;
       }
-      await fsync(fd);
-      await fadvise(fd, offset, length, 'dontneed');
+    }
+  };
+  await Promise.all(Array.from({ length: Math.min(depth, pieces.length) }, worker));
+  if (failed !== undefined) throw failed;
+}
+
+const SECTOR_ALIGN = 4096;
+
+class VolumeAllocator implements Allocator {
+  private readonly reserveLock = new Mutex();
+  private reserveFd = -1;
+  private reserveSize = 0;
+  private refilling: Promise<void> | null = null;
+  /** The refill hit ENOSPC or the volume is nearly full: it waits for the next allocation to try again. */
+  private refillStalled = false;
+  private closed = false;
+  private busy = 0;
+  private zeroBuffer: Buffer | undefined;
+  private readonly counters = { allocatedBytes: 0, zeroFillBytes: 0, zeroFillMs: 0, cloneMs: 0 };
+
+  constructor(
+    private readonly method: AllocatorStats['method'],
+    private readonly dir: string,
+    private readonly blockSize: number,
+    private readonly reserveTarget: number,
+    private readonly log: (line: string) => void,
+  ) {}
+
+  /** Open (creating) the reserve, keep its prefix of written blocks it owns alone (a crash may leave a tail that
+   *  is not) up to the target, and start filling it. */
+  async openReserve(path: string, dev: number): Promise<void> {
+    const { O_RDWR, O_CREAT, O_NOFOLLOW, O_DIRECT } = fs.constants;
+    const fd = await openAsync(path, O_RDWR | O_CREAT | O_NOFOLLOW | O_DIRECT, 0o600);
+    try {
+      const st = await fstatAsync(fd);
+      if (!st.isFile() || st.dev !== dev || st.nlink !== 1 || st.uid !== process.getuid?.()) {
+        throw codedError('EPERM', `${path} is not a regular file of this volume owned by the server alone`);
+      }
+      if ((st.mode & 0o777) !== 0o600) fs.fchmodSync(fd, 0o600);
+      let good = 0;
+      for (const e of (await fiemap(fd)).sort((a, b) => a.logical - b.logical)) {
+        if (e.logical !== good || notOwnedWritten([e], e.logical, e.length) !== null) break;
+        good = e.logical + e.length;
+      }
+      good = Math.min(good, st.size);
+      good -= good % this.blockSize;
+      good = Math.min(good, this.reserveTarget);  // a smaller --reserve than last time gives the rest back
+      if (good !== st.size) {
+        this.log(`allocator: reserve ${path}: keeping ${good} of ${st.size} bytes`);
+        await ftruncateAsync(fd, good);
+      }
+      this.reserveFd = fd;
+      this.reserveSize = good;
     } catch (err) {
-      // Give back what this call added past the old end (blocks inside it were the file's already).
-      if ((await fstat(fd)).size > sizeBefore) await ftruncate(fd, sizeBefore).catch(() => {});
+      await closeAsync(fd).catch(() => {});
       throw err;
     }
-    this.totals.allocatedBytes += length;
-    this.totals.zeroFillBytes += length;
-    this.totals.zeroFillMs += performance.now() - t0;
+    this.kickRefill();
+  }
+
+  private zeros(): Buffer {
+    this.zeroBuffer ??= alignedBuffer(FILL_CHUNK, SECTOR_ALIGN);
+    return this.zeroBuffer;
   }
 
   stats(): AllocatorStats {
-    return { method: 'zero-fill', reserveBytes: 0, reserveTarget: 0, cloneMs: 0, ...this.totals };
+    return { method: this.method, reserveBytes: this.reserveSize, reserveTarget: this.reserveTarget, ...this.counters };
   }
 
-  async close(): Promise<void> {}
+  async allocate(fd: number, offset: number, length: number): Promise<void> {
+    const bs = this.blockSize;
+    if (!Number.isSafeInteger(offset) || !Number.isSafeInteger(length) || offset < 0 || length <= 0 ||
+        offset % bs !== 0 || length % bs !== 0 || !Number.isSafeInteger(offset + length)) {
+      throw Object.assign(new RangeError(`allocate: offset ${offset} and length ${length} must be multiples of ` +
+        `the block size ${bs}, length positive`), { code: 'ERR_OUT_OF_RANGE' });
+    }
+    if (this.closed) throw codedError('ECANCELED', 'the allocator is closed');
+    this.busy++;
+    try {
+      await this.allocateBusy(fd, offset, length);
+    } finally {
+      this.busy--;
+      this.kickRefill();
+    }
+  }
+
+  private async allocateBusy(fd: number, offset: number, length: number): Promise<void> {
+    const before = await fstatAsync(fd);
+    const needs = rangesToAllocate(await fiemap(fd), before.size, offset, length);
+    if (needs.length === 0) return;
+    try {
+      if (this.method === 'write-zeroes') {
+        await this.checkRoom(total(needs.filter((r) => r.hole)));
+        for (const r of needs) await fallocate(fd, { writeZeroes: true }, r.offset, r.length);
+      } else {
+        await this.cloneAndFill(fd, needs);
+      }
+      await fsync(fd);  // the new mapping must be on disk before anyone writes into those blocks
+      const wrong = this.checkOwned(await fiemap(fd), needs);
+      if (wrong) throw codedError('EIO', `allocated range is not written blocks owned by the file: ${wrong}`);
+    } catch (err) {
+      await this.giveBack(fd, needs, before.size);
+      throw err;
+    }
+    this.counters.allocatedBytes += total(needs);
+  }
+
+  private checkOwned(extents: readonly FiemapExtent[], needs: readonly NeedRange[]): string | null {
+    for (const r of needs) {
+      const wrong = notOwnedWritten(extents, r.offset, r.length);
+      if (wrong) return wrong;
+    }
+    return null;
+  }
+
+  /** Reserve first (in file order), zero-fill the rest. The zero-filled part is fallocated before the reserve is
+   *  touched, so running out of space leaves the reserve as it was. */
+  private async cloneAndFill(fd: number, needs: readonly NeedRange[]): Promise<void> {
+    let clone: NeedRange[] = [];
+    let fill: NeedRange[] = [...needs];
+    // Contiguous blocks for what is zero-filled; ENOSPC here costs nothing but the give-back.
+    const reserveBlocks = async (): Promise<void> => {
+      await this.checkRoom(total(fill.filter((r) => r.hole)));
+      for (const r of fill) if (r.hole) await fallocate(fd, {}, r.offset, r.length);
+    };
+    if (this.method !== 'reflink') await reserveBlocks();
+    else await this.reserveLock.run(async () => {
+      ({ clone, fill } = splitByReserve(needs, this.reserveSize));
+      await reserveBlocks();
+      if (clone.length === 0) return;
+      const t0 = performance.now();
+      for (const r of clone) {
+        // Take from the reserve's end, then cut the end off: the target then owns those blocks alone.
+        const from = this.reserveSize - r.length;
+        await cloneRange(this.reserveFd, from, r.length, fd, r.offset);
+        await ftruncateAsync(this.reserveFd, from);
+        this.reserveSize = from;
+      }
+      // The cut on disk too (the caller's fsync of the target need not force it): after a crash the reserve
+      // must not still hold blocks a client has written. Should it anyway, the extents show SHARED and
+      // openReserve cuts them off.
+      await fsync(this.reserveFd);
+      this.counters.cloneMs += performance.now() - t0;
+    });
+    if (fill.length === 0) return;
+    const t0 = performance.now();
+    // O_DIRECT on the caller's own descriptor for the while: opening the file again (even read-only) would
+    // break the kernel write lease the server holds on it.
+    const wasDirect = setDirect(fd, true);
+    try {
+      await writeZeros(fd, fill, this.zeros(), FILL_DEPTH);
+    } finally {
+      if (!wasDirect) setDirect(fd, false);
+    }
+    this.counters.zeroFillMs += performance.now() - t0;
+    this.counters.zeroFillBytes += total(fill);
+  }
+
+  /** ENOSPC at once when the volume has less room than `bytes` for an unprivileged user: the server allocates as
+   *  root, but a client must not get the blocks the file system keeps for root (it could not through its mount),
+   *  and a file system that fails half-way (ext4 allocates up to the last block first) leaves extent-tree blocks
+   *  behind even after the give-back. */
+  private async checkRoom(bytes: number): Promise<void> {
+    if (bytes === 0) return;
+    const room = await statfsAsync(this.dir);
+    if (room.bavail * room.bsize < bytes) {
+      throw codedError('ENOSPC', `${bytes} bytes asked, ${room.bavail * room.bsize} available on the volume`);
+    }
+  }
+
+  /** Undo an allocation that failed: holes become holes again, the size goes back. What was unwritten may
+   *  stay written zeros (it was allocated before this call). Best effort: the first error is the one reported. */
+  private async giveBack(fd: number, needs: readonly NeedRange[], size: number): Promise<void> {
+    for (const r of needs) {
+      if (!r.hole) continue;
+      await fallocate(fd, { punchHole: true }, r.offset, r.length).catch((err: unknown) => {
+        this.log(`allocator: cannot give back [${r.offset}, +${r.length}): ${errorMessage(err)}`);
+      });
+    }
+    try {
+      if ((await fstatAsync(fd)).size !== size) await ftruncateAsync(fd, size);
+    } catch (err) {
+      this.log(`allocator: cannot restore the size ${size}: ${errorMessage(err)}`);
+    }
+  }
+
+  private kickRefill(): void {
+    if (this.closed || this.method !== 'reflink' || this.reserveFd < 0 || this.refilling) return;
+    if (this.reserveSize >= this.reserveTarget) return;
+    this.refillStalled = false;
+    this.refilling = this.refill()
+      .catch((err: unknown) => this.log(`allocator: reserve refill stopped: ${errorMessage(err)}`))
+      .finally(() => { this.refilling = null; });
+  }
+
+  /** Append written zeros to the reserve up to its target, a small chunk at a time, out of the way of
+   *  allocations and resting between writes so that a running copy keeps most of the device; never into the
+   *  last reserveTarget bytes of free space. */
+  private async refill(): Promise<void> {
+    const zeros = this.zeros();
+    const chunk = Math.min(REFILL_CHUNK, zeros.length);
+    while (!this.closed && !this.refillStalled && this.reserveSize < this.reserveTarget) {
+      if (this.busy > 0) {
+        await sleep(REFILL_YIELD_MS);
+        continue;
+      }
+      const t0 = performance.now();
+      await this.reserveLock.run(async () => {
+        const at = this.reserveSize;
+        const n = Math.min(chunk, this.reserveTarget - at);
+        const room = await statfsAsync(this.dir);
+        if (room.bavail * room.bsize - n < this.reserveTarget) {
+          // The reserve never takes the last reserveTarget bytes of the volume from everyone else.
+          this.log(`allocator: reserve stays at ${at} bytes: less than ${this.reserveTarget} bytes free besides`);
+          this.refillStalled = true;
+          return;
+        }
+        try {
+          const done = await pwrite(this.reserveFd, zeros, 0, n, at);
+          if (done !== n) throw codedError('EIO', `short write of ${done} of ${n} bytes`);
+          this.reserveSize = at + n;
+        } catch (err) {
+          await ftruncateAsync(this.reserveFd, at).catch(() => {});
+          if (errnoCode(err) !== 'ENOSPC' && errnoCode(err) !== 'EDQUOT') throw err;
+          this.log(`allocator: reserve stays at ${at} bytes: the volume is full`);
+          this.refillStalled = true;
+        }
+      });
+      await sleep(Math.max(REFILL_REST_MS, performance.now() - t0));
+    }
+  }
+
+  async close(): Promise<void> {
+    this.closed = true;
+    await this.refilling;
+    await this.reserveLock.run(async () => {
+      if (this.reserveFd >= 0) await closeAsync(this.reserveFd).catch(() => {});
+      this.reserveFd = -1;
+    });
+  }
 }
 
-export async function createAllocator(
-  _volume: { dir: string; identity: { fstype: string; blockSize: number } },
-  _opts: { reserveBytes: number; log: (line: string) => void },
-): Promise<Allocator> {
-  return new ZeroFill();
+/** The hidden directory, made if missing; refused when it is anything but a directory of ours (a client could
+ *  have made one through the network mount). */
+async function ensureReserveDir(dir: string): Promise<{ path: string; dev: number }> {
+  const path = join(dir, RESERVE_DIR);
+  try {
+    await fs.promises.mkdir(path, { mode: 0o700 });
+  } catch (err) {
+    if (errnoCode(err) !== 'EEXIST') throw err;
+  }
+  const st = await fs.promises.lstat(path);
+  if (!st.isDirectory() || st.uid !== process.getuid?.()) {
+    throw codedError('EPERM', `${path} is not a directory owned by the server`);
+  }
+  if ((st.mode & 0o777) !== 0o700) await fs.promises.chmod(path, 0o700);
+  return { path, dev: st.dev };
+}
+
+/** Try one mode on a scratch file in the hidden directory; the error code, or null when it works. */
+async function probe(dir: string, blockSize: number, op: (fd: number, scratch: number) => Promise<void>): Promise<string | null> {
+  const { O_RDWR, O_CREAT, O_EXCL, O_NOFOLLOW } = fs.constants;
+  const name = join(dir, `probe.${process.pid}`);
+  await fs.promises.rm(name, { force: true });
+  const fd = await openAsync(name, O_RDWR | O_CREAT | O_EXCL | O_NOFOLLOW, 0o600);
+  try {
+    fs.writeSync(fd, Buffer.alloc(blockSize), 0, blockSize, 0);
+    await op(fd, blockSize);
+    return null;
+  } catch (err) {
+    return errnoCode(err) ?? errorMessage(err);
+  } finally {
+    fs.closeSync(fd);
+    await fs.promises.rm(name, { force: true });
+  }
+}
+
+export async function createAllocator(volume: { dir: string; identity: { fstype: string; blockSize: number } },
+  opts: { reserveBytes: number; log: (line: string) => void }): Promise<Allocator> {
+  const bs = volume.identity.blockSize;
+  if (!Number.isSafeInteger(opts.reserveBytes) || opts.reserveBytes < 0) {
+    throw Object.assign(new RangeError(`reserveBytes must be a non-negative integer, got ${opts.reserveBytes}`),
+      { code: 'ERR_OUT_OF_RANGE' });
+  }
+  const target = opts.reserveBytes - (opts.reserveBytes % Math.max(bs, SECTOR_ALIGN));
+  const hidden = await ensureReserveDir(volume.dir);
+  const reserve = join(hidden.path, RESERVE_FILE);
+  const wz = await probe(hidden.path, bs, (fd, at) => fallocate(fd, { writeZeroes: true }, at, bs));
+  let allocator: VolumeAllocator | undefined;
+  if (wz === null) {
+    opts.log(`allocator: ${volume.dir}: FALLOC_FL_WRITE_ZEROES`);
+    allocator = new VolumeAllocator('write-zeroes', volume.dir, bs, 0, opts.log);
+  } else if (volume.identity.fstype === 'xfs' && target > 0) {
+    const rl = await probe(hidden.path, bs, (fd, at) => cloneRange(fd, 0, bs, fd, at));
+    if (rl === null) {
+      allocator = new VolumeAllocator('reflink', volume.dir, bs, target, opts.log);
+      await allocator.openReserve(reserve, hidden.dev);
+      opts.log(`allocator: ${volume.dir}: reflink from a reserve of ${target} bytes (write zeroes: ${wz})`);
+      return allocator;
+    }
+    opts.log(`allocator: ${volume.dir}: no reflink (${rl}): zero-fill`);
+  }
+  // No reserve in use (disabled, or not needed): give back the blocks of one kept from an earlier run.
+  await fs.promises.rm(reserve, { force: true });
+  if (allocator) return allocator;
+  opts.log(`allocator: ${volume.dir}: zero-fill (write zeroes: ${wz})`);
+  return new VolumeAllocator('zero-fill', volume.dir, bs, 0, opts.log);
 }

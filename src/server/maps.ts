@@ -7,7 +7,7 @@ import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { INODE_FLAGS, fadvise, fiemap, fsync, inodeFlags, openBeneath } from '../native/index.js';
-import { createAllocator, type Allocator } from './allocate.js';
+import { RESERVE_DIR, RESERVE_FILE, createAllocator, type Allocator } from './allocate.js';
 import type { WireExtent } from '../protocol/index.js';
 import { buildMap } from '../volume/extents.js';
 import { splitDev } from '../sys/blockdev.js';
@@ -23,8 +23,6 @@ const closeFd = promisify(closeCb);
 const ftruncate = promisify(ftruncateCb);
 const futimes = promisify(futimesCb);
 
-/** The hidden directory of a volume that belongs to the map server (the allocation reserve): never mapped. */
-export const SERVER_DIR = '.fused';
 
 /** How long a write map waits for other descriptors of the file to close (a network file system's server may close
  *  its descriptor a moment after its client did). */
@@ -59,18 +57,23 @@ export interface MapPolicyOptions {
 
 export class MapPolicy {
   private readonly writes = new WeakMap<FileLease, WriteState>();
-  private readonly allocators = new Map<string, Promise<Allocator>>();
+  /** Per volume: its allocator, or why direct writes are off there (say, a hostile `.fused` in the volume). */
+  private readonly allocators = new Map<string, Promise<Allocator | Error>>();
 
   constructor(
     private readonly leases: LeaseTable,
     private readonly opts: MapPolicyOptions,
   ) {}
 
-  /** The volume's allocator, made on first use (start() makes them all at once). */
-  private allocator(volume: Volume): Promise<Allocator> {
+  /** The volume's allocator (or why there is none), made on first use; start() makes them all at once. */
+  private allocator(volume: Volume): Promise<Allocator | Error> {
     let a = this.allocators.get(volume.name);
     if (!a) {
-      a = createAllocator(volume, { reserveBytes: this.opts.reserveBytes, log: (l) => this.opts.log(`volume ${volume.name}: ${l}`) });
+      const log = (l: string) => this.opts.log(`volume ${volume.name}: ${l}`);
+      a = createAllocator(volume, { reserveBytes: this.opts.reserveBytes, log }).catch((err: unknown) => {
+        log(`direct writes are off: ${(err as Error).message}`);
+        return err instanceof Error ? err : new Error(String(err));
+      });
       this.allocators.set(volume.name, a);
     }
     return a;
@@ -82,25 +85,16 @@ export class MapPolicy {
   }
 
   async close(): Promise<void> {
-    for (const a of this.allocators.values()) await (await a).close();
-  }
-
-  /** What each volume's allocator reports (for status). */
-  async allocatorStats(): Promise<Record<string, ReturnType<Allocator['stats']>>> {
-    const out: Record<string, ReturnType<Allocator['stats']>> = {};
-    for (const [name, a] of this.allocators) out[name] = (await a).stats();
-    return out;
+    for (const a of this.allocators.values()) {
+      const allocator = await a;
+      if (!(allocator instanceof Error)) await allocator.close();
+    }
   }
 
   /** The server's own files (the reserve) are no client's business, whatever path leads to them. */
   private reservedReason(volume: Volume, st: BigIntStats): string | undefined {
-    const dir = statSync(join(volume.dir, SERVER_DIR), { bigint: true, throwIfNoEntry: false });
-    if (!dir) return undefined;
-    for (const name of ['reserve']) {
-      const f = statSync(join(volume.dir, SERVER_DIR, name), { bigint: true, throwIfNoEntry: false });
-      if (f && f.dev === st.dev && f.ino === st.ino) return 'the file belongs to the map server';
-    }
-    return undefined;
+    const f = statSync(join(volume.dir, RESERVE_DIR, RESERVE_FILE), { bigint: true, throwIfNoEntry: false });
+    return f && f.dev === st.dev && f.ino === st.ino ? 'the file belongs to the map server' : undefined;
   }
 
   /** A write map of this path, if any, by the file the path names now (looked up without opening it: any open,
@@ -202,7 +196,9 @@ export class MapPolicy {
     const started = Date.now();
     for (;;) {
       const { fd, st } = await this.openFile(volume, rel, true);
-      const networkOnly = volume.networkOnly ?? this.fileNetworkReason(volume, fd, st);
+      const allocator = await this.allocator(volume);
+      const networkOnly =
+        volume.networkOnly ?? this.fileNetworkReason(volume, fd, st) ?? (allocator instanceof Error ? `direct writes are off on this volume: ${allocator.message}` : undefined);
       if (networkOnly) {
         await closeFd(fd).catch(() => {});
         return { ...wholeNetwork(st, blockSize, networkOnly), leaseId: this.leases.grant(holder, undefined).id };
@@ -238,6 +234,7 @@ export class MapPolicy {
     if (offset % bs !== 0 || length % bs !== 0) throw new Reply('BADARG', `offset and length must be multiples of the block size ${bs}`);
     if (offset + length > state.volume.identity.sizeBytes) throw new Reply('BADARG', `past the volume's size (${state.volume.identity.sizeBytes} bytes)`);
     const allocator = await this.allocator(state.volume);
+    if (allocator instanceof Error) throw new Reply('INTERNAL', `direct writes are off on this volume: ${allocator.message}`);
     try {
       await allocator.allocate(file.fd, offset, length);
     } catch (err) {
