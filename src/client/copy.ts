@@ -202,13 +202,7 @@ export class Copier {
     }
     let target: WriteTarget;
     try {
-      if (inPlace || !this.writer) {
-        target = MountTarget.over(fh, { inPlace });
-      } else {
-        // The server can only take the write lease once nobody has the file open: not even we, through the mount.
-        await fh.close();
-        target = await this.writer.open(path, st.size);
-      }
+      target = inPlace || !this.writer ? MountTarget.over(fh, undefined, inPlace) : await this.writer.open(path, st.size, fh);
     } catch (err) {
       await fh.close().catch(() => {});
       if (!inPlace) {
@@ -287,11 +281,14 @@ export class Copier {
    *  again, a few times, so the result is one version of it; a pipe or device cannot be rewound at all. */
   private async copyOnce(src: Buffer, sink: Sink): Promise<ReadReport> {
     let report = await this.reader.read(src, sink);
+    const first = report;
     for (let attempt = 1; report.interrupted && report.changed && sink.restart && attempt < CHANGED_RETRIES; attempt++) {
       await sink.restart();
       report = await this.reader.read(src, sink);
     }
     if (report.interrupted && report.changed) throw new FusedError('failure', `changed while being read (${report.reason})`);
+    // Copied again: the copy is of one version, but say what happened to the first try.
+    if (report !== first) return { ...report, interrupted: true, fallback: true, reason: `${first.reason}; changed while being read, copied again` };
     return report;
   }
 

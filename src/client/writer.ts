@@ -60,10 +60,13 @@ export class DirectWriter {
     private readonly opts: WriterOptions = {},
   ) {}
 
-  /** A target for `path`, a file created through the network mount and closed there (so that the server can take
-   *  its write lease). `sizeHint` is how many bytes are coming, if known (-1 when not). */
-  async open(path: Buffer, sizeHint: number): Promise<WriteTarget> {
-    const network = async (reason: string, fallback: boolean) => MountTarget.open(path, { reason, fallback });
+  /** A target for `path`, a file created through the network mount; `opened` is its descriptor there, kept for
+   *  writing through the mount and closed only to try the direct path (so that the server can take the write
+   *  lease). `sizeHint` is how many bytes are coming, if known (-1 when not). */
+  async open(path: Buffer, sizeHint: number, opened?: FileHandle): Promise<WriteTarget> {
+    let fh = opened;
+    const network = async (reason: string, fallback: boolean) =>
+      fh ? MountTarget.over(fh, { reason, fallback }) : MountTarget.open(path, { reason, fallback });
     if (this.opts.networkOnly) return network('network path requested (--network-only)', false);
     if (!this.client) return network('no fuses on this node', false);
     let fused;
@@ -77,6 +80,10 @@ export class DirectWriter {
     if (fused.fuse.access === 'ro') return network('this node is read-only on the map server (role ro)', false);
     const small = this.opts.smallFile ?? DEFAULT_SMALL_FILE;
     if (sizeHint >= 0 && sizeHint < small) return network(`small file (${sizeHint} bytes < ${small}): the network is cheaper than a map round trip`, false);
+    if (fh) {
+      await fh.close();
+      fh = undefined;
+    }
     let got;
     try {
       got = await this.client.map(fused, 'write');
@@ -137,9 +144,9 @@ export class MountTarget implements WriteTarget {
     return new MountTarget(await open(path, 'r+'), why, report);
   }
 
-  /** Over a descriptor the caller opened already. */
-  static over(fh: FileHandle, opts: { inPlace?: boolean } = {}): MountTarget {
-    return new MountTarget(fh, { reason: null, fallback: false }, undefined, opts.inPlace ?? false);
+  /** Over a descriptor the caller opened already; `inPlace` for a device or a pipe. */
+  static over(fh: FileHandle, why: { reason: string | null; fallback: boolean } = { reason: null, fallback: false }, inPlace = false): MountTarget {
+    return new MountTarget(fh, why, undefined, inPlace);
   }
 
   async write(offset: number, data: Buffer, zero: boolean): Promise<void> {

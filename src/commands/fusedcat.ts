@@ -102,9 +102,9 @@ async function writeStdin(destArg: string, opts: Opts): Promise<void> {
   process.once('SIGTERM', onSignal);
   let target: WriteTarget | undefined;
   try {
-    await (await open(tmp, 'wx', 0o600)).close();
+    const fh = await open(tmp, 'wx', 0o600);
     // The length of standard input is not known: always worth the direct path; allocation grows in steps.
-    target = await new DirectWriter(client, { networkOnly: !!opts.networkOnly, smallFile: 0 }).open(tmp, -1);
+    target = await new DirectWriter(client, { networkOnly: !!opts.networkOnly, smallFile: 0 }).open(tmp, -1, fh);
     let offset = 0;
     for await (const chunk of process.stdin as AsyncIterable<Buffer>) {
       await target.write(offset, chunk, false);
