@@ -34,8 +34,11 @@ def conn():
     f = s.makefile('rwb')
     greeting = f.readline().decode().split()
     challenge = dict(w.split('=', 1) for w in greeting[2:] if '=' in w)['challenge']
-    assert req(f, 'HELLO cli 1')[0].startswith('OK HELLO')
-    proof = hmac.new(SECRET, b'fused-auth-v1\n' + challenge.encode() + b'\ncli', hashlib.sha256).hexdigest()
+    # Protocol 2: the node key is derived from the master secret; the server proves it first (not checked here).
+    key = hmac.new(SECRET, b'fused-node-key-v1\ncli', hashlib.sha256).hexdigest().encode()
+    mine = '0' * 64
+    assert req(f, 'HELLO cli 2 ' + mine)[0].startswith('OK HELLO')
+    proof = hmac.new(key, b'fused-auth-v2\n' + challenge.encode() + b'\n' + mine.encode() + b'\ncli', hashlib.sha256).hexdigest()
     assert req(f, 'AUTH ' + proof)[0].startswith('OK AUTH')
     return f
 def req(f, line):
@@ -110,7 +113,7 @@ print(r[0].split(' ')[:2], field(r[0], 'extents'), len(r) - 2, r[-1])"
 	# A client fused to the limited server copies it through the network and says why.
 	local mnt=$BED_DIR/client-limited
 	bed_mount_client "$BED_SRV_DIR" "$mnt"
-	run -0 --separate-stderr bed_in_client "$FUSED_BIN/fusedctl" fuse "$mnt" --server "$LIMITED" --secret-file "$BED_SECRET" --node cli
+	run -0 --separate-stderr bed_in_client "$FUSED_BIN/fusedctl" fuse "$mnt" --server "$LIMITED" --key-file "$BED_KEY" --node cli
 	dst=$BATS_TEST_TMPDIR/out
 	mkdir "$dst"
 	run -0 --separate-stderr bed_in_client "$FUSED_BIN/fusedcp" --small-file 0 --json "$mnt/toobig.bin" "$mnt/fits.bin" "$dst"
