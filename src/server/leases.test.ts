@@ -214,3 +214,34 @@ test('leaseTimeProblem: lease-break-time must outlast T + margin + recall queuei
   assert.match(leaseTimeProblem(10_000, () => 'x') ?? '', /not a number/);
   assert.match(leaseTimeProblem(10_000, () => { throw new Error('gone'); }) ?? '', /cannot read/);
 });
+
+test('work on a file defers the undo and the close of its last map until the work is done', async () => {
+  const k = new FakeKernel();
+  const t = table(k);
+  const a = new FakeHolder('a');
+  const f = t.acquireFile('1:11', 60, 'write');
+  assert.ok(f.ok);
+  const lease = t.grant(a, f.file);
+  const order: string[] = [];
+  f.file.onLastDrop = () => order.push('undo');
+  let finish!: () => void;
+  const work = t.withFile(f.file, () => new Promise<void>((resolve) => (finish = resolve)).then(() => void order.push('work done')));
+  t.release(a, lease.id); // the map goes while the allocation still writes
+  await sleep(10);
+  assert.deepEqual(order, []);
+  assert.equal(k.closed.includes(60), false, 'closed under the work');
+  finish();
+  await work;
+  assert.deepEqual(order, ['work done', 'undo']);
+  assert.equal(k.closed.includes(60), true);
+});
+
+test('a write lease is refused while the file has read maps, and the other way round', () => {
+  const k = new FakeKernel();
+  const t = table(k);
+  assert.ok(t.acquireFile('1:12', 70).ok);
+  assert.deepEqual(t.acquireFile('1:12', 71, 'write'), { ok: false, reason: 'the file has read maps' });
+  assert.ok(t.acquireFile('1:13', 72, 'write').ok);
+  assert.deepEqual(t.acquireFile('1:13', 73), { ok: false, reason: 'the file is being written directly by another map' });
+  assert.deepEqual(k.closed, [71, 73]);
+});

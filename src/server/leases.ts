@@ -41,6 +41,10 @@ export interface FileLease {
   /** Called (synchronously) when the last map goes while the kernel lease is still held, before it is let go:
    *  a write map not committed is undone here. */
   onLastDrop?: () => void;
+  /** Work in progress on the descriptor (an allocation): the undo and the close wait for it. */
+  busy: number;
+  /** The last map went while busy: undo and close when the work ends. */
+  letGoWhenIdle: boolean;
 }
 
 export type KernelLeaseResult = { ok: true; file: FileLease } | { ok: false; reason: string };
@@ -144,7 +148,7 @@ export class LeaseTable {
       if (code === 'EAGAIN') return { ok: false, reason: mode === 'read' ? 'the file is open for writing' : 'the file is open elsewhere' };
       return { ok: false, reason: `kernel lease refused: ${(err as Error).message}` };
     }
-    const file: FileLease = { key, fd, mode, leases: new Set(), breaking: false };
+    const file: FileLease = { key, fd, mode, leases: new Set(), breaking: false, busy: 0, letGoWhenIdle: false };
     this.files.set(key, file);
     this.filesByFd.set(fd, file);
     return { ok: true, file };
@@ -221,15 +225,8 @@ export class LeaseTable {
     if (file) {
       file.leases.delete(lease);
       if (file.leases.size === 0) {
-        const last = file.onLastDrop;
-        file.onLastDrop = undefined;
-        try {
-          last?.();
-        } catch (err) {
-          this.opts.log(`${file.key}: ${(err as Error).message}`);
-        }
-        // A breaking file is closed by its break, once every recall is settled.
-        if (!file.breaking) this.closeFile(file);
+        if (file.busy > 0) file.letGoWhenIdle = true;
+        else this.letGo(file);
       }
     }
     lease.onDrop?.();
@@ -239,7 +236,43 @@ export class LeaseTable {
     }
   }
 
+  /**
+   * Run `work` on a leased file's descriptor: if the file's last map goes meanwhile (RELEASE, expiry, a break), the
+   * undo and the close wait until the work is done, so it never writes through a closed (or reused) descriptor,
+   * and the undo sees everything it did.
+   */
+  async withFile<T>(file: FileLease, work: () => Promise<T>): Promise<T> {
+    file.busy++;
+    try {
+      return await work();
+    } finally {
+      if (--file.busy === 0 && file.letGoWhenIdle) {
+        file.letGoWhenIdle = false;
+        this.letGo(file);
+        // A break that ended meanwhile left the close to us.
+        if (file.breaking) this.closeFile(file);
+      }
+    }
+  }
+
+  /** The last map of the file is gone: undo what needs undoing, and let the kernel lease go (a breaking file is
+   *  closed by its break, once every recall is settled). */
+  private letGo(file: FileLease): void {
+    const last = file.onLastDrop;
+    file.onLastDrop = undefined;
+    try {
+      last?.();
+    } catch (err) {
+      this.opts.log(`${file.key}: ${(err as Error).message}`);
+    }
+    if (!file.breaking) this.closeFile(file);
+  }
+
   private closeFile(file: FileLease): void {
+    if (file.busy > 0) {
+      file.letGoWhenIdle = true;
+      return;
+    }
     if (this.files.get(file.key) === file) this.files.delete(file.key);
     if (this.filesByFd.get(file.fd) !== file) return;
     this.filesByFd.delete(file.fd);

@@ -97,11 +97,11 @@ export class MapPolicy {
     return f && f.dev === st.dev && f.ino === st.ino ? 'the file belongs to the map server' : undefined;
   }
 
-  /** A write map of this path, if any, by the file the path names now (looked up without opening it: any open,
-   *  even ours, would break the writer's lease). */
-  private writtenNow(volume: Volume, rel: Buffer): boolean {
+  /** The kernel lease the server holds on the file this path names now, if any: looked up without opening the
+   *  file, since any open (even ours, even O_NONBLOCK) starts breaking a lease. */
+  private leasedNow(volume: Volume, rel: Buffer): FileLease | undefined {
     const st = statSync(Buffer.concat([Buffer.from(volume.dir + '/'), rel]), { bigint: true, throwIfNoEntry: false });
-    return st !== undefined && this.leases.fileOf(`${st.dev}:${st.ino}`)?.mode === 'write';
+    return st === undefined ? undefined : this.leases.fileOf(`${st.dev}:${st.ino}`);
   }
 
   /** Open a file of the volume for a map (beneath its root, never the server's own files) and fstat it. */
@@ -129,7 +129,7 @@ export class MapPolicy {
 
   /** Map a file for a client: open beneath the volume root, lease, then fstat, FIEMAP with sync, fstat again. */
   async map(volume: Volume, rel: Buffer, holder: LeaseHolder): Promise<MapAnswer & { leaseId: string }> {
-    if (this.writtenNow(volume, rel)) throw new Reply('CONFLICT', 'the file is being written directly by another node (write map)');
+    if (this.leasedNow(volume, rel)?.mode === 'write') throw new Reply('CONFLICT', 'the file is being written directly by another node (write map)');
     const opened = await this.openFile(volume, rel, false);
     const fd = opened.fd;
     let st = opened.st;
@@ -195,6 +195,8 @@ export class MapPolicy {
     const blockSize = volume.identity.blockSize;
     const started = Date.now();
     for (;;) {
+      const held = this.leasedNow(volume, rel);
+      if (held) throw new Reply('CONFLICT', held.mode === 'write' ? 'the file is being written directly by another node (write map)' : 'the file is being read directly by other nodes (read maps)');
       const { fd, st } = await this.openFile(volume, rel, true);
       const allocator = await this.allocator(volume);
       const networkOnly =
@@ -236,7 +238,7 @@ export class MapPolicy {
     const allocator = await this.allocator(state.volume);
     if (allocator instanceof Error) throw new Reply('INTERNAL', `direct writes are off on this volume: ${allocator.message}`);
     try {
-      await allocator.allocate(file.fd, offset, length);
+      await this.leases.withFile(file, () => allocator.allocate(file.fd, offset, length));
     } catch (err) {
       const code = (err as { code?: string }).code;
       if (code === 'ENOSPC' || code === 'EDQUOT') throw new Reply('NOSPACE', `no room for ${length} bytes at ${offset} on volume ${state.volume.name}`);
@@ -355,6 +357,10 @@ function openError(err: unknown): Reply {
     case 'EXDEV':
     case 'ELOOP':
       return new Reply('BADPATH', 'path leads out of the volume');
+    case 'EAGAIN':
+    case 'EWOULDBLOCK':
+      // Opened (non-blocking) while someone else holds a lease on it: that open has started a break.
+      return new Reply('CONFLICT', 'the file is under a lease (being opened or written elsewhere)');
     case 'ENAMETOOLONG':
       return new Reply('BADPATH', 'path too long');
     case 'ENOTREG':
