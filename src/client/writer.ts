@@ -36,6 +36,9 @@ export interface WriteTarget {
   abort(): Promise<void>;
 }
 
+/** The most one ALLOC asks for: zeroing it (where the server must) stays well within a lease time. */
+export const ALLOC_SLICE = 256 * 1024 * 1024;
+
 /** Direct writes could not be kept (the lease ran out, or the device failed): the file must be written again
  *  from the start through the mount. */
 export class WriteRestart extends Error {}
@@ -115,7 +118,7 @@ export class DirectWriter {
     }
     const target = new DirectTarget(path, session, device, map, this.pool);
     try {
-      if (sizeHint > 0) await target.allocate(sizeHint, true);
+      if (sizeHint > 0) await target.allocate(Math.min(sizeHint, ALLOC_SLICE), sizeHint);
     } catch (err) {
       await target.abort();
       // No room is no room through the mount either: say so instead of trying there.
@@ -216,14 +219,40 @@ class DirectTarget implements WriteTarget {
     this.keepAlive.unref();
   }
 
-  /** ALLOC enough for `end` bytes: `exact` (the size is known) the rest of the file at once, else in steps of
-   *  at least 64 MiB or an eighth of what is there (a stream, or a source that grew). */
-  async allocate(end: number, exact = false): Promise<void> {
-    if (end <= this.allocatedEnd) return;
+  /** The file's size when it is known (a copy): allocation stops there. */
+  private knownSize = -1;
+  /** The ALLOC under way, if any (one at a time: replies come in order anyway). */
+  private allocating: Promise<void> | undefined;
+
+  /**
+   * ALLOC until `end` bytes are allocated, in slices of at most ALLOC_SLICE: a slice is quick to zero where the
+   * server must zero it, so its reply (which renews the lease) never comes too late to write under; the next slice
+   * is asked for while the last one is written (prefetch). With `known`, the file's size: nothing is allocated past
+   * it. Otherwise (a stream, or a source that grew) steps of at least 64 MiB or an eighth of what is there.
+   */
+  async allocate(end: number, known?: number): Promise<void> {
+    if (known !== undefined) this.knownSize = known;
+    while (this.allocatedEnd < end) {
+      if (!this.allocating) this.allocating = this.allocateNext().finally(() => (this.allocating = undefined));
+      await this.allocating;
+    }
+  }
+
+  /** Ask for the next slice while the current one is being written, so writing never waits for zeroing. */
+  private prefetch(written: number): void {
+    const more = this.knownSize < 0 || this.allocatedEnd < this.knownSize || written > this.knownSize;
+    if (more && !this.allocating && this.allocatedEnd - written < ALLOC_SLICE / 2) {
+      this.allocating = this.allocateNext().finally(() => (this.allocating = undefined));
+      this.allocating.catch(() => {}); // its failure surfaces at the next allocate()
+    }
+  }
+
+  private async allocateNext(): Promise<void> {
     const bs = this.map.blockSize;
     const from = Math.floor(this.allocatedEnd / bs) * bs;
-    const step = exact ? end - from : Math.max(end - from, 64 * 1024 * 1024, Math.floor(from / 8));
-    const to = Math.ceil((from + step) / bs) * bs;
+    // Past the known size (the source grew) it is a stream again.
+    const want = this.knownSize > from ? this.knownSize - from : Math.max(64 * 1024 * 1024, Math.floor(from / 8));
+    const to = Math.ceil((from + Math.max(bs, Math.min(want, ALLOC_SLICE))) / bs) * bs;
     try {
       this.map = { ...(await this.session.alloc(this.map.lease, from, to - from)), lease: this.map.lease };
     } catch (err) {
@@ -234,8 +263,9 @@ class DirectTarget implements WriteTarget {
     }
     const outside = this.device.outside(this.map.extents);
     if (outside) throw new WriteRestart(outside);
-    this.allocatedEnd = dataEnd(this.map.extents);
-    if (this.allocatedEnd < end) throw new Error(`the server allocated up to ${this.allocatedEnd}, not ${end}`);
+    const now = dataEnd(this.map.extents);
+    if (now < to) throw new Error(`the server allocated up to ${now}, not ${to}`);
+    this.allocatedEnd = now;
   }
 
   async write(offset: number, data: Buffer, zero: boolean): Promise<void> {
@@ -283,6 +313,7 @@ class DirectTarget implements WriteTarget {
     this.stage = undefined;
     const end = stage.start + stage.length;
     await this.allocate(end);
+    this.prefetch(end);
     const padded = alignUp(stage.length);
     stage.buf.fill(0, stage.length, padded);
     const pieces = piecesOf(this.map.extents, stage.start, stage.start + padded, end);
