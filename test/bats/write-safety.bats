@@ -12,6 +12,9 @@ setup_file() { wc_setup_file ext4-4k --lease-time "$LEASE_TIME"; }
 
 teardown_file() { bed_teardown_file; }
 
+# Temporaries a failed test left (a passing test has checked there are none), so the next test starts clean.
+teardown() { [[ -z ${BED_SRV_DIR:-} ]] || find "$BED_SRV_DIR" -maxdepth 1 -name '.*.fused-*' -delete; }
+
 # neighbours: three files on the volume written on the server (synced), so "no other file changed" has something
 # to check.
 neighbours() {
@@ -73,6 +76,42 @@ wait_no_lease() {
 	rm "$BED_SRV_DIR/killed.bin"
 }
 
+@test "a client killed while its allocation is being zeroed: the aborted file ends empty, other files and copies unharmed" {
+	local before sums d=$BATS_TEST_TMPDIR rc=0 temp settle last now tries
+	neighbours
+	# 3 GiB asked at once: zeroing that takes the server longer than T + M, so the lease of the dead client ends
+	# (and the server closes the file) while the zeros are still being written.
+	truncate -s 3G "$BED_DIR/src/sparse-3g.bin"
+	wc_src $((64 * 1048576)) other
+	sums=$(wc_volume_sums)
+	wc_spawn_client "$d/out" "$d/err" "$FUSED_BIN/fusedcp" --json "$BED_DIR/src/sparse-3g.bin" "$BED_CLI_DIR/alloc-killed.bin"
+	wc_wait_temp_lease alloc-killed.bin || fail "$(cat "$d/err")"
+	temp=$WC_TEMP
+	kill -KILL "$WC_PID"
+	wc_wait_exit "$WC_PID" || rc=$?
+	assert_equal "$rc" 137
+	wait_no_lease "$BED_SRV_DIR/$temp"
+	# Right away, another client's work opens descriptors on the server (a connection, a file under a write map).
+	run -0 --separate-stderr bed_in_client "$FUSED_BIN/fusedcp" --json "$WC_SRC" "$BED_CLI_DIR/after-kill.bin"
+	assert_equal "$(jq -c '.[0] | [.status, .write.path, .write.reason]' <<<"$output")" '["copied","direct",null]'
+	# Wait (bounded) until the server's device has been quiet for 2 s: the zeroing is over, one way or another.
+	settle=0 tries=1200 last=$(bed_sectors_written "$BED_DEV_A")
+	while ((settle < 20 && tries-- > 0)); do
+		sleep 0.1
+		now=$(bed_sectors_written "$BED_DEV_A")
+		if ((now == last)); then settle=$((settle + 1)); else settle=0 last=$now; fi
+	done
+	assert_equal "$(rc_sha "$BED_SRV_DIR/after-kill.bin")" "$(rc_sha "$WC_SRC")"
+	assert_equal "$(wc_disk_sha "$BED_SRV_DIR/after-kill.bin")" "$(rc_sha "$WC_SRC")"
+	assert_equal "$(stat -c %s "$BED_SRV_DIR/after-kill.bin")" $((64 * 1048576))
+	assert [ ! -e "$BED_SRV_DIR/alloc-killed.bin" ]
+	# Aborted: back to its size at map time, nothing allocated for it kept.
+	assert_equal "$(stat -c '%s %b' "$BED_SRV_DIR/$temp")" '0 0'
+	rm "$BED_SRV_DIR/$temp"
+	assert_equal "$(wc_volume_sums after-kill.bin)" "$sums"
+	rm "$BED_SRV_DIR/after-kill.bin"
+}
+
 @test "a client stopped past its lease while the server opens its file writes nothing more to the device after SIGCONT" {
 	local size=$((1024 * 1048576)) before stopped temp opener nsha rc=0 d=$BATS_TEST_TMPDIR
 	wc_src "$size"
@@ -119,6 +158,8 @@ wait_no_lease() {
 	# That connection is closed, its lease is not released: it holds until T + M have passed.
 	run -0 --separate-stderr "${proto[@]}" 'MAP vol conflict.bin write'
 	assert_regex "${lines[0]}" '^ERR CONFLICT '
+	# Asking is no reason to recall the writer: its kernel lease is not being broken.
+	wc_lease_breaking "$BED_SRV_DIR/conflict.bin" && fail "the second MAP ... write started breaking the first writer's lease: $(grep LEASE /proc/locks)"
 	sleep $((LEASE_TIME + 2))
 	wait_no_lease "$BED_SRV_DIR/conflict.bin"
 	run -0 --separate-stderr "${proto[@]}" 'MAP vol conflict.bin write' 'RELEASE'
@@ -130,11 +171,11 @@ wait_no_lease() {
 }
 
 @test "a copy bigger than the free space fails with a clear message, leaves nothing, and gives the space back" {
-	local size=$((300 * 1048576)) avail
+	local size=$((300 * 1048576)) free
 	wc_src "$size"
 	wc_fill_volume filler.bin $((64 * 1048576))
-	avail=$(wc_avail)
-	((avail < size)) || fail "the volume still has $avail bytes free"
+	free=$(wc_free)
+	((free < size)) || fail "the volume still has $free bytes free"
 	run -1 --separate-stderr bed_in_client "$FUSED_BIN/fusedcp" "$WC_SRC" "$BED_CLI_DIR/full.bin"
 	assert_regex "$stderr" 'fusedcp: [^ ]*: .*(no space|No space|ENOSPC)'
 	assert [ ! -e "$BED_SRV_DIR/full.bin" ]
@@ -142,8 +183,8 @@ wait_no_lease() {
 	sync
 	# The same free space as before, give or take a directory block.
 	local now
-	now=$(wc_avail)
-	((now >= avail - 65536)) || fail "free space was $avail bytes, now $now"
+	now=$(wc_free)
+	((now >= free - 65536)) || fail "free space was $free bytes, now $now"
 	rm "$BED_SRV_DIR/filler.bin"
 }
 

@@ -114,34 +114,42 @@ wc_blocks_from() {
 		fd = os.open(dst, os.O_RDONLY | os.O_DIRECT)
 		buf = mmap.mmap(-1, 1 << 20)
 		with open(src, "rb") as s:
-			off = 0
-			while True:
-				n = os.readv(fd, [buf])
-				if n <= 0:
-					break
-				for i in range(0, n, bs):
-					got = buf[i:min(i + bs, n)]
-					s.seek(off + i)
-					want = s.read(len(got))
-					if got == want:
-						same += 1
-					elif got == zero[:len(got)]:
-						zeros += 1
-					else:
-						print(f"block at {off + i} is neither the source's nor zeros", file=sys.stderr)
-						sys.exit(1)
-				off += n
+		    off = 0
+		    while True:
+		        n = os.readv(fd, [buf])
+		        if n <= 0:
+		            break
+		        for i in range(0, n, bs):
+		            got = buf[i:min(i + bs, n)]
+		            s.seek(off + i)
+		            want = s.read(len(got))
+		            if got == want:
+		                same += 1
+		            elif got == zero[:len(got)]:
+		                zeros += 1
+		            else:
+		                print(f"block at {off + i} is neither the source's nor zeros", file=sys.stderr)
+		                sys.exit(1)
+		        off += n
 		print(f"source={same} zero={zeros}")
 	PY
 }
 
-# wc_avail: free bytes for users on the server's volume (df's Available).
-wc_avail() { df -B1 --output=avail "$BED_SRV_DIR" | tail -1 | tr -d ' '; }
+# wc_free: free bytes on the server's volume, root's reserve included (df's Available leaves that out, and the
+# map server runs as root).
+wc_free() { sync -f "$BED_SRV_DIR" && echo $(($(stat -f -c '%f*%S' "$BED_SRV_DIR"))); }
 
-# wc_fill_volume NAME LEAVE: a preallocated file NAME on the volume that leaves about LEAVE bytes available.
+# wc_fill_volume NAME LEAVE: a preallocated file NAME on the volume that leaves about LEAVE bytes free.
 wc_fill_volume() {
-	local avail
-	avail=$(wc_avail)
-	((avail > $2)) || return 0
-	fallocate -l $((avail - $2)) "$BED_SRV_DIR/$1" && sync
+	local free
+	free=$(wc_free)
+	((free > $2)) || return 0
+	fallocate -l $((free - $2)) "$BED_SRV_DIR/$1" && sync
+}
+
+# wc_lease_breaking FILE: a kernel lease on FILE is being broken (someone opened it; /proc/locks says BREAKING).
+wc_lease_breaking() {
+	local id
+	id=$(printf '%02x:%02x:%d' "$(stat -c '%Hd' "$1")" "$(stat -c '%Ld' "$1")" "$(stat -c '%i' "$1")")
+	grep -q " LEASE *BREAKING .* $id " /proc/locks
 }
