@@ -160,6 +160,10 @@ wait_no_lease() {
 	assert_regex "${lines[0]}" '^ERR CONFLICT '
 	# Asking is no reason to recall the writer: its kernel lease is not being broken.
 	wc_lease_breaking "$BED_SRV_DIR/conflict.bin" && fail "the second MAP ... write started breaking the first writer's lease: $(grep LEASE /proc/locks)"
+	# A reader is told to use the network (the file is being written), without recalling the writer either.
+	run -0 --separate-stderr "${proto[@]}" 'MAP vol conflict.bin'
+	assert_regex "${lines[0]}" '^OK MAP .* network='
+	wc_lease_breaking "$BED_SRV_DIR/conflict.bin" && fail "a read MAP started breaking the writer's lease: $(grep LEASE /proc/locks)"
 	sleep $((LEASE_TIME + 2))
 	wait_no_lease "$BED_SRV_DIR/conflict.bin"
 	run -0 --separate-stderr "${proto[@]}" 'MAP vol conflict.bin write' 'RELEASE'
