@@ -67,6 +67,13 @@ bed_sectors_read() {
 	awk '{print $3}' "/sys/block/$name/stat"
 }
 
+# bed_sectors_written DEV: sectors written to block device DEV since boot (field 7 of /sys/block/NAME/stat).
+bed_sectors_written() {
+	local name
+	name=$(basename "$(readlink -f "$1")")
+	awk '{print $7}' "/sys/block/$name/stat"
+}
+
 # bed_attach IMAGE: attach a loop device with direct I/O, record it, print its name.
 bed_attach() {
 	local img=$1 dev
