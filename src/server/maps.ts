@@ -99,9 +99,10 @@ export class MapPolicy {
 
   /** The kernel lease the server holds on the file this path names now, if any: looked up without opening the
    *  file, since any open (even ours, even O_NONBLOCK) starts breaking a lease. */
-  private leasedNow(volume: Volume, rel: Buffer): FileLease | undefined {
+  private leasedNow(volume: Volume, rel: Buffer): { file: FileLease; st: BigIntStats } | undefined {
     const st = statSync(Buffer.concat([Buffer.from(volume.dir + '/'), rel]), { bigint: true, throwIfNoEntry: false });
-    return st === undefined ? undefined : this.leases.fileOf(`${st.dev}:${st.ino}`);
+    const file = st === undefined ? undefined : this.leases.fileOf(`${st.dev}:${st.ino}`);
+    return file && st ? { file, st } : undefined;
   }
 
   /** Open a file of the volume for a map (beneath its root, never the server's own files) and fstat it. */
@@ -129,7 +130,11 @@ export class MapPolicy {
 
   /** Map a file for a client: open beneath the volume root, lease, then fstat, FIEMAP with sync, fstat again. */
   async map(volume: Volume, rel: Buffer, holder: LeaseHolder): Promise<MapAnswer & { leaseId: string }> {
-    if (this.leasedNow(volume, rel)?.mode === 'write') throw new Reply('CONFLICT', 'the file is being written directly by another node (write map)');
+    // Being written directly, like open for writing: the whole file through the network, not an error.
+    const held = this.leasedNow(volume, rel);
+    if (held?.file.mode === 'write') {
+      return { ...wholeNetwork(held.st, volume.identity.blockSize, 'the file is being written directly by another node (write map)'), leaseId: this.leases.grant(holder, undefined).id };
+    }
     const opened = await this.openFile(volume, rel, false);
     const fd = opened.fd;
     let st = opened.st;
@@ -195,7 +200,7 @@ export class MapPolicy {
     const blockSize = volume.identity.blockSize;
     const started = Date.now();
     for (;;) {
-      const held = this.leasedNow(volume, rel);
+      const held = this.leasedNow(volume, rel)?.file;
       if (held) throw new Reply('CONFLICT', held.mode === 'write' ? 'the file is being written directly by another node (write map)' : 'the file is being read directly by other nodes (read maps)');
       const { fd, st } = await this.openFile(volume, rel, true);
       const allocator = await this.allocator(volume);
