@@ -166,6 +166,10 @@ export interface FuseStatus extends FuseRecord {
   uuidMatches: boolean;
   /** Whether the device at the recorded path still has the recorded identity; null when none was recorded. */
   deviceIdMatches: boolean | null;
+  /** How the server allocates blocks for direct writes on the volume, and its reserve of zeros now (null when
+   *  the server was not reached). */
+  allocation: string | null;
+  reserveBytes: number | null;
   problem: string | null;
 }
 
@@ -173,12 +177,21 @@ export async function fuseStatus(record: FuseRecord, timeoutMs = 2000): Promise<
   const problems: string[] = [];
   let serverReachable = false;
   let access = record.access;
+  let allocation: string | null = null;
+  let reserveBytes: number | null = null;
   try {
     const s = await openSession(record.server, record.keyFile, record.node, timeoutMs);
     try {
       await s.ping();
       serverReachable = true;
       access = s.access;
+      try {
+        const vol = await s.volume(record.volume);
+        allocation = vol.allocation;
+        reserveBytes = vol.reserveBytes;
+      } catch (err) {
+        problems.push(`volume ${record.volume}: ${errorMessage(err)}`);
+      }
     } finally {
       s.close();
     }
@@ -204,5 +217,8 @@ export async function fuseStatus(record: FuseRecord, timeoutMs = 2000): Promise<
     deviceIdMatches = now === record.deviceId;
     if (devicePresent && !deviceIdMatches) problems.push(`device identity is now ${now ?? 'none'} (fused as ${record.deviceId})`);
   }
-  return { ...record, ...(access ? { access } : {}), serverReachable, devicePresent, uuidMatches, deviceIdMatches, problem: problems.length ? problems.join('; ') : null };
+  return {
+    ...record, ...(access ? { access } : {}), serverReachable, devicePresent, uuidMatches, deviceIdMatches, allocation, reserveBytes,
+    problem: problems.length ? problems.join('; ') : null,
+  };
 }

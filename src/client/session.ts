@@ -48,6 +48,9 @@ export interface VolumeInfo extends Pick<VolumeIdentity, 'uuid' | 'label' | 'blo
   name: string;
   fstype: string;
   access: Access;
+  /** How the server allocates for direct writes (reflink, zero-fill, write-zeroes, none) and its reserve now. */
+  allocation: string;
+  reserveBytes: number;
 }
 
 export interface FileMap {
@@ -291,6 +294,8 @@ export class Session extends EventEmitter<SessionEvents> {
       blockSize: parseNumber(head.blocksize ?? ''),
       sizeBytes: parseNumber(head.size ?? ''),
       access: isAccess(head.access ?? '') ? head.access as Access : 'ro',
+      allocation: head.allocation ?? '',
+      reserveBytes: /^\d+$/.test(head.reserve ?? '') ? Number(head.reserve) : 0,
     };
   }
 

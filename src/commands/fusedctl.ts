@@ -12,7 +12,7 @@ import { readFileSync } from 'node:fs';
 import { openVolume, parseVolumeSpec, type Volume } from '../server/volumes.js';
 import type { CommandContext } from './context.js';
 import { renderTable, rowsToJson, selectColumns, type Column } from '../ui/columns.js';
-import { jsonOut } from '../ui/messages.js';
+import { humanBytes, jsonOut } from '../ui/messages.js';
 import { parseCount, parseSize } from '../ui/options.js';
 
 const collect = (v: string, prev: string[]) => [...prev, v];
@@ -67,6 +67,8 @@ const STATUS_COLUMNS: Column<FuseStatus>[] = [
   { id: 'devicePresent', header: 'DEVICE-OK', help: 'device node present', align: 'left', text: (r) => yesNo(r.devicePresent), json: (r) => r.devicePresent },
   { id: 'uuidMatches', header: 'UUID-OK', help: "device superblock still has the volume's UUID", align: 'left', text: (r) => yesNo(r.uuidMatches), json: (r) => r.uuidMatches },
   { id: 'deviceIdMatches', header: 'ID-OK', help: 'device at the recorded path still has the recorded identity (- when none was recorded)', align: 'left', text: (r) => (r.deviceIdMatches === null ? '-' : yesNo(r.deviceIdMatches)), json: (r) => r.deviceIdMatches },
+  { id: 'allocation', header: 'ALLOC', help: "how the server allocates for direct writes (reflink, zero-fill, write-zeroes)", align: 'left', text: (r) => r.allocation ?? '-', json: (r) => r.allocation },
+  { id: 'reserveBytes', header: 'RESERVE', help: "the server's reserve of zeros for direct writes on the volume", align: 'right', text: (r) => (r.reserveBytes === null ? '-' : humanBytes(r.reserveBytes)), json: (r) => r.reserveBytes },
   { id: 'problem', header: 'PROBLEM', help: 'what is wrong, if anything', align: 'left', text: (r) => r.problem ?? '-', json: (r) => r.problem },
 ];
 const yesNo = (b: boolean) => (b ? 'yes' : 'no');

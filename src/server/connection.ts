@@ -274,6 +274,7 @@ export class Connection implements LeaseHolder {
       case 'VOLUME': {
         const v = server.volume(req.volume);
         const id = v.identity;
+        const alloc = await server.maps.allocation(v);
         return this.send([
           formatOk('VOLUME', {
             name: v.name,
@@ -283,6 +284,8 @@ export class Connection implements LeaseHolder {
             blocksize: id.blockSize,
             size: id.sizeBytes,
             access: this.access(),
+            allocation: alloc.method,
+            reserve: alloc.reserveBytes,
           }),
         ]);
       }

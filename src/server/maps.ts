@@ -84,6 +84,14 @@ export class MapPolicy {
     await Promise.all(volumes.map((v) => this.allocator(v)));
   }
 
+  /** How direct writes get their blocks on a volume, and the reserve of zeros it holds now (for VOLUME). */
+  async allocation(volume: Volume): Promise<{ method: string; reserveBytes: number }> {
+    const a = await this.allocator(volume);
+    if (a instanceof Error) return { method: 'none', reserveBytes: 0 };
+    const st = a.stats();
+    return { method: st.method, reserveBytes: st.reserveBytes };
+  }
+
   async close(): Promise<void> {
     for (const a of this.allocators.values()) {
       const allocator = await a;
