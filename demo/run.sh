@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The whole job on an embedded demo: install, make a shared volume on loop devices, a server node and a client
-# node (network namespaces, sshfs as the network file system), serve, fuse, map and copy over the direct path.
+# node (network namespaces, sshfs as the network file system), serve, fuse, map, copy and write over the direct path.
 # Usage (root, Debian 12): bash demo/run.sh [--keep]     --keep leaves the bed up and prints how to use it
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -33,8 +33,8 @@ printf 'header' | dd of="$BED_SRV_DIR/sparse.img" conv=notrunc status=none
 dd if=/dev/urandom of="$BED_SRV_DIR/sparse.img" bs=1M count=4 seek=32 conv=notrunc status=none
 sync
 
-step "server: fusedctl serve"
-bed_start_server
+step "server: fusedctl serve (node 'client' may write: role rw)"
+bed_start_server --role client=rw
 tail -2 "$BED_DIR/server.log"
 
 step "client: fusedctl fuse (finds device B by UUID, proves the mount shows the volume)"
@@ -54,6 +54,11 @@ bed_in_client cp "$BED_CLI_DIR/clip.mov" "$out/network/"
 t1=$(date +%s.%N)
 awk -v a="$t0" -v b="$t1" 'BEGIN { printf "cp through sshfs: 512 MiB in %.2f s (%.0f MB/s)\n", b - a, 536870912 / (b - a) / 1e6 }'
 
+step "client: fusedcp writing into the fused volume over the direct path (server allocates, client writes, commit)"
+bed_in_client "$FUSED_BIN/fusedcp" -v "$out/direct/clip.mov" "$BED_CLI_DIR/clip-copy.mov"
+head -c 100M /dev/urandom >"$out/stream.bin"
+bed_in_client "$FUSED_BIN/fusedcat" -v -w "$BED_CLI_DIR/stream.bin" <"$out/stream.bin"
+
 step "checking every copy with sha256"
 for f in clip.mov sparse.img; do
 	src=$(sha256sum <"$BED_SRV_DIR/$f" | cut -d' ' -f1)
@@ -62,6 +67,9 @@ for f in clip.mov sparse.img; do
 	[[ $src == "$dst" && $src == "$cat" ]] || { echo "MISMATCH on $f" >&2; exit 1; }
 	echo "$f: source = fusedcp copy = fusedcat output ($src)"
 done
+[[ $(sha256sum <"$BED_SRV_DIR/clip-copy.mov") == $(sha256sum <"$BED_SRV_DIR/clip.mov") ]] || { echo "MISMATCH on the written copy" >&2; exit 1; }
+[[ $(sha256sum <"$BED_SRV_DIR/stream.bin") == $(sha256sum <"$out/stream.bin") ]] || { echo "MISMATCH on the written stream" >&2; exit 1; }
+echo "clip-copy.mov and stream.bin, written directly, read right on the server's own mount
 
 if [[ $keep == --keep ]]; then
 	step "left running; to use it: source $BED_DIR/env, then e.g. bed_in_client \$FUSED_BIN/fusedmap \$BED_CLI_DIR/clip.mov"
