@@ -217,10 +217,11 @@ export class Copier {
       let end = 0;
       const sink = {
         write: async (chunk: Chunk) => {
-          await target.write(chunk.offset, chunk.data, chunk.kind === 'zero');
+          const kept = await target.write(chunk.offset, chunk.data, chunk.kind === 'zero', chunk.buf);
           written += chunk.data.length;
           end = Math.max(end, chunk.offset + chunk.data.length);
           this.events.progress?.(src, written, st.size);
+          return kept;
         },
         ...(inPlace
           ? {}

@@ -2,24 +2,26 @@
 import { open, stat, type FileHandle } from 'node:fs/promises';
 import type { BigIntStats } from 'node:fs';
 import { describeError, errorMessage, FusedError } from '../errors.js';
-import { alignedBuffer } from '../native/index.js';
+import { CHUNK, giveBuffer, takeBuffer } from './buffers.js';
 import { networkReason, sliceMap, type MapExtent } from '../volume/extents.js';
 import type { FuseClient } from './client.js';
 import { ALIGN, Device } from './device.js';
 import type { FileMap, Session } from './session.js';
 import { mapMismatch } from './mapcheck.js';
 
-export const CHUNK = 4 * 1024 * 1024;
+export { CHUNK };
 /** Device requests in flight; each holds a libuv pool thread (UV_THREADPOOL_SIZE is raised at start-up). */
 export const DEPTH = 4;
 export const DEFAULT_SMALL_FILE = 256 * 1024;
 
 export type ChunkKind = 'direct' | 'zero' | 'network';
-/** Bytes at `offset` of the file. `data` is only valid until the sink's promise resolves (buffers are reused). */
-export interface Chunk { offset: number; data: Buffer; kind: ChunkKind }
+/** Bytes at `offset` of the file. `data` is only valid until the sink's promise resolves (buffers are reused),
+ *  unless the sink keeps `buf`, the shared buffer `data` lies in (see Sink.write). */
+export interface Chunk { offset: number; data: Buffer; kind: ChunkKind; buf?: Buffer }
 
 export interface Sink {
-  write(chunk: Chunk): Promise<void>;
+  /** Resolves true when the sink kept `chunk.buf` (it gives it back to the shared pool when done with it). */
+  write(chunk: Chunk): Promise<void | boolean>;
   /** Throw away everything written so far (for a consistent restart through the mount); absent for pipes. */
   restart?(): Promise<void>;
 }
@@ -65,17 +67,11 @@ class LateReadError extends Error {}
 const ZEROS = Buffer.alloc(CHUNK);
 
 export class FileReader {
-  private readonly pool: Buffer[] = [];
 
   constructor(
     private readonly client: MapSource | null,
     private readonly opts: ReaderOptions = {},
   ) {}
-
-  private buffer(): Buffer {
-    // Aligned memory is allocated once and reused: external memory is only freed after a GC.
-    return this.pool.pop() ?? alignedBuffer(CHUNK + 2 * ALIGN);
-  }
 
   /** Read [offset, offset+length) of `file` (a path through the network mount) into `sink`, in order. */
   async read(file: Buffer, sink: Sink, range: { offset?: number; length?: number } = {}): Promise<ReadReport> {
@@ -272,11 +268,11 @@ export class FileReader {
           break;
         }
         if (unguarded) {
-          if (chunk.buf) this.pool.push(chunk.buf);
+          if (chunk.buf) giveBuffer(chunk.buf);
           break;
         }
-        await sink.write(chunk);
-        if (chunk.buf) this.pool.push(chunk.buf);
+        const kept = await sink.write(chunk);
+        if (chunk.buf && kept !== true) giveBuffer(chunk.buf);
         reached = chunk.offset + chunk.data.length;
         if (chunk.kind === 'direct') report.bytesDirect += chunk.data.length;
         else if (chunk.kind === 'zero') report.bytesZero += chunk.data.length;
@@ -296,17 +292,17 @@ export class FileReader {
   /** One piece: zeros, device bytes (checked against the lease deadline when the read completes), or the mount's. */
   private async fetch(fh: FileHandle, device: DeviceReader, e: MapExtent, leaseValid: () => boolean): Promise<Chunk & { buf?: Buffer }> {
     if (e.state === 'ZERO' || e.state === 'HOLE') return { offset: e.logical, data: ZEROS.subarray(0, e.length), kind: 'zero' };
-    const buf = this.buffer();
+    const buf = takeBuffer();
     if (e.state === 'DATA') {
       let data: Buffer;
       try {
         data = await device.readInto(buf, e.physical, e.length);
       } catch (err) {
-        this.pool.push(buf);
+        giveBuffer(buf);
         throw new DeviceReadError(err instanceof FusedError ? err.message : describeError(err));
       }
       if (!leaseValid()) {
-        this.pool.push(buf);
+        giveBuffer(buf);
         throw new LateReadError();
       }
       return { offset: e.logical, data, kind: 'direct', buf };
@@ -318,17 +314,35 @@ export class FileReader {
 
   /** The plain path: read through the network mount. */
   private async viaMount(fh: FileHandle, start: number, end: number, sink: Sink, report: ReadReport): Promise<void> {
-    const buf = this.buffer();
+    // The next read runs while the sink takes the current chunk (two buffers in turn).
+    const readAt = (pos: number) => {
+      const buf = takeBuffer();
+      return { buf, data: readFully(fh, buf, pos, Math.min(CHUNK, end - pos)) };
+    };
+    let next = start < end ? readAt(start) : undefined;
     try {
-      for (let pos = start; pos < end; ) {
-        const data = await readFully(fh, buf, pos, Math.min(CHUNK, end - pos));
-        if (data.length === 0) break; // the file shrank: copy what is there, like cp
-        await sink.write({ offset: pos, data, kind: 'network' });
+      for (let pos = start; next; ) {
+        const { buf } = next;
+        const data = await next.data;
+        next = undefined;
+        if (data.length === 0) {
+          giveBuffer(buf);
+          break; // the file shrank: copy what is there, like cp
+        }
+        const after = pos + data.length;
+        if (after < end) next = readAt(after);
+        const kept = await sink.write({ offset: pos, data, kind: 'network', buf });
+        if (kept !== true) giveBuffer(buf);
         report.bytesNetwork += data.length;
-        pos += data.length;
+        pos = after;
       }
     } finally {
-      this.pool.push(buf);
+      // A failed sink: let the read ahead finish before its buffer goes back.
+      if (next) {
+        const { buf, data } = next;
+        await data.catch(() => {});
+        giveBuffer(buf);
+      }
     }
   }
 }

@@ -3,12 +3,12 @@
 import { open, type FileHandle } from 'node:fs/promises';
 import { performance } from 'node:perf_hooks';
 import { FusedError, errorMessage, reasonOf } from '../errors.js';
-import { alignedBuffer } from '../native/index.js';
 import { LIMITS } from '../protocol/index.js';
 import type { MapExtent } from '../volume/extents.js';
 import type { FuseClient } from './client.js';
 import { ALIGN, Device, alignDown, alignUp } from './device.js';
-import { CHUNK, DEFAULT_SMALL_FILE, DEPTH } from './reader.js';
+import { DEFAULT_SMALL_FILE, DEPTH } from './reader.js';
+import { CHUNK, giveBuffer, takeBuffer } from './buffers.js';
 import type { FileMap, Session } from './session.js';
 
 export interface WriteReport {
@@ -26,8 +26,9 @@ export interface WriteReport {
 /** What a copy writes its destination through: the device (DirectTarget) or the mount (MountTarget). */
 export interface WriteTarget {
   readonly report: WriteReport;
-  /** Bytes at `offset`, in increasing order. `zero` bytes may be skipped where the blocks are zeros already. */
-  write(offset: number, data: Buffer, zero: boolean): Promise<void>;
+  /** Bytes at `offset`, in increasing order. `zero` bytes may be skipped where the blocks are zeros already.
+   *  `buf`, the shared buffer `data` lies in, may be kept (resolves true): then the target gives it back. */
+  write(offset: number, data: Buffer, zero: boolean, buf?: Buffer): Promise<boolean>;
   /** Everything is written: set the size and make the bytes durable (fsync, or COMMIT). */
   finish(size: number): Promise<void>;
   /** Throw away what was written (empty file) and go on through the mount. */
@@ -56,7 +57,6 @@ export type DeviceWriter = Pick<Device, 'path' | 'writeAt' | 'outside' | 'close'
 
 /** Chooses, per destination file, the direct path or the mount. */
 export class DirectWriter {
-  private readonly pool: Buffer[] = [];
 
   constructor(
     private readonly client: Pick<FuseClient, 'resolve' | 'map'> | null,
@@ -116,7 +116,7 @@ export class DirectWriter {
       await release();
       return network(outside, true);
     }
-    const target = new DirectTarget(path, session, device, map, this.pool);
+    const target = new DirectTarget(path, session, device, map);
     try {
       if (sizeHint > 0) await target.allocate(Math.min(sizeHint, ALLOC_SLICE), sizeHint);
     } catch (err) {
@@ -152,11 +152,12 @@ export class MountTarget implements WriteTarget {
     return new MountTarget(fh, why, undefined, inPlace);
   }
 
-  async write(offset: number, data: Buffer, zero: boolean): Promise<void> {
+  async write(offset: number, data: Buffer, zero: boolean): Promise<boolean> {
     // Zeros are left as holes (cp --sparse=auto); finish sets the size.
     if (this.inPlace) await writeAll(this.fh, data, null);
     else if (!zero) await writeAll(this.fh, data, offset);
     this.report.bytesNetwork += data.length;
+    return false;
   }
 
   async finish(size: number): Promise<void> {
@@ -209,7 +210,6 @@ class DirectTarget implements WriteTarget {
     private readonly session: Session,
     private readonly device: DeviceWriter,
     private map: FileMap,
-    private readonly pool: Buffer[],
   ) {
     session.on('recall', this.onRecall);
     if (session.isRecalled(map.lease)) this.recalled = true;
@@ -268,9 +268,15 @@ class DirectTarget implements WriteTarget {
     this.allocatedEnd = now;
   }
 
-  async write(offset: number, data: Buffer, zero: boolean): Promise<void> {
+  async write(offset: number, data: Buffer, zero: boolean, buf?: Buffer): Promise<boolean> {
     if (this.mode === 'direct' && this.recalled) await this.toMount('recalled: the file was opened on the server');
     if (this.mode === 'mount') return this.mount!.write(offset, data, zero);
+    // An aligned chunk at the start of its own buffer becomes the stage as it is: no copy.
+    if (!zero && buf && !this.stage && offset % ALIGN === 0 && data.byteOffset === buf.byteOffset && data.length <= CHUNK) {
+      this.stage = { buf, start: offset, length: data.length };
+      if (data.length === CHUNK) await this.flush();
+      return true;
+    }
     if (zero) {
       // Whole aligned blocks of zeros need no writing (ALLOC made them zeros); the edges go with their neighbours.
       const a = Math.min(alignUp(offset), offset + data.length);
@@ -281,19 +287,23 @@ class DirectTarget implements WriteTarget {
         this.report.bytesDirect += b - a;
       }
       await this.put(b, data.subarray(b - offset));
-      return;
+      return false;
     }
     await this.put(offset, data);
+    return false;
   }
 
   /** Gather bytes into the stage; a full stage (or a gap) goes to the device. */
   private async put(offset: number, bytes: Buffer): Promise<void> {
     while (bytes.length > 0) {
       if (this.stage && offset !== this.stage.start + this.stage.length) await this.flush();
-      if (this.mode !== 'direct') return this.mount!.write(offset, bytes, false);
+      if (this.mode !== 'direct') {
+        await this.mount!.write(offset, bytes, false);
+        return;
+      }
       if (!this.stage) {
         const start = alignDown(offset);
-        const buf = this.pool.pop() ?? alignedBuffer(CHUNK);
+        const buf = takeBuffer();
         buf.fill(0, 0, offset - start);
         this.stage = { buf, start, length: offset - start };
       }
@@ -319,7 +329,7 @@ class DirectTarget implements WriteTarget {
     const pieces = piecesOf(this.map.extents, stage.start, stage.start + padded, end);
     let pending = pieces.length;
     const done = () => {
-      if (--pending === 0) this.pool.push(stage.buf);
+      if (--pending === 0) giveBuffer(stage.buf);
     };
     for (const p of pieces) {
       while (this.inflight.size >= DEPTH) await Promise.race(this.inflight);
@@ -378,7 +388,7 @@ class DirectTarget implements WriteTarget {
     this.mount = await MountTarget.open(this.path, { reason, fallback: true }, this.report);
     if (stage) {
       await this.mount.write(stage.start, stage.buf.subarray(0, stage.length), false);
-      this.pool.push(stage.buf);
+      giveBuffer(stage.buf);
     }
   }
 
@@ -413,7 +423,7 @@ class DirectTarget implements WriteTarget {
     if (this.mode === 'closed') return;
     this.mode = 'closed';
     await Promise.allSettled([...this.inflight]);
-    if (this.stage) this.pool.push(this.stage.buf);
+    if (this.stage) giveBuffer(this.stage.buf);
     this.stage = undefined;
     if (!this.session.isClosed) await this.session.release(this.map.lease).catch(() => {});
     this.stop();
