@@ -156,12 +156,14 @@ test('an aligned chunk in its own shared buffer is written from that buffer, wit
   const { takeBuffer } = await import('./buffers.js');
   const target = await writer.open(Buffer.from(path), 4 * MiB + 100);
   const first = takeBuffer();
-  randomBytes(4 * MiB).copy(first);
+  const data = randomBytes(4 * MiB);
+  data.copy(first);
   const tail = randomBytes(100);
   assert.equal(await target.write(0, first.subarray(0, 4 * MiB), false, first), true, 'kept');
   assert.equal(await target.write(4 * MiB, tail, false), false);
   await target.finish(4 * MiB + 100);
-  assert.ok(device.image.subarray(P, P + 4 * MiB).equals(first.subarray(0, 4 * MiB)));
+  // (The buffer went back to the pool once written, and served as the tail's stage since.)
+  assert.ok(device.image.subarray(P, P + 4 * MiB).equals(data));
   assert.ok(device.image.subarray(P + 4 * MiB, P + 4 * MiB + 100).equals(tail));
   assert.deepEqual(session.commits, [4 * MiB + 100]);
 });
