@@ -13,6 +13,8 @@ export { CHUNK };
 /** Device requests in flight; each holds a libuv pool thread (UV_THREADPOOL_SIZE is raised at start-up). */
 export const DEPTH = 4;
 export const DEFAULT_SMALL_FILE = 256 * 1024;
+/** Chunks read ahead through the mount while the sink takes the current one. */
+const READ_AHEAD = 3;
 
 export type ChunkKind = 'direct' | 'zero' | 'network';
 /** Bytes at `offset` of the file. `data` is only valid until the sink's promise resolves (buffers are reused),
@@ -314,34 +316,43 @@ export class FileReader {
 
   /** The plain path: read through the network mount. */
   private async viaMount(fh: FileHandle, start: number, end: number, sink: Sink, report: ReadReport): Promise<void> {
-    // The next read runs while the sink takes the current chunk (two buffers in turn).
-    const readAt = (pos: number) => {
-      const buf = takeBuffer();
-      return { buf, data: readFully(fh, buf, pos, Math.min(CHUNK, end - pos)) };
+    // Reads run ahead of the sink (READ_AHEAD chunks, each in its own shared buffer), so the source and the
+    // destination work at the same time.
+    const ahead: { buf: Buffer; data: Promise<Buffer>; at: number }[] = [];
+    let next = start;
+    const fill = () => {
+      while (ahead.length < READ_AHEAD && next < end) {
+        const buf = takeBuffer();
+        const at = next;
+        ahead.push({ buf, at, data: readFully(fh, buf, at, Math.min(CHUNK, end - at)) });
+        next = Math.min(end, at + CHUNK);
+      }
     };
-    let next = start < end ? readAt(start) : undefined;
     try {
-      for (let pos = start; next; ) {
-        const { buf } = next;
-        const data = await next.data;
-        next = undefined;
+      fill();
+      while (ahead.length > 0) {
+        const { buf, data: reading, at } = ahead[0]!;
+        const data = await reading;
+        ahead.shift();
         if (data.length === 0) {
           giveBuffer(buf);
           break; // the file shrank: copy what is there, like cp
         }
-        const after = pos + data.length;
-        if (after < end) next = readAt(after);
-        const kept = await sink.write({ offset: pos, data, kind: 'network', buf });
+        if (data.length < Math.min(CHUNK, end - at)) {
+          // Short: the file shrank under us. What was read ahead past here is not used.
+          next = at + data.length;
+          for (const r of ahead.splice(0)) void r.data.catch(() => {}).then(() => giveBuffer(r.buf));
+        }
+        fill();
+        const kept = await sink.write({ offset: at, data, kind: 'network', buf });
         if (kept !== true) giveBuffer(buf);
         report.bytesNetwork += data.length;
-        pos = after;
       }
     } finally {
-      // A failed sink: let the read ahead finish before its buffer goes back.
-      if (next) {
-        const { buf, data } = next;
-        await data.catch(() => {});
-        giveBuffer(buf);
+      // A failed sink: let the reads ahead finish before their buffers go back.
+      for (const r of ahead.splice(0)) {
+        await r.data.catch(() => {});
+        giveBuffer(r.buf);
       }
     }
   }

@@ -7,7 +7,7 @@ import { LIMITS } from '../protocol/index.js';
 import type { MapExtent } from '../volume/extents.js';
 import type { FuseClient } from './client.js';
 import { ALIGN, Device, alignDown, alignUp } from './device.js';
-import { DEFAULT_SMALL_FILE, DEPTH } from './reader.js';
+import { DEFAULT_SMALL_FILE } from './reader.js';
 import { CHUNK, giveBuffer, takeBuffer } from './buffers.js';
 import type { FileMap, Session } from './session.js';
 
@@ -36,6 +36,9 @@ export interface WriteTarget {
   /** Give up: let go of leases and descriptors (the caller removes the file). */
   abort(): Promise<void>;
 }
+
+/** Device writes in flight (fio's depth for the device's limit); each holds a libuv pool thread. */
+export const WRITE_DEPTH = 8;
 
 /** The most one ALLOC asks for: zeroing it (where the server must) stays well within a lease time. */
 export const ALLOC_SLICE = 256 * 1024 * 1024;
@@ -182,7 +185,7 @@ export class MountTarget implements WriteTarget {
 interface Stage { buf: Buffer; start: number; length: number }
 
 /**
- * Writes into the file's DATA extents on the client's own device with O_DIRECT, DEPTH writes in flight, under the
+ * Writes into the file's DATA extents on the client's own device with O_DIRECT, WRITE_DEPTH writes in flight, under the
  * write lease: nothing is issued later than one margin before the lease deadline, and a write that completes past
  * the deadline makes the whole file start again through the mount (WriteRestart). A recall commits what is
  * written and the rest goes through the mount.
@@ -332,7 +335,7 @@ class DirectTarget implements WriteTarget {
       if (--pending === 0) giveBuffer(stage.buf);
     };
     for (const p of pieces) {
-      while (this.inflight.size >= DEPTH) await Promise.race(this.inflight);
+      while (this.inflight.size >= WRITE_DEPTH) await Promise.race(this.inflight);
       if (this.failure) throw new WriteRestart(this.failure.message);
       if (this.recalled || this.mode !== 'direct') {
         // Recalled mid-stage: what was issued of it is overwritten through the mount after the commit.
