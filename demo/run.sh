@@ -69,7 +69,7 @@ for f in clip.mov sparse.img; do
 done
 [[ $(sha256sum <"$BED_SRV_DIR/clip-copy.mov") == $(sha256sum <"$BED_SRV_DIR/clip.mov") ]] || { echo "MISMATCH on the written copy" >&2; exit 1; }
 [[ $(sha256sum <"$BED_SRV_DIR/stream.bin") == $(sha256sum <"$out/stream.bin") ]] || { echo "MISMATCH on the written stream" >&2; exit 1; }
-echo "clip-copy.mov and stream.bin, written directly, read right on the server's own mount
+echo "clip-copy.mov and stream.bin, written directly, read right on the server's own mount"
 
 if [[ $keep == --keep ]]; then
 	step "left running; to use it: source $BED_DIR/env, then e.g. bed_in_client \$FUSED_BIN/fusedmap \$BED_CLI_DIR/clip.mov"

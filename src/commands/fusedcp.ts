@@ -104,7 +104,9 @@ function tell(r: FileResult, opts: Opts): void {
   }
   const rep = r.report;
   if (opts.verbose) {
-    const how = rep ? ` [${rep.path}${rep.reason ? `: ${rep.reason}` : ''}]` : r.note ? ` [${r.note}]` : '';
+    const w = r.write;
+    const wrote = w && w.path !== 'network' ? `; written ${w.path}${w.reason ? `: ${w.reason}` : ''}` : '';
+    const how = rep ? ` [${rep.path}${rep.reason ? `: ${rep.reason}` : ''}${wrote}]` : r.note ? ` [${r.note}]` : '';
     process.stderr.write(`'${src}' -> '${displayName(r.destination)}'${how}\n`);
   } else if (rep && !opts.quiet && !opts.json && rep.size > 0) {
     if (rep.fallback) process.stderr.write(`fusedcp: ${src}: ${rep.path === 'mixed' ? 'partly ' : ''}through the network: ${rep.reason}\n`);
