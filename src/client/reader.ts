@@ -234,10 +234,7 @@ export class FileReader {
     const segments = segmentsOf(sliceMap(map.extents, start, end - start));
     const inflight: Promise<Chunk & { buf?: Buffer }>[] = [];
     let reached = start;
-    // A long read sends nothing else: ping so the server's idle timeout does not end the session (and lease).
-    // The reply to each PING also renews the lease.
-    const keepAlive = setInterval(() => void session.ping().catch(() => {}), Math.max(250, Math.min(session.idleMs, session.leaseMs) / 3));
-    keepAlive.unref();
+    const stopPings = session.keepAlive();
     try {
       for (;;) {
         while (inflight.length < DEPTH && lost === null) {
@@ -281,7 +278,7 @@ export class FileReader {
         else report.bytesNetwork += chunk.data.length;
       }
     } finally {
-      clearInterval(keepAlive);
+      stopPings();
       // Drain reads still in flight after an error so their buffers are not written into later.
       for (const p of inflight) await p.catch(() => {});
       session.off('recall', onRecall);

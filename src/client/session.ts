@@ -371,6 +371,14 @@ export class Session extends EventEmitter<SessionEvents> {
     await this.request({ verb: 'PING' });
   }
 
+  /** While long I/O sends nothing else: PING every third of the lease time (and of the idle timeout), each reply
+   *  renewing the leases. Returns the function that stops it. */
+  keepAlive(): () => void {
+    const timer = setInterval(() => void this.ping().catch(() => {}), Math.max(250, Math.min(this.idleMs, this.leaseMs) / 3));
+    timer.unref();
+    return () => clearInterval(timer);
+  }
+
   /** Say QUIT (best effort) and close. */
   close(): void {
     if (this.closed) return;

@@ -32,6 +32,9 @@ class FakeSession extends EventEmitter {
     return this.valid;
   }
   async ping(): Promise<void> {}
+  keepAlive(): () => void {
+    return () => {};
+  }
   /** The device whose blocks ALLOC hands out: they read as zeros afterwards, as the server makes them. */
   image: Buffer | undefined;
   async alloc(lease: string, offset: number, length: number): Promise<FileMap> {

@@ -202,7 +202,7 @@ class DirectTarget implements WriteTarget {
   private allocatedEnd = 0;
   private failure: Error | undefined;
   private recalled = false;
-  private readonly keepAlive: NodeJS.Timeout;
+  private readonly stopPings: () => void;
   private readonly onRecall = (lease: string) => {
     if (lease !== this.map.lease) return;
     this.recalled = true;
@@ -218,8 +218,7 @@ class DirectTarget implements WriteTarget {
     if (session.isRecalled(map.lease)) this.recalled = true;
     this.allocatedEnd = dataEnd(map.extents);
     // The reply to each PING renews the lease.
-    this.keepAlive = setInterval(() => void session.ping().catch(() => {}), Math.max(250, Math.min(session.idleMs, session.leaseMs) / 3));
-    this.keepAlive.unref();
+    this.stopPings = session.keepAlive();
   }
 
   /** The file's size when it is known (a copy): allocation stops there. */
@@ -434,7 +433,7 @@ class DirectTarget implements WriteTarget {
 
   /** No more device I/O: the device closed, no keep-alive, no recall listener. */
   private stop(): void {
-    clearInterval(this.keepAlive);
+    this.stopPings();
     this.session.off('recall', this.onRecall);
     void this.device.close();
   }

@@ -91,6 +91,7 @@ async function mapOne(client: FuseClient, file: Buffer, opts: Opts): Promise<Map
   };
   session.on('recall', onRecall);
   session.on('close', onClose);
+  const stopPings = session.keepAlive();
   try {
     let verify: VerifyResult | undefined;
     if (opts.verify) {
@@ -109,6 +110,7 @@ async function mapOne(client: FuseClient, file: Buffer, opts: Opts): Promise<Map
     }
     return { map, volume: fused.fuse.volume, ...(verify ? { verify } : {}) };
   } finally {
+    stopPings();
     session.off('recall', onRecall);
     session.off('close', onClose);
     await session.release(map.lease, lost ? 'RETURN' : 'RELEASE').catch(() => {});
