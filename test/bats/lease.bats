@@ -156,3 +156,13 @@ assert_cat_outcome() {
 	((fds1 <= fds0)) || fail "the server has $fds1 descriptors, $fds0 before"
 	rm -f "$file"
 }
+
+@test "a verification longer than the lease time keeps its lease by pinging (fusedmap --verify)" {
+	local file=$BED_SRV_DIR/verify.bin
+	# 384 MiB through the 1 Gbit sshfs mount: several seconds, more than T.
+	dd if=/dev/urandom of="$file" bs=1M count=384 conv=fsync status=none
+	run -0 --separate-stderr rc_timed ms bed_in_client "$FUSED_BIN/fusedmap" --verify --json "$BED_CLI_DIR/verify.bin"
+	run -0 jq -c '.[0].verify | [.ok, .mismatches]' <<<"$output"
+	assert_output '[true,0]'
+	rm -f "$file"
+}
