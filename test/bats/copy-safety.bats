@@ -14,14 +14,6 @@ setup_file() {
 
 teardown_file() { bed_teardown_file; }
 
-# make_file NAME: 256 MiB of random bytes on the server; sets $f (server path), $cf (client path), $old (sha256).
-make_file() {
-	f=$BED_SRV_DIR/$1
-	cf=$BED_CLI_DIR/$1
-	dd if=/dev/urandom of="$f" bs=1M count=256 conv=fsync status=none
-	old=$(rc_sha "$f")
-}
-
 @test "fusedcp fsyncs each copy before renaming it into place" {
 	local log=$BATS_TEST_TMPDIR/strace dst=$BATS_TEST_TMPDIR/out
 	mkdir "$dst"

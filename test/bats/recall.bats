@@ -22,14 +22,6 @@ teardown() {
 
 teardown_file() { bed_teardown_file; }
 
-# make_file NAME: 256 MiB of random bytes on the server; sets $f (server path), $cf (client path), $old (sha256).
-make_file() {
-	f=$BED_SRV_DIR/$1
-	cf=$BED_CLI_DIR/$1
-	dd if=/dev/urandom of="$f" bs=1M count=256 conv=fsync status=none
-	old=$(rc_sha "$f")
-}
-
 # cat_slowly: fusedcat of $cf into a consumer that waits 3 s before reading (so fusedcat blocks mid-file);
 # in the background. Leaves the output's sha256 in $out.sha, fusedcat's stderr in $out.err, its status in $out.rc.
 cat_slowly() {

@@ -12,6 +12,14 @@ rc_make() {
 	esac
 }
 
+# make_file NAME: 256 MiB of random bytes on the server; sets $f (server path), $cf (client path), $old (sha256).
+make_file() {
+	f=$BED_SRV_DIR/$1
+	cf=$BED_CLI_DIR/$1
+	dd if=/dev/urandom of="$f" bs=1M count=256 conv=fsync status=none
+	old=$(rc_sha "$f")
+}
+
 # rc_sha [FILE]: sha256 of a file or of stdin (hex only). openssl is 4x faster than sha256sum here (SHA-NI),
 # which matters for the 4.5 GiB sparse case.
 # Always from stdin: openssl marks a hash whose file name needs escaping with a leading backslash.
