@@ -123,7 +123,7 @@ test('DATA comes from the device, ZERO never touches it, the result is the file'
 
 test('a device read that completes past the lease deadline is thrown away; fusedcp-like sinks restart', async (t) => {
   const { dir, file, fake, session } = await setup(t);
-  fake.pingDelay = 10_000; // the server stops answering: nothing renews the lease any more
+  fake.pingDelay = 3_000; // the server stops answering: nothing renews the lease any more
   const device = new FakeDevice(file.image, (i) => (i === 1 ? 1500 : 0));
   const reader = new FileReader(source(session, dir), { openDevice: async () => device });
   const { sink, result } = collector(true);
@@ -136,7 +136,7 @@ test('a device read that completes past the lease deadline is thrown away; fused
 
 test('without a restartable sink the rest comes through the mount, still no late byte', async (t) => {
   const { dir, file, fake, session } = await setup(t);
-  fake.pingDelay = 10_000;
+  fake.pingDelay = 3_000;
   const device = new FakeDevice(file.image, (i) => (i === 1 ? 1500 : 0));
   const reader = new FileReader(source(session, dir), { openDevice: async () => device });
   const { sink, result } = collector(false);
@@ -148,7 +148,7 @@ test('without a restartable sink the rest comes through the mount, still no late
 
 test('no device read starts after the deadline', async (t) => {
   const { dir, file, fake, session } = await setup(t, 24);
-  fake.pingDelay = 10_000;
+  fake.pingDelay = 3_000;
   let deadline = Infinity;
   // 8 reads served one at a time, 300 ms each: the deadline (about 1 s after the map) passes part-way.
   const device = new FakeDevice(file.image, () => 300, true);
