@@ -283,11 +283,11 @@ export class Copier {
   private async copyOnce(src: Buffer, sink: Sink): Promise<ReadReport> {
     let report = await this.reader.read(src, sink);
     const first = report;
-    for (let attempt = 1; report.interrupted && report.changed && sink.restart && attempt < CHANGED_RETRIES; attempt++) {
+    for (let attempt = 1; report.changed && sink.restart && attempt < CHANGED_RETRIES; attempt++) {
       await sink.restart();
       report = await this.reader.read(src, sink);
     }
-    if (report.interrupted && report.changed) throw new FusedError('failure', `changed while being read (${report.reason})`);
+    if (report.changed) throw new FusedError('failure', `changed while being read (${report.reason})`);
     // Copied again: the copy is of one version, but say what happened to the first try.
     if (report !== first) return { ...report, interrupted: true, fallback: true, reason: `${first.reason}; changed while being read, copied again` };
     return report;

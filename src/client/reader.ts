@@ -40,8 +40,9 @@ export interface ReadReport {
   bytesNetwork: number;
   /** The map was recalled or lost mid-read. */
   interrupted: boolean;
-  /** After an interruption, the file's size or mtime through the mount differed from the start: the bytes
-   *  delivered mix the old and the new content (unless the sink could restart). */
+  /** The file's size or mtime through the mount moved while it was read (after an interruption, or through the
+   *  mount when the direct path was refused): the bytes delivered may mix old and new content (unless the sink
+   *  could restart). */
   changed: boolean;
 }
 
@@ -90,6 +91,10 @@ export class FileReader {
         report.reason = direct.reason;
         report.fallback = !direct.choice;
         await this.viaMount(fh, start, end, sink, report);
+        // Wanted direct but refused (often: a writer has the file open on the server): was it one version?
+        if (report.fallback) {
+          report.changed = (await changedSince(file, initial)) || (direct.version !== undefined && (await direct.version()) === undefined);
+        }
         return report;
       }
       const { map, session, device } = direct;
@@ -137,7 +142,7 @@ export class FileReader {
   }
 
   /** Everything the direct path needs, or the reason it cannot be used. */
-  private async prepare(file: Buffer, fh: FileHandle, opened: BigIntStats, wanted: number): Promise<{ map: FileMap; session: Session; device: DeviceReader } | { reason: string; choice?: true }> {
+  private async prepare(file: Buffer, fh: FileHandle, opened: BigIntStats, wanted: number): Promise<{ map: FileMap; session: Session; device: DeviceReader } | { reason: string; choice?: true; version?: () => Promise<string | undefined> }> {
     const size = Number(opened.size);
     if (this.opts.networkOnly) return { reason: 'network path requested (--network-only)', choice: true };
     if (!this.client) return { reason: 'no fuses on this node' };
@@ -174,7 +179,16 @@ export class FileReader {
     }
     if (map.extents.length > 0 && map.extents.every((e) => e.state === 'NETWORK')) {
       await release();
-      return { reason: map.networkReason ?? networkReasons(map.extents) };
+      // The server's change token (inode and ctime to the nanosecond) tells, after the read through the mount,
+      // whether the file changed meanwhile, finer than any network file system's attributes.
+      const client = this.client;
+      const version = async () => {
+        const again = await client.map(fused).catch(() => undefined);
+        if (!again) return undefined;
+        await again.session.release(again.map.lease).catch(() => {});
+        return again.map.change;
+      };
+      return { reason: map.networkReason ?? networkReasons(map.extents), version: async () => (await version()) === map.change ? map.change : undefined };
     }
     // The device proven by its content for this session (rule 7), found by its identity: never just the recorded path.
     if ('reason' in got.device) {

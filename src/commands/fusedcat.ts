@@ -54,7 +54,7 @@ export function build(ctx: CommandContext): Command {
           try {
             const r = await reader.read(file, sink, { ...(offset !== undefined ? { offset } : {}), ...(length !== undefined ? { length } : {}) });
             const name = displayName(file);
-            if (r.interrupted && r.changed) {
+            if (r.changed) {
               // Bytes already written to the pipe cannot be taken back: say so, and fail, like tar does.
               failed++;
               lastError = new FusedError('failure', 'changed while being read');

@@ -77,6 +77,19 @@ print(round(waited * 1000))' "$f" "$new_src" "${1:-0}") || return 1
 	[[ $ms =~ ^[0-9]+$ ]] || { echo "the writer said '$ms', not its wait" >&2; return 1; }
 }
 
+# assert_cat_outcome: fusedcat said the file changed (exit 1), or exited 0 with exactly the old ($old) or the new
+# ($new) content.
+assert_cat_outcome() {
+	local rc
+	rc=$(cat "$out.rc")
+	if [[ $rc == 1 ]]; then
+		assert_regex "$(cat "$out.err")" 'changed while being read'
+	else
+		assert_equal "$rc" 0
+		[[ $(cat "$out.sha") == "$old" || $(cat "$out.sha") == "$new" ]] || fail "fusedcat exited 0, but its output is neither the old nor the new content (a silent mix)"
+	fi
+}
+
 assert_fast_writer() { ((ms < 5000)) || fail "the opener on the server waited ${ms} ms (a recall should take well under 5 s)"; }
 
 @test "an opener for writing on the server gets through at once; fusedcat's output is the unchanged content" {
@@ -101,16 +114,10 @@ assert_fast_writer() { ((ms < 5000)) || fail "the opener on the server waited ${
 	rewrite_all
 	wait "$bg"
 	assert_fast_writer
-	local new rc
+	local new
 	new=$(rc_sha "$f")
 	assert_equal "$new" "$(rc_sha "$new_src")"
-	rc=$(cat "$out.rc")
-	if [[ $rc == 1 ]]; then
-		assert_regex "$(cat "$out.err")" 'changed while being read'
-	else
-		assert_equal "$rc" 0
-		[[ $(cat "$out.sha") == "$old" || $(cat "$out.sha") == "$new" ]] || fail "fusedcat's output is neither the old nor the new content"
-	fi
+	assert_cat_outcome
 	rm "$f"
 }
 
@@ -144,16 +151,10 @@ assert_fast_writer() { ((ms < 5000)) || fail "the opener on the server waited ${
 	rewrite_all 0.03
 	wait "$bg"
 	assert_fast_writer
-	local new rc
+	local new
 	new=$(rc_sha "$f")
 	assert_equal "$new" "$(rc_sha "$new_src")"
-	rc=$(cat "$out.rc")
-	if [[ $rc == 1 ]]; then
-		assert_regex "$(cat "$out.err")" 'changed while being read'
-	else
-		assert_equal "$rc" 0
-		[[ $(cat "$out.sha") == "$old" || $(cat "$out.sha") == "$new" ]] || fail "fusedcat exited 0, but its output is neither the old nor the new content (a silent mix)"
-	fi
+	assert_cat_outcome
 	rm "$f"
 }
 
@@ -209,14 +210,10 @@ assert_fast_writer() { ((ms < 5000)) || fail "the opener on the server waited ${
 	on_server_timed sh -c ': >"$1"' sh "$f"
 	wait "$bg"
 	assert_fast_writer
-	local rc
-	rc=$(cat "$out.rc")
-	if [[ $rc == 1 ]]; then
-		assert_regex "$(cat "$out.err")" 'changed while being read'
-	else
-		assert_equal "$rc" 0
-		[[ $(cat "$out.sha") == "$old" || $(cat "$out.sha") == "$(rc_sha </dev/null)" ]] || fail "fusedcat's output is neither the old nor the new content"
-	fi
+	# The new content is the empty file.
+	local new
+	new=$(rc_sha </dev/null)
+	assert_cat_outcome
 	rm "$f"
 }
 
