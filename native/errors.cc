@@ -43,6 +43,7 @@ Napi::Error MakeError(Napi::Env env, const Fault& fault) {
     const char* name = strerrorname_np(fault.err);
     code = name != nullptr ? name : "E" + std::to_string(fault.err);
     const char* reason = fault.syscall == "ioctl(FS_IOC_FIEMAP)" ? FiemapReason(fault.err) : nullptr;
+    if (fault.err == ETIME && fault.syscall == "pwrite") reason = "lease deadline passed before the write was issued";
     text = reason != nullptr ? reason : strerror(fault.err);
   }
   std::string message = code + ": " + text + ", " + fault.syscall;

@@ -130,15 +130,22 @@ class DeviceInfoWorker : public PromiseWorker {
 class TransferWorker : public PromiseWorker {
  public:
   TransferWorker(Napi::Env env, bool write, int fd, Napi::Buffer<char> buf, size_t offset, size_t length,
-                 int64_t position)
+                 int64_t position, double not_after_ms)
       : PromiseWorker(env, write ? "fused:pwrite" : "fused:pread"),
         write_(write),
         fd_(fd),
         data_(buf.Data() + offset),
         length_(length),
         position_(position),
+        not_after_ms_(not_after_ms),
         keep_(Napi::Persistent(buf)) {}
   void Execute() override {
+    // The lease deadline is checked here, on the pool thread, right before the system call: a call that waited
+    // in the pool's queue (or in a process stopped meanwhile) past it fails with ETIME and touches nothing.
+    if (not_after_ms_ > 0 && MonotonicMs() >= not_after_ms_) {
+      Fail(-ETIME, write_ ? "pwrite" : "pread");
+      return;
+    }
     done_ = write_ ? PwriteRetry(fd_, data_, length_, position_) : PreadRetry(fd_, data_, length_, position_);
     if (done_ < 0) Fail(static_cast<int>(done_), write_ ? "pwrite" : "pread");
   }
@@ -150,6 +157,7 @@ class TransferWorker : public PromiseWorker {
   char* data_;
   size_t length_;
   off_t position_;
+  double not_after_ms_;
   Napi::Reference<Napi::Buffer<char>> keep_;
   ssize_t done_ = 0;
 };
@@ -268,14 +276,16 @@ Napi::Value JsDeviceInfo(const Napi::CallbackInfo& info) {
 
 Napi::Value Transfer(const Napi::CallbackInfo& info, bool write) {
   Napi::Env env = info.Env();
-  bool ok = IsInt(info[0]) && info[1].IsBuffer() && IsInt(info[2]) && IsInt(info[3]) && IsInt(info[4]);
-  if (ThrowIfNot(env, ok, "pread/pwrite(fd, buf, bufOffset, length, position)")) return Napi::Value();
+  bool ok = IsInt(info[0]) && info[1].IsBuffer() && IsInt(info[2]) && IsInt(info[3]) && IsInt(info[4]) &&
+            (info.Length() < 6 || info[5].IsUndefined() || info[5].IsNumber());
+  if (ThrowIfNot(env, ok, "pread/pwrite(fd, buf, bufOffset, length, position[, notAfterMs])")) return Napi::Value();
+  double not_after_ms = info.Length() >= 6 && info[5].IsNumber() ? info[5].As<Napi::Number>().DoubleValue() : 0;
   auto buf = info[1].As<Napi::Buffer<char>>();
   int64_t offset = ArgInt64(info, 2), length = ArgInt64(info, 3), position = ArgInt64(info, 4);
   ok = offset >= 0 && length >= 0 && position >= 0 && static_cast<uint64_t>(offset + length) <= buf.Length();
   if (ThrowIfNot(env, ok, "pread/pwrite range outside the buffer")) return Napi::Value();
   return (new TransferWorker(env, write, ArgInt(info, 0), buf, static_cast<size_t>(offset),
-                             static_cast<size_t>(length), position))
+                             static_cast<size_t>(length), position, not_after_ms))
       ->Start();
 }
 

@@ -10,6 +10,7 @@
 #include <sys/stat.h>
 #include <sys/syscall.h>
 #include <sys/sysmacros.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <cerrno>
@@ -168,6 +169,12 @@ int DeviceInfo(int fd, DeviceFacts* out, const char** syscall) {
   out->logical_sector_size = static_cast<uint32_t>(lss);
   out->physical_sector_size = pss;
   return 0;
+}
+
+double MonotonicMs() {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return static_cast<double>(ts.tv_sec) * 1e3 + static_cast<double>(ts.tv_nsec) / 1e6;
 }
 
 ssize_t PreadRetry(int fd, void* buf, size_t length, off_t position) {

@@ -60,6 +60,9 @@ int CloneRange(int src_fd, uint64_t src_offset, uint64_t length, int dest_fd, ui
 // Reads up to length bytes from offset 0 into the aligned buffer, stopping at end of device; returns bytes.
 ssize_t ReadHead(const std::string& path, void* aligned, size_t length, const char** syscall);
 
+// CLOCK_MONOTONIC in milliseconds: the clock of libuv's uv_hrtime, so of Node's process.hrtime.
+double MonotonicMs();
+
 int SetLease(int fd, int signal, int type, const char** syscall);
 int GetLease(int fd);
 

@@ -75,15 +75,16 @@ export class Device {
     return e ? `the map points outside the volume (extent at ${e.physical}+${e.length}, volume ${limit} bytes): refused` : undefined;
   }
 
-  /** Write `length` bytes of `buf` (aligned memory) at `position`: offset and length in whole logical sectors. */
-  async writeAt(buf: Buffer, bufOffset: number, length: number, position: number): Promise<void> {
+  /** Write `length` bytes of `buf` (aligned memory) at `position`: offset and length in whole logical sectors.
+   *  Past `notAfter` (performance.now() clock) no part of it is issued: it rejects with code ETIME. */
+  async writeAt(buf: Buffer, bufOffset: number, length: number, position: number, notAfter?: number): Promise<void> {
     const sector = this.info.logicalSectorSize || 512;
     if (position % sector !== 0 || length % sector !== 0) {
       throw new RangeError(`device write of ${length} bytes at ${position} is not in whole ${sector}-byte sectors`);
     }
     let done = 0;
     while (done < length) {
-      const n = await pwrite(this.fd, buf, bufOffset + done, length - done, position + done);
+      const n = await pwrite(this.fd, buf, bufOffset + done, length - done, position + done, notAfter);
       if (n <= 0) throw new FusedError('failure', `short write at byte ${position + done}`, this.path);
       done += n;
     }

@@ -31,6 +31,9 @@ class FakeSession extends EventEmitter {
   leaseValid(): boolean {
     return this.valid;
   }
+  deadline(): number {
+    return this.valid ? performance.now() + this.leaseMs : performance.now() - 1;
+  }
   async ping(): Promise<void> {}
   keepAlive(): () => void {
     return () => {};
@@ -58,7 +61,10 @@ class FakeDevice implements DeviceWriter {
   readonly fsSize = 512 * MiB;
   readonly image = Buffer.alloc(512 * MiB, 0xa5);
   readonly writes: { position: number; length: number }[] = [];
-  async writeAt(buf: Buffer, bufOffset: number, length: number, position: number): Promise<void> {
+  /** The deadline each write was handed (the real device checks it on the pool thread, right before pwrite). */
+  readonly notAfter: (number | undefined)[] = [];
+  async writeAt(buf: Buffer, bufOffset: number, length: number, position: number, notAfter?: number): Promise<void> {
+    this.notAfter.push(notAfter);
     assert.equal(position % 512, 0);
     assert.equal(length % 512, 0);
     this.writes.push({ position, length });
@@ -141,6 +147,18 @@ test('past the lease deadline nothing more is written: WriteRestart', async (t) 
   await target.abort();
   assert.deepEqual(session.released, ['W1'], 'the write map is given up (the server trims the file back)');
   assert.deepEqual(session.commits, []);
+});
+
+test('every device write carries the lease deadline down to the pool thread', async (t) => {
+  const { path, session, device, writer } = setup(t);
+  const target = await writer.open(Buffer.from(path), 9 * MiB);
+  const before = performance.now();
+  await target.write(0, randomBytes(9 * MiB), false);
+  await target.finish(9 * MiB);
+  assert.ok(device.notAfter.length > 0);
+  for (const d of device.notAfter) {
+    assert.ok(d !== undefined && d > before && d <= performance.now() + session.leaseMs, `deadline ${d}`);
+  }
 });
 
 test('a map reaching past the volume is refused before any write: the file goes through the mount', async (t) => {

@@ -345,7 +345,9 @@ class DirectTarget implements WriteTarget {
       if (!this.session.leaseValid(this.map.lease, performance.now() + LIMITS.leaseMarginMs)) {
         throw new WriteRestart(`write lease expired: no answer from the map server within the lease time (${this.session.leaseMs / 1000} s)`);
       }
-      const w = this.device.writeAt(stage.buf, p.bufOffset, p.length, p.physical).then(
+      // The pool thread checks the deadline again right before its pwrite: a write that waited in the pool's queue
+      // (or in a process stopped meanwhile) past it is never issued.
+      const w = this.device.writeAt(stage.buf, p.bufOffset, p.length, p.physical, this.session.deadline(this.map.lease)).then(
         () => {
           if (!this.session.leaseValid(this.map.lease)) this.failure ??= new Error('a direct write completed after the lease deadline');
         },

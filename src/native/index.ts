@@ -116,10 +116,17 @@ export async function pread(fd: number, buf: Buffer, bufOffset: number, length: 
   return addon().pread(fd, buf, bufOffset, length, position);
 }
 
-/** pwrite on the pool from buf[bufOffset, bufOffset+length); resolves to the bytes written. */
-export async function pwrite(fd: number, buf: Buffer, bufOffset: number, length: number, position: number): Promise<number> {
+/** pwrite on the pool from buf[bufOffset, bufOffset+length); resolves to the bytes written. With `notAfter` (a
+ *  time on the performance.now() clock), the pool thread checks it right before the system call and rejects with
+ *  code ETIME, writing nothing, when it has passed: a write queued in the pool, or held up by a stopped process,
+ *  cannot land past a lease deadline. */
+export async function pwrite(fd: number, buf: Buffer, bufOffset: number, length: number, position: number, notAfter?: number): Promise<number> {
   checkTransfer(fd, buf, bufOffset, length, position);
-  return addon().pwrite(fd, buf, bufOffset, length, position);
+  if (notAfter === undefined) return addon().pwrite(fd, buf, bufOffset, length, position);
+  if (!Number.isFinite(notAfter)) throw argError(RangeError, 'ERR_OUT_OF_RANGE', 'notAfter must be a finite time');
+  // performance.now() and process.hrtime share libuv's monotonic clock; the addon reads CLOCK_MONOTONIC.
+  const monotonicNow = Number(process.hrtime.bigint()) / 1e6;
+  return addon().pwrite(fd, buf, bufOffset, length, position, Math.max(1e-3, monotonicNow + (notAfter - performance.now())));
 }
 
 export async function fsync(fd: number): Promise<void> {

@@ -382,6 +382,26 @@ describe('direct I/O', () => {
     }
   });
 
+  test('pwrite with a passed deadline writes nothing (ETIME, checked on the pool thread); a future one writes', async () => {
+    fs.writeFileSync(file('late'), Buffer.alloc(8, 0x11));
+    const fd = fs.openSync(file('late'), 'r+');
+    try {
+      const data = Buffer.alloc(8, 0x22);
+      await assert.rejects(pwrite(fd, data, 0, 8, 0, performance.now() - 1), { code: 'ETIME', syscall: 'pwrite' });
+      // Queued behind busy pool threads until the deadline passed: still nothing written.
+      const busy = Array.from({ length: 8 }, () => pwrite(fd, data, 0, 0, 0));
+      const late = pwrite(fd, data, 0, 8, 0, performance.now());
+      await Promise.all(busy);
+      await assert.rejects(late, { code: 'ETIME' });
+      assert.deepEqual(fs.readFileSync(file('late')), Buffer.alloc(8, 0x11));
+      assert.equal(await pwrite(fd, data, 0, 8, 0, performance.now() + 60_000), 8);
+      assert.deepEqual(fs.readFileSync(file('late')), data);
+      await assert.rejects(pwrite(fd, data, 0, 8, 0, Number.NaN), { code: 'ERR_OUT_OF_RANGE' });
+    } finally {
+      fs.closeSync(fd);
+    }
+  });
+
   test('range checks happen before the pool', async () => {
     const buf = Buffer.alloc(10);
     await assert.rejects(pread(0, buf, 5, 6, 0), { code: 'ERR_OUT_OF_RANGE' });

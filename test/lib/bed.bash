@@ -181,11 +181,14 @@ bed_start_sshd() {
 
 # bed_mount_client [REMOTE_DIR] [MOUNTPOINT]: sshfs (from the client namespace) of the server's directory.
 # nsenter keeps the host mount namespace, so the FUSE mount is visible to every process on the machine.
+# No attribute or directory caching: every open sees the server's attributes, as NFS's close-to-open does
+# (with the kernel's default 1 s attr_timeout a file changed on the server keeps its old mtime through the mount
+# for up to a second, and fused rightly refuses a map that does not match what the mount shows).
 bed_mount_client() {
 	local remote=${1:-$BED_SRV_DIR} mnt=${2:-$BED_DIR/client-volume}
 	mkdir -p "$mnt"
 	bed_in_client sshfs -o "IdentityFile=$BED_DIR/ssh/client_key,StrictHostKeyChecking=no,UserKnownHostsFile=/dev/null,LogLevel=ERROR" \
-		-o dir_cache=no -o dcache_timeout=1 "root@$BED_SRV_ADDR:$remote" "$mnt" || return 1
+		-o dir_cache=no -o dcache_timeout=1 -o attr_timeout=0 "root@$BED_SRV_ADDR:$remote" "$mnt" || return 1
 	bed_record fuse "$mnt"
 	[[ -n ${2:-} ]] || { BED_CLI_DIR=$mnt; export BED_CLI_DIR; bed_save_env; }
 }
