@@ -58,6 +58,8 @@ export class Connection implements LeaseHolder {
   private readonly probes = new Map<string, string>();
   /** When the connection stopped carrying lines to the client (monotonic ms): after it, nothing reaches it. */
   private endedAt: number | undefined;
+  /** The client said QUIT. */
+  private quit = false;
 
   constructor(
     private readonly server: ConnectionHost,
@@ -68,7 +70,12 @@ export class Connection implements LeaseHolder {
     log(`${peer}: connected`);
     socket.setNoDelay(true);
     socket.setKeepAlive(true, 10_000);
-    socket.on('error', (err) => log(`${peer}: ${err.message}`));
+    socket.on('error', (err) => {
+      // A client that said QUIT may be gone before BYE reaches it: its reset is the normal end, not news.
+      const code = (err as NodeJS.ErrnoException).code;
+      if (this.quit && (code === 'ECONNRESET' || code === 'EPIPE')) return;
+      log(`${peer}: ${err.message}`);
+    });
     socket.on('data', (chunk: Buffer) => this.onData(chunk));
     this.authTimer = setTimeout(() => this.bye('auth-timeout'), server.opts.authTimeoutMs);
     this.touch();
@@ -227,6 +234,7 @@ export class Connection implements LeaseHolder {
       case 'PING':
         return this.send([formatOk('PONG')]);
       case 'QUIT':
+        this.quit = true;
         await this.send([formatOk('BYE')]);
         this.closing = true;
         this.socket.end();

@@ -154,3 +154,19 @@ r = req(g, 'MAP vol lease4.bin'); print('other connection', r[0].split(' ')[0:2]
 	assert_line --index 7 "other connection ['OK', 'MAP']"
 	rm "$BED_SRV_DIR"/lease[1-5].bin
 }
+
+@test "commands that end their session with QUIT leave no connection error in the server's log" {
+	head -c 1048576 /dev/urandom >"$BED_SRV_DIR/quit.bin"
+	local before
+	before=$(wc -l <"$BED_DIR/server.log")
+	for _ in 1 2 3; do
+		run -0 bed_in_client "$FUSED_BIN/fusedmap" "$BED_CLI_DIR/quit.bin"
+		bed_in_client "$FUSED_BIN/fusedcat" "$BED_CLI_DIR/quit.bin" | cmp - "$BED_SRV_DIR/quit.bin"
+	done
+	sleep 0.5
+	run -0 tail -n +"$((before + 1))" "$BED_DIR/server.log"
+	assert_output --partial 'disconnected'
+	refute_output --partial 'ECONNRESET'
+	refute_output --partial 'EPIPE'
+	rm "$BED_SRV_DIR/quit.bin"
+}

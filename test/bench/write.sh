@@ -26,13 +26,16 @@ mbps() { awk -v b="$bytes" -v s="$1" 'BEGIN { printf "%.0f", b / s / 1e6 }'; }
 median() { sort -g | awk '{ a[NR] = $1 } END { print a[int((NR + 1) / 2)] }'; }
 sha() { openssl dgst -sha256 -r <"$1" | cut -d' ' -f1; }
 
-# fio_write DEV OFFSET: seconds fio takes to write $bytes at OFFSET of DEV, O_DIRECT, 4 MiB, 8 in flight.
+# fio_write DEV OFFSET [sync]: seconds fio takes to write $bytes at OFFSET of DEV, O_DIRECT, 4 MiB, 8 in flight;
+# with "sync", durably: fio's end_fsync, counted in its time, as fusedcp's COMMIT makes its copy durable (the map
+# server fsyncs the file). On loop devices over an image file the flush writes the image's dirty pages out.
 fio_write() {
-	local out=$BED_DIR/fio.json
+	local out=$BED_DIR/fio.json sync=0
+	[[ ${3:-} == sync ]] && sync=1
 	fio --name=raw --filename="$1" --offset="$2" --size="$bytes" --direct=1 --rw=write --bs=4M --iodepth=8 \
-		--ioengine=libaio --output-format=json >"$out"
-	# fio's own clock (ms): the write without fio's start-up.
-	jq '.jobs[0].write.runtime / 1000' "$out"
+		--ioengine=libaio --end_fsync="$sync" --output-format=json >"$out"
+	# fio's own clock (ms): the write (and its flush) without fio's start-up.
+	if ((sync)); then jq '.jobs[0].job_runtime / 1000' "$out"; else jq '.jobs[0].write.runtime / 1000' "$out"; fi
 }
 
 # fusedcp_write N: seconds (whole command) of a fusedcp of the source to a fresh name on the fused mount; checks
@@ -90,24 +93,27 @@ bench_one() {
 	for ((r = 1; r <= rounds; r++)); do
 		# Interleaved, so drift in the machine's load hits every contender alike.
 		times[fio]+="$(fio_write "$scratch" "$offset") "
+		times[fiosync]+="$(fio_write "$scratch" "$offset" sync) "
 		times[fusedcp]+="$(fusedcp_write "$r") "
 		[[ $r == 1 ]] && times[cp]+="$(cp_write) " # through a 1 Gbit link: one round is plenty
 		echo "$fstype: round $r done" >&2
 	done
 	declare -A rate=()
-	for k in fio fusedcp cp; do
+	for k in fio fiosync fusedcp cp; do
 		m=$(tr ' ' '\n' <<<"${times[$k]}" | grep . | median)
 		rate[$k]=$(mbps "$m")
 	done
 	rate[inner]=$(mbps "$(median <"$BED_DIR/inner-times")")
 	printf '%s\n' "== $fstype"
 	printf '%-50s %8s MB/s\n' "fio direct write bs=4M iodepth=8 (scratch device)" "${rate[fio]}" \
+		"  the same, durable (end_fsync=1, flush counted)" "${rate[fiosync]}" \
 		"fusedcp direct write (whole command)" "${rate[fusedcp]}" \
 		"  the same, copy only (--json seconds)" "${rate[inner]}" \
 		"cp through the sshfs mount (1 Gbit veth)" "${rate[cp]}"
-	awk -v f="${rate[fusedcp]}" -v d="${rate[fio]}" -v c="${rate[cp]}" -v i="${rate[inner]}" 'BEGIN {
+	awk -v f="${rate[fusedcp]}" -v d="${rate[fio]}" -v c="${rate[cp]}" -v i="${rate[inner]}" -v s="${rate[fiosync]}" 'BEGIN {
 		printf "ratio fusedcp/fio:            %.2f\n", f / d
 		printf "ratio fusedcp(copy only)/fio: %.2f\n", i / d
+		printf "ratio fusedcp(copy only)/fio durable: %.2f\n", i / s
 		printf "ratio fusedcp/cp(network):    %.1f\n", f / c
 	}'
 	bed_teardown
