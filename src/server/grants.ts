@@ -52,7 +52,8 @@ export interface VolumeStats {
 /** Grants are cut to whole pages when they fall short of what was asked (direct I/O is page aligned). */
 const PAGE = 4096;
 
-/** Tokens that refill at a rate up to a burst; they may go into debt by one grant, never below -burst. */
+/** Tokens that refill at a rate up to a burst (a quarter second of it): a grant takes tokens, never more than
+ *  there are, so a node never draws more than its rate plus one burst. */
 class Bucket {
   tokens: number;
   private at: number;
@@ -65,13 +66,17 @@ class Bucket {
   refill(rate: number, burst: number, now: number): void {
     const dt = Math.max(0, now - this.at);
     this.at = now;
-    // Clamped both ways: a lowered limit must not leave a large credit, nor a long debt at the old rate.
-    this.tokens = Math.max(-burst, Math.min(burst, this.tokens + (rate * dt) / 1000));
+    // Clamped to the burst of the rate in force now: a lowered limit leaves no large credit behind.
+    this.tokens = Math.min(burst, this.tokens + (rate * dt) / 1000);
   }
 
-  /** Milliseconds until the bucket is positive again at this rate. */
-  waitMs(rate: number): number {
-    return this.tokens > 0 ? 0 : Math.floor((-this.tokens * 1000) / rate) + 1;
+  has(need: number): boolean {
+    return this.tokens >= need - 1e-6;
+  }
+
+  /** Milliseconds until the bucket holds `need` at this rate. */
+  waitMs(rate: number, need: number): number {
+    return this.has(need) ? 0 : Math.ceil(((need - this.tokens) * 1000) / rate);
   }
 }
 
@@ -169,7 +174,10 @@ export class GrantTable {
     return Math.min(own, this.fairShare(node, volume, now));
   }
 
-  /** Answer GRANT at once: what the buckets allow now, and when asking again makes sense. */
+  /**
+   * Answer GRANT at once: all that was asked, or the most one grant may cover (the smallest burst of the buckets that
+   * bind the node), when the buckets hold that much now; else nothing. `nextMs`: when they will hold it (again).
+   */
   grant(node: string, volume: string, askBytes: number, askOps: number): GrantAnswer {
     const now = this.now();
     const s = this.state(node, now);
@@ -186,26 +194,32 @@ export class GrantTable {
     if (askBytes > 0 && own.rate > 0) byteBuckets.push({ b: s.bytes, rate: own.rate, burst: this.burstBytes(own.rate) });
     if (askBytes > 0 && Number.isFinite(share)) byteBuckets.push({ b: shareBucket, rate: share, burst: this.burstBytes(share) });
     const opsBucket = askOps > 0 && own.iops > 0 ? { b: s.ops, rate: own.iops, burst: this.burstOps(own.iops) } : undefined;
-    const all = opsBucket ? [...byteBuckets, opsBucket] : byteBuckets;
-    for (const x of all) x.b.refill(x.rate, x.burst, now);
+    for (const x of opsBucket ? [...byteBuckets, opsBucket] : byteBuckets) x.b.refill(x.rate, x.burst, now);
 
+    // What this request can get at most: what was asked, cut to the bursts.
     let bytes = askBytes;
     let ops = askOps;
-    if (all.some((x) => x.b.tokens <= 0)) {
-      bytes = 0;
-      ops = 0;
-    } else {
-      for (const x of byteBuckets) bytes = Math.min(bytes, x.burst);
-      if (opsBucket && ops > opsBucket.burst) {
-        ops = opsBucket.burst;
-        // Fewer operations than asked carry proportionally fewer bytes.
-        bytes = Math.min(bytes, Math.floor((askBytes * ops) / askOps));
-      }
-      if (bytes < askBytes) bytes = Math.max(Math.floor(bytes / PAGE) * PAGE, Math.min(askBytes, PAGE));
+    for (const x of byteBuckets) bytes = Math.min(bytes, x.burst);
+    if (opsBucket && ops > opsBucket.burst) {
+      ops = opsBucket.burst;
+      // Fewer operations than asked carry proportionally fewer bytes.
+      bytes = Math.min(bytes, Math.floor((askBytes * ops) / askOps));
+    }
+    if (bytes < askBytes) bytes = Math.max(Math.floor(bytes / PAGE) * PAGE, Math.min(askBytes, PAGE));
+    const covered = byteBuckets.every((x) => x.b.has(bytes)) && (!opsBucket || opsBucket.b.has(ops));
+    const want = { bytes, ops };
+    if (covered) {
       for (const x of byteBuckets) x.b.tokens -= bytes;
       if (opsBucket) opsBucket.b.tokens -= ops;
+    } else {
+      bytes = 0;
+      ops = 0;
     }
-    const nextMs = Math.max(0, ...all.map((x) => x.b.waitMs(x.rate)));
+    const nextMs = Math.max(
+      0,
+      ...byteBuckets.map((x) => x.b.waitMs(x.rate, want.bytes)),
+      ...(opsBucket ? [opsBucket.b.waitMs(opsBucket.rate, want.ops)] : []),
+    );
     this.count(s, volume, bytes, ops, now);
     return { bytes, ops, nextMs };
   }
