@@ -89,6 +89,8 @@ export interface NodeLimits {
   iops: number;
   current: number;
   total: number;
+  /** Operations granted over the last second, and since the server started. */
+  currentOps: number;
   ops: number;
   grants: number;
   active: boolean;
@@ -406,7 +408,7 @@ export class Session extends EventEmitter<SessionEvents> {
       if (line.startsWith('N ') && f.node) {
         nodes.push({
           node: f.node, rate: num(f, 'rate'), iops: num(f, 'iops'), current: num(f, 'current'), total: num(f, 'total'),
-          ops: num(f, 'ops'), grants: num(f, 'grants'), active: f.active === '1', volumes: f.volume ? f.volume.split(',') : [],
+          currentOps: num(f, 'current_ops'), ops: num(f, 'ops'), grants: num(f, 'grants'), active: f.active === '1', volumes: f.volume ? f.volume.split(',') : [],
         });
       } else if (line.startsWith('V ') && f.volume) {
         volumes.push({ volume: f.volume, rate: num(f, 'rate'), current: num(f, 'current'), total: num(f, 'total'), active: num(f, 'active') });

@@ -21,6 +21,7 @@ interface Row {
   iops: number | null;
   current: number;
   total: number;
+  currentOps: number | null;
   ops: number | null;
   grants: number | null;
   active: number;
@@ -28,10 +29,10 @@ interface Row {
 
 const nodeRow = (n: NodeLimits): Row => ({
   kind: 'node', node: n.node, volume: n.volumes.length ? n.volumes.join(',') : null, limit: n.rate, iops: n.iops,
-  current: n.current, total: n.total, ops: n.ops, grants: n.grants, active: n.active ? 1 : 0,
+  current: n.current, total: n.total, currentOps: n.currentOps, ops: n.ops, grants: n.grants, active: n.active ? 1 : 0,
 });
 const volumeRow = (v: VolumeLimits): Row => ({
-  kind: 'volume', node: null, volume: v.volume, limit: v.rate, iops: null, current: v.current, total: v.total, ops: null,
+  kind: 'volume', node: null, volume: v.volume, limit: v.rate, iops: null, current: v.current, total: v.total, currentOps: null, ops: null,
   grants: null, active: v.active,
 });
 const orNull = (n: number | null) => (n === null || n === 0 ? null : n);
@@ -44,6 +45,7 @@ const COLUMNS: Column<Row>[] = [
   { id: 'iops', header: 'IOPS', help: "a node's operations per second limit (JSON null: unlimited)", align: 'right', text: (r) => (r.iops === null ? '-' : r.iops === 0 ? 'unlimited' : String(r.iops)), json: (r) => orNull(r.iops) },
   { id: 'current', header: 'CURRENT', help: 'bytes granted over the last second (bytes/s)', align: 'right', text: (r) => `${humanBytes(r.current)}/s`, json: (r) => r.current },
   { id: 'total', header: 'TOTAL', help: 'bytes granted since the server started', align: 'right', text: (r) => humanBytes(r.total), json: (r) => r.total },
+  { id: 'currentOps', header: 'CUR-OPS', help: 'operations granted over the last second (nodes; ops/s)', align: 'right', text: (r) => (r.currentOps === null ? '-' : String(r.currentOps)), json: (r) => r.currentOps },
   { id: 'ops', header: 'OPS', help: 'operations granted since the server started (nodes)', align: 'right', text: (r) => (r.ops === null ? '-' : String(r.ops)), json: (r) => r.ops },
   { id: 'grants', header: 'GRANTS', help: 'grant requests since the server started (nodes)', align: 'right', text: (r) => (r.grants === null ? '-' : String(r.grants)), json: (r) => r.grants },
   { id: 'active', header: 'ACTIVE', help: 'a node: drew grants in the last second (JSON 0/1); a volume: nodes drawing on it now', align: 'right', text: (r) => (r.kind === 'node' ? (r.active ? 'yes' : 'no') : String(r.active)), json: (r) => r.active },

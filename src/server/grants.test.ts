@@ -73,6 +73,7 @@ test('an unlimited node gets what it asks at once, and is counted', () => {
   assert.equal(n!.total, 64 * MiB);
   assert.equal(n!.totalOps, 16);
   assert.equal(n!.current, 64 * MiB);
+  assert.equal(n!.currentOps, 16);
   assert.equal(n!.active, true);
   assert.deepEqual(n!.volumes, ['vol']);
   assert.equal(n!.grants, 2);

@@ -32,6 +32,8 @@ export interface NodeStats {
   iops: number;
   /** Bytes granted over the last active window (per second when the window is 1 s). */
   current: number;
+  /** Operations granted likewise. */
+  currentOps: number;
   total: number;
   totalOps: number;
   grants: number;
@@ -83,6 +85,7 @@ class Bucket {
 interface History {
   at: number;
   bytes: number;
+  ops: number;
 }
 
 class NodeState {
@@ -228,7 +231,7 @@ export class GrantTable {
     s.total += bytes;
     s.totalOps += ops;
     s.grants++;
-    if (bytes > 0) s.recent.push({ at: now, bytes });
+    if (bytes > 0 || ops > 0) s.recent.push({ at: now, bytes, ops });
     s.recent = this.prune(s.recent, now);
     let v = this.volumeTotals.get(volume);
     if (!v) {
@@ -236,8 +239,12 @@ export class GrantTable {
       this.volumeTotals.set(volume, v);
     }
     v.total += bytes;
-    if (bytes > 0) v.recent.push({ at: now, bytes });
+    if (bytes > 0) v.recent.push({ at: now, bytes, ops });
     v.recent = this.prune(v.recent, now);
+  }
+
+  private perSecond(h: History[], what: 'bytes' | 'ops'): number {
+    return Math.round((h.reduce((a, e) => a + e[what], 0) * 1000) / this.activeWindowMs);
   }
 
   private prune(h: History[], now: number): History[] {
@@ -258,7 +265,8 @@ export class GrantTable {
         node,
         rate,
         iops,
-        current: Math.round((recent.reduce((a, e) => a + e.bytes, 0) * 1000) / this.activeWindowMs),
+        current: this.perSecond(recent, 'bytes'),
+        currentOps: this.perSecond(recent, 'ops'),
         total: s?.total ?? 0,
         totalOps: s?.totalOps ?? 0,
         grants: s?.grants ?? 0,
@@ -277,7 +285,7 @@ export class GrantTable {
       return {
         volume,
         rate: this.limits.volumeCap(volume),
-        current: Math.round((recent.reduce((a, e) => a + e.bytes, 0) * 1000) / this.activeWindowMs),
+        current: this.perSecond(recent, 'bytes'),
         total: v?.total ?? 0,
         activeNodes: this.activeNodes(volume, now).length,
       };

@@ -57,9 +57,9 @@ test('LIMITS: counted head, N lines for nodes known, V lines for volumes, END', 
   const lines = p.list(['adm', 'cli'], ['vol', 'scratch']);
   assert.deepEqual(lines, [
     'OK LIMITS count=5 nodes=3 volumes=2',
-    'N node=adm rate=0 iops=0 current=0 total=0 ops=0 grants=0 active=0 volume=',
-    'N node=cli rate=0 iops=0 current=4096 total=4096 ops=1 grants=1 active=1 volume=vol',
-    'N node=slow rate=1000 iops=5 current=0 total=0 ops=0 grants=0 active=0 volume=',
+    'N node=adm rate=0 iops=0 current=0 total=0 current_ops=0 ops=0 grants=0 active=0 volume=',
+    'N node=cli rate=0 iops=0 current=4096 total=4096 current_ops=1 ops=1 grants=1 active=1 volume=vol',
+    'N node=slow rate=1000 iops=5 current=0 total=0 current_ops=0 ops=0 grants=0 active=0 volume=',
     'V volume=scratch rate=0 current=0 total=0 active=0',
     'V volume=vol rate=104857600 current=4096 total=4096 active=1',
     'END',

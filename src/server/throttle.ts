@@ -29,7 +29,7 @@ export class ThrottlePolicy {
       formatOk('LIMITS', { count: nodes.length + volumes.length, nodes: nodes.length, volumes: volumes.length }),
       ...nodes.map((n) =>
         formatDataFields('N', {
-          node: n.node, rate: n.rate, iops: n.iops, current: n.current, total: n.total, ops: n.totalOps, grants: n.grants,
+          node: n.node, rate: n.rate, iops: n.iops, current: n.current, total: n.total, current_ops: n.currentOps, ops: n.totalOps, grants: n.grants,
           active: n.active ? 1 : 0, volume: n.volumes.join(','),
         }),
       ),
