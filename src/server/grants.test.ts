@@ -214,3 +214,13 @@ test('stats: current rate over the last second, totals since start, active only 
   assert.equal(v!.activeNodes, 0);
   assert.equal(v!.total, 4 * MiB);
 });
+
+test('counters saturate at the largest wire number instead of breaking LIMITS', () => {
+  const s = setup();
+  const max = Number.MAX_SAFE_INTEGER;
+  s.table.grant('greedy', 'vol', max, max);
+  s.table.grant('greedy', 'vol', max, max);
+  const [n] = s.table.nodeStats();
+  assert.deepEqual([n!.total, n!.totalOps, n!.current, n!.currentOps], [max, max, max, max]);
+  assert.equal(s.table.volumeStats(['vol'])[0]!.total, max);
+});

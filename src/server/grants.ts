@@ -51,6 +51,8 @@ export interface VolumeStats {
   activeNodes: number;
 }
 
+const sat = (n: number) => Math.min(n, Number.MAX_SAFE_INTEGER);
+
 /** Grants are cut to whole pages when they fall short of what was asked (direct I/O is page aligned). */
 const PAGE = 4096;
 
@@ -228,8 +230,9 @@ export class GrantTable {
   }
 
   private count(s: NodeState, volume: string, bytes: number, ops: number, now: number): void {
-    s.total += bytes;
-    s.totalOps += ops;
+    // Counters saturate: a node asking for absurd amounts must not push them past what the wire can carry.
+    s.total = sat(s.total + bytes);
+    s.totalOps = sat(s.totalOps + ops);
     s.grants++;
     if (bytes > 0 || ops > 0) s.recent.push({ at: now, bytes, ops });
     s.recent = this.prune(s.recent, now);
@@ -238,13 +241,13 @@ export class GrantTable {
       v = { total: 0, recent: [] };
       this.volumeTotals.set(volume, v);
     }
-    v.total += bytes;
+    v.total = sat(v.total + bytes);
     if (bytes > 0) v.recent.push({ at: now, bytes, ops });
     v.recent = this.prune(v.recent, now);
   }
 
   private perSecond(h: History[], what: 'bytes' | 'ops'): number {
-    return Math.round((h.reduce((a, e) => a + e[what], 0) * 1000) / this.activeWindowMs);
+    return sat(Math.round((h.reduce((a, e) => a + e[what], 0) * 1000) / this.activeWindowMs));
   }
 
   private prune(h: History[], now: number): History[] {

@@ -110,6 +110,17 @@ row() { jq -c --arg n "$2" --arg k "$3" '.[] | select(.kind == $k and (if $k == 
 	assert_output 'OK LIMIT'
 }
 
+@test "--help prints usage on stdout and exits 0" {
+	run -0 --separate-stderr "$FUSED_BIN/fusedthrottle" --help
+	assert_line --index 0 --regexp '^Usage: fusedthrottle '
+	assert_output --partial 'Exit status: 0 ok, 1 failure, 2 usage, 5 refused'
+	assert_equal "$stderr" ''
+	run -0 --separate-stderr "$FUSED_BIN/fusedthrottle" set --help
+	assert_output --partial 'RATE: bytes per second:'
+	run -0 --separate-stderr "$FUSED_BIN/fusedctl" serve --help
+	assert_output --partial '--state-dir <DIR>'
+}
+
 @test "bad rates and targets are refused with exit 2 before anything reaches the server" {
 	local before
 	before=$(cat "$BED_SRV_STATE/limits.json")
