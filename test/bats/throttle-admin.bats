@@ -203,3 +203,12 @@ row() { jq -c --arg n "$2" --arg k "$3" '.[] | select(.kind == $k and (if $k == 
 	run -0 --separate-stderr proto cli 'GRANT vol 104857600 1'
 	assert_output 'OK GRANT bytes=13107200 ops=1 next=250'
 }
+
+@test "a server whose limits file is corrupt refuses to start, naming the file" {
+	local dir=$BED_DIR/corrupt-state
+	mkdir -p "$dir"
+	printf '{"version":1,"nodes":{"cli":{"rate":-5}}}\n' >"$dir/limits.json"
+	run -1 --separate-stderr timeout 20 "$FUSED_BIN/fusedctl" serve --listen 127.0.0.1:7 --volume "vol=$BED_SRV_DIR" \
+		--secret-file "$BED_SECRET" --node srv2 --state-dir "$dir"
+	assert_equal "$stderr" "fusedctl: --state-dir $dir: $dir/limits.json: bad node limit \"cli\""
+}
