@@ -11,6 +11,7 @@ const COMMANDS: Record<string, () => Promise<CommandModule>> = {
   fusedmap: () => import('../commands/fusedmap.js'),
   fusedcat: () => import('../commands/fusedcat.js'),
   fusedcp: () => import('../commands/fusedcp.js'),
+  fusedthrottle: () => import('../commands/fusedthrottle.js'),
 };
 
 export async function main(name: string): Promise<void> {

@@ -13,6 +13,7 @@ import {
   formatRequest,
   parseExtent,
   parseGreeting,
+  parseDataFields,
   parseNumber,
   parseReplyLine,
   newChallenge,
@@ -21,6 +22,7 @@ import {
   isAccess,
   type Access,
   type Fields,
+  type LimitTarget,
   type MapMode,
   type Request,
   type WireExtent,
@@ -78,7 +80,33 @@ interface Pending {
 }
 
 /** Requests whose OK reply is followed by data lines and END. */
-const MULTI_LINE = new Set(['VOLUMES', 'MAP', 'ALLOC']);
+const MULTI_LINE = new Set(['VOLUMES', 'MAP', 'ALLOC', 'LIMITS']);
+
+/** One node in a LIMITS reply; rates in bytes/s, 0: unlimited. */
+export interface NodeLimits {
+  node: string;
+  rate: number;
+  iops: number;
+  current: number;
+  total: number;
+  /** Operations granted over the last second, and since the server started. */
+  currentOps: number;
+  ops: number;
+  grants: number;
+  active: boolean;
+  /** Volumes it drew grants on within the last second. */
+  volumes: string[];
+}
+
+/** One volume in a LIMITS reply: its cap (0: none) and what was granted on it. */
+export interface VolumeLimits {
+  volume: string;
+  rate: number;
+  current: number;
+  total: number;
+  /** Nodes active on it now. */
+  active: number;
+}
 
 export interface SessionEvents {
   recall: [lease: string, reason: string];
@@ -365,6 +393,38 @@ export class Session extends EventEmitter<SessionEvents> {
 
   async unprobe(volume: string, name: string): Promise<void> {
     await this.request({ verb: 'UNPROBE', volume, name });
+  }
+
+  /** LIMITS: every node's and volume's limits and what they draw now. */
+  async limits(): Promise<{ nodes: NodeLimits[]; volumes: VolumeLimits[] }> {
+    const { head, data } = await this.request({ verb: 'LIMITS' });
+    const count = parseNumber(head.count ?? '');
+    if (count !== data.length) throw new FusedError('failure', `LIMITS announced ${count} lines but carried ${data.length}`);
+    const nodes: NodeLimits[] = [];
+    const volumes: VolumeLimits[] = [];
+    const num = (f: Fields, k: string) => (/^\d+$/.test(f[k] ?? '') ? Number(f[k]) : 0);
+    for (const line of data) {
+      const f = parseDataFields(line.slice(2));
+      if (line.startsWith('N ') && f.node) {
+        nodes.push({
+          node: f.node, rate: num(f, 'rate'), iops: num(f, 'iops'), current: num(f, 'current'), total: num(f, 'total'),
+          currentOps: num(f, 'current_ops'), ops: num(f, 'ops'), grants: num(f, 'grants'), active: f.active === '1', volumes: f.volume ? f.volume.split(',') : [],
+        });
+      } else if (line.startsWith('V ') && f.volume) {
+        volumes.push({ volume: f.volume, rate: num(f, 'rate'), current: num(f, 'current'), total: num(f, 'total'), active: num(f, 'active') });
+      }
+    }
+    return { nodes, volumes };
+  }
+
+  /** LIMIT SET (admin only): a node's rate and/or iops, or a volume's cap; 0 removes that limit. */
+  async setLimit(target: { node: string } | { volume: string }, limits: { rate?: number; iops?: number }): Promise<void> {
+    await this.request({ verb: 'LIMIT', op: 'SET', target, ...limits });
+  }
+
+  /** LIMIT CLEAR (admin only). */
+  async clearLimit(target: LimitTarget): Promise<void> {
+    await this.request({ verb: 'LIMIT', op: 'CLEAR', target });
   }
 
   async ping(): Promise<void> {

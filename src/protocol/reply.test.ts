@@ -3,7 +3,8 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import {
-  formatErr, formatExtent, formatGreeting, formatOk, formatPush, parseExtent, parseGreeting, parseReplyLine,
+  formatDataFields, formatErr, formatExtent, formatGreeting, formatOk, formatPush, parseDataFields, parseExtent, parseGreeting,
+  parseReplyLine,
 } from './reply.js';
 import { decodeBytes } from './encoding.js';
 import { ProtocolError, type WireExtent } from './constants.js';
@@ -108,4 +109,16 @@ test('parseGreeting reads the greeting and turns ERR BUSY into a ProtocolError',
     `FUSED 1 node= challenge=${CH}`, 'OK PONG']) {
     assert.throws(() => parseGreeting(bad), code('BADLINE'), bad);
   }
+});
+
+test('data lines of fields (LIMITS) round trip, empty values included', () => {
+  const line = formatDataFields('N', { node: 'cli', rate: 52428800, active: 1, volume: '' });
+  assert.equal(line, 'N node=cli rate=52428800 active=1 volume=');
+  assert.deepEqual(parseReplyLine(line), { kind: 'data', tag: 'N', rest: 'node=cli rate=52428800 active=1 volume=' });
+  assert.deepEqual(parseDataFields(line.slice(2)), { node: 'cli', rate: '52428800', active: '1', volume: '' });
+  assert.deepEqual(parseDataFields('volume=a,b'), { volume: 'a,b' });
+  assert.deepEqual(parseDataFields(''), {});
+  assert.throws(() => parseDataFields('node=a node=b'), code('BADLINE'));
+  assert.throws(() => parseDataFields('Node=a'), code('BADLINE'));
+  assert.throws(() => formatDataFields('NV', {}), RangeError);
 });
