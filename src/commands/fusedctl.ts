@@ -8,6 +8,7 @@ import { formatServerAddress, parseServerAddress } from '../client/session.js';
 import { ACCESS_LEVELS, DEFAULT_PORT, LIMITS, isAccess, isNodeName, nodeKey, type Access } from '../protocol/index.js';
 import { MapServer } from '../server/server.js';
 import { LEASE_BREAK_TIME_FILE, leaseTimeProblem } from '../server/leases.js';
+import { DEFAULT_STATE_DIR, LimitStore } from '../server/limits.js';
 import { readFileSync } from 'node:fs';
 import { openVolume, parseVolumeSpec, type Volume } from '../server/volumes.js';
 import type { CommandContext } from './context.js';
@@ -96,7 +97,8 @@ export function build(ctx: CommandContext): Command {
     .option('--max-leases <N>', 'leases one connection may hold at once; more get ERR LIMIT', String(LIMITS.maxLeasesPerConnection))
     .option('--lease-time <SECONDS>', 'lease time T: a client uses a map at most T seconds after its last answered request', String(LIMITS.leaseTimeMs / 1000))
     .option('--reserve <SIZE>', 'pre-zeroed reserve per volume that direct writes are allocated from (XFS; 0: none)', '1G')
-    .action(async (opts: { volume: string[]; listen: string; secretFile: string; node: string; role: string[]; defaultRole: string; maxConnections: string; maxUnauthenticated: string; idleTimeout: string; maxExtents: string; maxLeases: string; leaseTime: string; reserve: string }) => {
+    .option('--state-dir <DIR>', 'where the server keeps its throttle limits (limits.json); made with the first limit set', DEFAULT_STATE_DIR)
+    .action(async (opts: { volume: string[]; listen: string; secretFile: string; node: string; role: string[]; defaultRole: string; maxConnections: string; maxUnauthenticated: string; idleTimeout: string; maxExtents: string; maxLeases: string; leaseTime: string; reserve: string; stateDir: string }) => {
       const address = parseServerAddress(opts.listen);
       const roles = parseRoles(opts.role);
       const defaultRole = parseAccess(opts.defaultRole, '--default-role');
@@ -116,11 +118,17 @@ export function build(ctx: CommandContext): Command {
         names.add(s.name);
       }
       const secret = loadSecret(opts.secretFile);
+      let limits: LimitStore;
+      try {
+        limits = await LimitStore.load(opts.stateDir);
+      } catch (err) {
+        throw new FusedError('failure', errorMessage(err), `--state-dir ${opts.stateDir}`);
+      }
       const volumes: Volume[] = [];
       for (const s of specs) volumes.push(await openVolume(s.name, s.dir));
       const log = (line: string) => process.stderr.write(`fusedctl: ${line}\n`);
       const server = new MapServer({
-        node: opts.node, secret, volumes, roles, defaultRole, maxConnections, maxUnauthenticated, idleTimeoutMs, maxExtents, maxLeasesPerConnection, leaseTimeMs, reserveBytes, log,
+        node: opts.node, secret, volumes, roles, defaultRole, maxConnections, maxUnauthenticated, idleTimeoutMs, maxExtents, maxLeasesPerConnection, leaseTimeMs, reserveBytes, limits, log,
       });
       let bound;
       try {
@@ -134,6 +142,7 @@ export function build(ctx: CommandContext): Command {
       }
       const named = [...roles].map(([n, r]) => `${n}=${r}`).join(', ');
       log(`roles: ${named ? `${named}; ` : ''}any other node ${defaultRole}`);
+      log(`limits: ${limits.file} (${limits.limitedNodes().length} node limit(s), ${limits.cappedVolumes().length} volume cap(s))`);
       log(`listening on ${formatServerAddress({ host: bound.address, port: bound.port })}; lease time ${leaseTimeMs / 1000} s`);
       await new Promise<void>((resolve) => {
         const stop = (sig: string) => {

@@ -24,7 +24,8 @@ export const LIMITS = {
 
 /** Request verbs, in the order of the man page. */
 export const VERBS = [
-  'HELLO', 'AUTH', 'VOLUMES', 'VOLUME', 'PROBE', 'UNPROBE', 'MAP', 'ALLOC', 'COMMIT', 'RELEASE', 'RETURN', 'PING', 'QUIT',
+  'HELLO', 'AUTH', 'VOLUMES', 'VOLUME', 'PROBE', 'UNPROBE', 'MAP', 'ALLOC', 'COMMIT', 'RELEASE', 'RETURN',
+  'GRANT', 'LIMITS', 'LIMIT', 'PING', 'QUIT',
 ] as const;
 export type Verb = typeof VERBS[number];
 

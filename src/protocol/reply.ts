@@ -101,6 +101,17 @@ function parseFields(tokens: string[], line: string): { fields: Fields; fieldsRa
   return { fields, fieldsRaw };
 }
 
+/** The `key=value` fields of a data line's rest (LIMITS: `N node=... rate=...`); BADLINE if malformed. */
+export function parseDataFields(rest: string): Fields {
+  return rest === '' ? {} : parseFields(rest.split(' '), rest).fields;
+}
+
+/** A data line of `key=value` fields: `N node=cli rate=0 ...` (LIMITS). */
+export function formatDataFields(tag: string, fields: Record<string, string | number | Buffer>): string {
+  if (!/^[A-Z]$/.test(tag)) throw new RangeError(`bad data tag: ${excerpt(tag)}`);
+  return fitLine(`${tag}${formatFields(fields)}`);
+}
+
 /** Classifies and parses one line from the server (framed, without LF); BADLINE when it fits no kind. */
 export function parseReplyLine(line: string): ReplyLine {
   if (line === 'END') return { kind: 'end' };

@@ -108,3 +108,31 @@ test('formatRequest refuses what the server would refuse', () => {
   assert.throws(() => formatRequest({ verb: 'UNPROBE', volume: 'v', name: 'a/b' }), code('BADPATH'));
   assert.throws(() => formatRequest({ verb: 'RELEASE', lease: 'a-b' }), code('BADARG'));
 });
+
+test('GRANT, LIMITS and LIMIT parse and format', () => {
+  assert.deepEqual(parseRequest('GRANT media 4194304 1'), { verb: 'GRANT', volume: 'media', bytes: 4194304, ops: 1 });
+  assert.deepEqual(parseRequest('GRANT media 0 0'), { verb: 'GRANT', volume: 'media', bytes: 0, ops: 0 });
+  assert.deepEqual(parseRequest('LIMITS'), { verb: 'LIMITS' });
+  assert.deepEqual(parseRequest('LIMIT SET node=cli rate=52428800'), { verb: 'LIMIT', op: 'SET', target: { node: 'cli' }, rate: 52428800 });
+  assert.deepEqual(parseRequest('LIMIT SET node=cli iops=100 rate=0'), { verb: 'LIMIT', op: 'SET', target: { node: 'cli' }, rate: 0, iops: 100 });
+  assert.deepEqual(parseRequest('LIMIT SET volume=media rate=1000'), { verb: 'LIMIT', op: 'SET', target: { volume: 'media' }, rate: 1000 });
+  assert.deepEqual(parseRequest('LIMIT CLEAR node=cli'), { verb: 'LIMIT', op: 'CLEAR', target: { node: 'cli' } });
+  assert.deepEqual(parseRequest('LIMIT CLEAR volume=media'), { verb: 'LIMIT', op: 'CLEAR', target: { volume: 'media' } });
+  assert.deepEqual(parseRequest('LIMIT CLEAR all'), { verb: 'LIMIT', op: 'CLEAR', target: { all: true } });
+  for (const l of ['GRANT media 1 1', 'LIMITS', 'LIMIT SET node=cli rate=5', 'LIMIT SET node=cli rate=5 iops=2',
+    'LIMIT SET node=cli iops=2', 'LIMIT SET volume=media rate=7', 'LIMIT CLEAR node=cli', 'LIMIT CLEAR volume=v', 'LIMIT CLEAR all']) {
+    assert.equal(formatRequest(parseRequest(l)), l);
+  }
+});
+
+test('bad GRANT and LIMIT requests are BADARG', () => {
+  const bad = ['GRANT', 'GRANT media', 'GRANT media 1', 'GRANT media 1 1 1', 'GRANT media -1 1', 'GRANT media 01 1',
+    'GRANT bad/name 1 1', 'GRANT media 1 1.5', 'LIMITS all', 'LIMIT', 'LIMIT SET', 'LIMIT SET node=cli',
+    'LIMIT SET node=cli rate=12X', 'LIMIT SET node=cli rate=1 rate=2', 'LIMIT SET node=cli speed=1',
+    'LIMIT SET volume=media iops=3', 'LIMIT SET all rate=1', 'LIMIT SET host=cli rate=1', 'LIMIT SET node= rate=1',
+    'LIMIT CLEAR', 'LIMIT CLEAR everything', 'LIMIT CLEAR node=cli x', 'LIMIT DROP node=cli', 'LIMIT set node=cli rate=1',
+    'LIMIT SET node=cli rate=1 iops=1 rate=1'];
+  for (const l of bad) assert.throws(() => parseRequest(l), code('BADARG'), l);
+  assert.throws(() => formatRequest({ verb: 'LIMIT', op: 'SET', target: { node: 'cli' } }), code('BADARG'));
+  assert.throws(() => formatRequest({ verb: 'LIMIT', op: 'SET', target: { volume: 'v' }, iops: 1 }), code('BADARG'));
+});

@@ -6,6 +6,9 @@ import { checkPath, decodeBytes, decodePath, encodeBytes, encodePath, excerpt, f
 export type MapMode = 'read' | 'write';
 export const MAP_MODES: readonly MapMode[] = ['read', 'write'];
 
+/** What LIMIT SET and LIMIT CLEAR name: a node, a volume, or (CLEAR only) every limit. */
+export type LimitTarget = { node: string } | { volume: string } | { all: true };
+
 export type Request =
   /** The challenge is optional in the grammar only so an older client gets ERR VERSION, not BADARG. */
   | { verb: 'HELLO'; node: string; version: number; challenge?: string }
@@ -19,6 +22,11 @@ export type Request =
   | { verb: 'COMMIT'; lease: string; size: number }
   | { verb: 'RELEASE'; lease: string }
   | { verb: 'RETURN'; lease: string }
+  | { verb: 'GRANT'; volume: string; bytes: number; ops: number }
+  | { verb: 'LIMITS' }
+  /** SET: rate (bytes/s) and/or iops for a node, rate for a volume; 0 means unlimited. */
+  | { verb: 'LIMIT'; op: 'SET'; target: { node: string } | { volume: string }; rate?: number; iops?: number }
+  | { verb: 'LIMIT'; op: 'CLEAR'; target: LimitTarget }
   | { verb: 'PING' }
   | { verb: 'QUIT' };
 
@@ -34,6 +42,9 @@ const USAGE: Readonly<Record<Verb, string>> = {
   COMMIT: 'COMMIT <lease> <size>',
   RELEASE: 'RELEASE <lease>',
   RETURN: 'RETURN <lease>',
+  GRANT: 'GRANT <volume> <bytes> <ops>',
+  LIMITS: 'LIMITS',
+  LIMIT: 'LIMIT SET node=<name>|volume=<name> [rate=<bytes/s>] [iops=<n>] | LIMIT CLEAR node=<name>|volume=<name>|all',
   PING: 'PING',
   QUIT: 'QUIT',
 };
@@ -65,6 +76,39 @@ function checkFileName(raw: Buffer): Buffer {
   return raw;
 }
 
+function parseNode(s: string): string {
+  if (!isNodeName(s)) throw new ProtocolError('BADARG', `bad node name ${excerpt(s)}: 1-64 of [A-Za-z0-9._-]`);
+  return s;
+}
+
+/** `node=<name>` or `volume=<name>`: whose limit a LIMIT request changes. */
+function parseLimitTarget(tok: string): { node: string } | { volume: string } {
+  if (tok.startsWith('node=')) return { node: parseNode(tok.slice(5)) };
+  if (tok.startsWith('volume=')) return { volume: parseVolume(tok.slice(7)) };
+  throw new ProtocolError('BADARG', `expected node=<name> or volume=<name>, got ${excerpt(tok)}`);
+}
+
+function parseLimit(args: string[]): Request {
+  const usage = () => new ProtocolError('BADARG', `usage: ${USAGE.LIMIT}`);
+  const op = args[0];
+  if (op === 'CLEAR') {
+    if (args.length !== 2) throw usage();
+    return { verb: 'LIMIT', op, target: args[1] === 'all' ? { all: true } : parseLimitTarget(args[1]!) };
+  }
+  if (op !== 'SET' || args.length < 3 || args.length > 4) throw usage();
+  const target = parseLimitTarget(args[1]!);
+  const out: { rate?: number; iops?: number } = {};
+  for (const tok of args.slice(2)) {
+    const eq = tok.indexOf('=');
+    const key = tok.slice(0, Math.max(eq, 0));
+    if (key !== 'rate' && key !== 'iops') throw new ProtocolError('BADARG', `expected rate=<bytes/s> or iops=<n>, got ${excerpt(tok)}`);
+    if (out[key] !== undefined) throw new ProtocolError('BADARG', `${key} given twice`);
+    out[key] = parseNumber(tok.slice(eq + 1));
+  }
+  if ('volume' in target && out.iops !== undefined) throw new ProtocolError('BADARG', 'a volume has a rate cap only, no iops limit');
+  return { verb: 'LIMIT', op, target, ...out };
+}
+
 /** Parses one request line (already framed: printable ASCII, no LF). Throws UNKNOWN, BADARG or BADPATH. */
 export function parseRequest(line: string): Request {
   const sp = line.indexOf(' ');
@@ -88,10 +132,16 @@ export function parseRequest(line: string): Request {
       if (!HEX64_RE.test(args[0]!)) throw new ProtocolError('BADARG', 'proof must be 64 lower-case hex digits');
       return { verb, proof: args[0]! };
     case 'VOLUMES':
+    case 'LIMITS':
     case 'PING':
     case 'QUIT':
       arity(verb, args, 0);
       return { verb };
+    case 'GRANT':
+      arity(verb, args, 3);
+      return { verb, volume: parseVolume(args[0]!), bytes: parseNumber(args[1]!), ops: parseNumber(args[2]!) };
+    case 'LIMIT':
+      return parseLimit(args);
     case 'VOLUME':
     case 'PROBE':
       arity(verb, args, 1);
@@ -127,6 +177,26 @@ export function parseRequest(line: string): Request {
   }
 }
 
+function formatTarget(t: LimitTarget): string {
+  if ('all' in t) return 'all';
+  if ('node' in t) {
+    if (!isNodeName(t.node)) throw new ProtocolError('BADARG', `bad node name ${excerpt(t.node)}`);
+    return `node=${t.node}`;
+  }
+  return `volume=${checkVolume(t.volume)}`;
+}
+
+function formatLimit(r: Extract<Request, { verb: 'LIMIT' }>): string {
+  if (r.op === 'CLEAR') return `LIMIT CLEAR ${formatTarget(r.target)}`;
+  if ('all' in r.target) throw new ProtocolError('BADARG', 'LIMIT SET needs a node or a volume');
+  if (r.rate === undefined && r.iops === undefined) throw new ProtocolError('BADARG', 'LIMIT SET needs rate= or iops=');
+  if ('volume' in r.target && r.iops !== undefined) throw new ProtocolError('BADARG', 'a volume has a rate cap only, no iops limit');
+  let line = `LIMIT SET ${formatTarget(r.target)}`;
+  if (r.rate !== undefined) line += ` rate=${formatNumber(r.rate)}`;
+  if (r.iops !== undefined) line += ` iops=${formatNumber(r.iops)}`;
+  return line;
+}
+
 function checkVolume(v: string): string {
   if (!isVolumeName(v)) throw new ProtocolError('BADARG', `bad volume name ${excerpt(v)}`);
   return v;
@@ -144,9 +214,14 @@ export function formatRequest(r: Request): string {
       if (!HEX64_RE.test(r.proof)) throw new ProtocolError('BADARG', 'proof must be 64 lower-case hex digits');
       return `AUTH ${r.proof}`;
     case 'VOLUMES':
+    case 'LIMITS':
     case 'PING':
     case 'QUIT':
       return r.verb;
+    case 'GRANT':
+      return `GRANT ${checkVolume(r.volume)} ${formatNumber(r.bytes)} ${formatNumber(r.ops)}`;
+    case 'LIMIT':
+      return formatLimit(r);
     case 'VOLUME':
     case 'PROBE':
       return `${r.verb} ${checkVolume(r.volume)}`;

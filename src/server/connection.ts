@@ -25,6 +25,7 @@ import type { LeaseTable, LeaseHolder } from './leases.js';
 import type { MapAnswer, MapPolicy } from './maps.js';
 import { Reply } from './reply.js';
 import type { ServerSettings } from './settings.js';
+import type { ThrottlePolicy } from './throttle.js';
 import type { Volume } from './volumes.js';
 
 /** What a connection needs of the server that accepted it. */
@@ -32,8 +33,10 @@ export interface ConnectionHost {
   readonly opts: ServerSettings;
   readonly leases: LeaseTable;
   readonly maps: MapPolicy;
+  readonly throttle: ThrottlePolicy;
   volume(name: string): Volume;
   volumeNames(): string[];
+  nodeNames(): string[];
   /** The connection passed AUTH: false when the authenticated connections are full. */
   admit(conn: Connection): boolean;
   roleOf(node: string): Access;
@@ -82,6 +85,11 @@ export class Connection implements LeaseHolder {
   private touch(): void {
     clearTimeout(this.idleTimer);
     this.idleTimer = setTimeout(() => this.bye('idle'), this.server.opts.idleTimeoutMs);
+  }
+
+  /** The node's name once it has authenticated. */
+  get nodeName(): string | undefined {
+    return this.authed ? this.node : undefined;
   }
 
   /** For the log: the node's name (once it said HELLO) and the peer address. */
@@ -334,6 +342,18 @@ export class Connection implements LeaseHolder {
       case 'RETURN': {
         if (!server.leases.release(this, req.lease)) throw new Reply('NOLEASE', `no lease ${req.lease} on this connection`);
         return this.send([formatOk(req.verb)]);
+      }
+      case 'GRANT': {
+        const v = server.volume(req.volume);
+        const g = server.throttle.grant(this.node!, v.name, req.bytes, req.ops);
+        return this.send([formatOk('GRANT', { bytes: g.bytes, ops: g.ops, next: g.nextMs })]);
+      }
+      case 'LIMITS':
+        return this.send(server.throttle.list(server.nodeNames(), server.volumeNames()));
+      case 'LIMIT': {
+        const served = new Set(server.volumeNames());
+        await server.throttle.change({ node: this.node!, access: this.access() }, req, (v) => served.has(v));
+        return this.send([formatOk('LIMIT')]);
       }
       default:
         throw new Reply('UNKNOWN', 'unknown request');

@@ -3,9 +3,11 @@ import net from 'node:net';
 import { LIMITS, formatErr, type Access } from '../protocol/index.js';
 import { Connection, type ConnectionHost } from './connection.js';
 import { LeaseTable } from './leases.js';
+import { LimitStore } from './limits.js';
 import { MapPolicy } from './maps.js';
 import { Reply } from './reply.js';
 import type { ServerOptions, ServerSettings } from './settings.js';
+import { ThrottlePolicy } from './throttle.js';
 import type { Volume } from './volumes.js';
 
 export type { ServerOptions } from './settings.js';
@@ -22,6 +24,7 @@ export class MapServer implements ConnectionHost {
   readonly leases: LeaseTable;
   readonly opts: ServerSettings;
   readonly maps: MapPolicy;
+  readonly throttle: ThrottlePolicy;
   private readonly volumes = new Map<string, Volume>();
 
   constructor(options: ServerOptions) {
@@ -42,6 +45,7 @@ export class MapServer implements ConnectionHost {
       reserveBytes: DEFAULT_RESERVE_BYTES,
       log: () => {},
       ...options,
+      limits: options.limits ?? LimitStore.inMemory(),
     };
     for (const v of options.volumes) this.volumes.set(v.name, v);
     this.leases = new LeaseTable({
@@ -52,6 +56,7 @@ export class MapServer implements ConnectionHost {
       log: this.opts.log,
     });
     this.maps = new MapPolicy(this.leases, { maxExtents: this.opts.maxExtents, reserveBytes: this.opts.reserveBytes, log: this.opts.log });
+    this.throttle = new ThrottlePolicy(this.opts.limits, this.opts.log);
     this.server = net.createServer((socket) => this.accept(socket));
   }
 
@@ -85,6 +90,11 @@ export class MapServer implements ConnectionHost {
 
   volumeNames(): string[] {
     return [...this.volumes.keys()];
+  }
+
+  /** Nodes with an authenticated connection now (LIMITS lists them even before they draw a grant). */
+  nodeNames(): string[] {
+    return [...new Set([...this.authenticated].map((c) => c.nodeName).filter((n): n is string => n !== undefined))];
   }
 
   private accept(socket: net.Socket): void {

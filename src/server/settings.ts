@@ -1,5 +1,6 @@
 // The map server's settings, with the protocol's defaults.
 import type { Access } from '../protocol/index.js';
+import type { LimitStore } from './limits.js';
 import type { Volume } from './volumes.js';
 
 export interface ServerOptions {
@@ -31,6 +32,8 @@ export interface ServerOptions {
   maxProbes?: number;
   /** Bytes of pre-zeroed reserve per volume that allocation clones from, where the file system can (XFS). */
   reserveBytes?: number;
+  /** The throttle limits (fusedctl serve loads them from --state-dir); in memory only if not given. */
+  limits?: LimitStore;
   log?: (line: string) => void;
 }
 

@@ -23,7 +23,7 @@ bed_init() {
 	FUSED_BIN=$BED_DIR/bin
 	mkdir -p "$FUSED_BIN" "$BED_DIR/client-state"
 	local cmd
-	for cmd in fusedctl fusedmap fusedcp fusedcat; do
+	for cmd in fusedctl fusedmap fusedcp fusedcat fusedthrottle; do
 		printf '#!/bin/sh\nexec node %q "$@"\n' "$BED_ROOT/bin/$cmd.cjs" >"$FUSED_BIN/$cmd"
 		chmod +x "$FUSED_BIN/$cmd"
 	done
@@ -202,17 +202,19 @@ bed_node_key() {
 }
 
 # bed_start_server [extra serve args...]: the map server in the server namespace for volume "vol", with a
-# master secret ($BED_SECRET) and the client node "cli"'s key ($BED_KEY).
+# master secret ($BED_SECRET), the client node "cli"'s key ($BED_KEY) and its state directory (throttle limits)
+# under the bed ($BED_SRV_STATE; a restarted server finds them there).
 bed_start_server() {
 	[[ -f $BED_DIR/secret ]] || { (umask 077 && openssl rand -hex 32 >"$BED_DIR/secret") || return 1; }
 	BED_SECRET=$BED_DIR/secret
 	BED_KEY=$(bed_node_key cli) || return 1
 	BED_SERVER=$BED_SRV_ADDR:$BED_PORT
+	BED_SRV_STATE=$BED_DIR/server-state
 	nsenter --net="/run/netns/$BED_SRV_NS" "$FUSED_BIN/fusedctl" serve --listen "$BED_SERVER" --volume "vol=$BED_SRV_DIR" \
-		--secret-file "$BED_SECRET" --node srv "$@" </dev/null >>"$BED_DIR/server.log" 2>&1 3>&- &
+		--secret-file "$BED_SECRET" --node srv --state-dir "$BED_SRV_STATE" "$@" </dev/null >>"$BED_DIR/server.log" 2>&1 3>&- &
 	BED_SERVER_PID=$!
 	bed_record_pid "$BED_SERVER_PID" || bed_die "map server exited at once: $(tail -3 "$BED_DIR/server.log")" || return 1
-	export BED_SECRET BED_KEY BED_SERVER BED_SERVER_PID
+	export BED_SECRET BED_KEY BED_SERVER BED_SERVER_PID BED_SRV_STATE
 	bed_save_env
 	local tries=200
 	# Bounded, and stops at once if the server exits (say, refusing its volume).

@@ -14,7 +14,7 @@ import argparse, codecs, hashlib, hmac, os, socket, sys, urllib.parse
 
 VERSION = 2
 
-MULTI = {"MAP", "VOLUMES", "ALLOC"}  # replies with data lines closed by END
+MULTI = {"MAP", "VOLUMES", "ALLOC", "LIMITS"}  # replies with data lines closed by END
 
 
 def main():
