@@ -10,9 +10,7 @@ import {
   PROTOCOL_VERSION,
   clientProof,
   decodeBytes,
-  formatNumber,
   formatRequest,
-  isVolumeName,
   parseExtent,
   parseGreeting,
   parseNumber,
@@ -275,14 +273,9 @@ export class Session extends EventEmitter<SessionEvents> {
   /** Send one request; resolves with the OK line's fields and any data lines. Server ERR rejects. */
   request(req: Request): Promise<{ head: Fields; data: string[] }> {
     if (this.closed) return Promise.reject(unreachable(this.address, 'session closed'));
-    return this.send(formatRequest(req), MULTI_LINE.has(req.verb));
-  }
-
-  private send(line: string, multi: boolean): Promise<{ head: Fields; data: string[] }> {
-    if (this.closed) return Promise.reject(unreachable(this.address, 'session closed'));
     return new Promise((resolve, reject) => {
-      this.pending.push({ sentAt: performance.now(), resolve, reject, multi, data: [] });
-      this.socket.write(line + '\n');
+      this.pending.push({ sentAt: performance.now(), resolve, reject, multi: MULTI_LINE.has(req.verb), data: [] });
+      this.socket.write(formatRequest(req) + '\n');
     });
   }
 
@@ -290,8 +283,7 @@ export class Session extends EventEmitter<SessionEvents> {
    *  (maybe nothing) and, when short, in how many ms asking again makes sense. A server without GRANT refuses
    *  with code UNKNOWN (ServerRefusal): it sets no limits. */
   async grant(volume: string, bytes: number, ops: number): Promise<{ bytes: number; ops: number; nextMs: number }> {
-    if (!isVolumeName(volume)) throw new FusedError('failure', `bad volume name ${volume}`);
-    const { head } = await this.send(`GRANT ${volume} ${formatNumber(bytes)} ${formatNumber(ops)}`, false);
+    const { head } = await this.request({ verb: 'GRANT', volume, bytes, ops });
     const g = { bytes: parseNumber(head.bytes ?? ''), ops: parseNumber(head.ops ?? ''), nextMs: parseNumber(head.next ?? '') };
     if (g.bytes > bytes || g.ops > ops) throw new FusedError('failure', `the map server granted more than was asked (bytes=${g.bytes} ops=${g.ops})`);
     return g;
