@@ -44,6 +44,9 @@ export interface PacerStats {
   waitedMs: number;
 }
 
+/** Why bytes went through the mount with --fallback. */
+export const OVER_LIMIT = 'over the throttle limit (--fallback)';
+
 /** A grant request failed (other than "the server has no GRANT"): the caller falls back to the mount. */
 export class GrantError extends Error {}
 

@@ -9,8 +9,8 @@ import { randomBytes } from 'node:crypto';
 import { performance } from 'node:perf_hooks';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { fakeServer, openFake } from './fake-server.js';
-import { FileReader, OVER_LIMIT, type Chunk, type DeviceReader, type MapSource } from './reader.js';
-import { Throttle } from './pacer.js';
+import { FileReader, type Chunk, type DeviceReader, type MapSource } from './reader.js';
+import { OVER_LIMIT, Throttle } from './pacer.js';
 import type { FusedFile, FuseRecord } from './registry.js';
 import { Device } from './device.js';
 

@@ -8,7 +8,7 @@ import type { FuseClient } from './client.js';
 import { ALIGN, Device } from './device.js';
 import type { FileMap, Session } from './session.js';
 import { mapMismatch } from './mapcheck.js';
-import type { Pacer, Throttle } from './pacer.js';
+import { OVER_LIMIT, type Pacer, type Throttle } from './pacer.js';
 
 export { CHUNK };
 /** Device requests in flight; each holds a libuv pool thread (UV_THREADPOOL_SIZE is raised at start-up). */
@@ -66,9 +66,6 @@ export interface ReaderOptions {
    *  mount); its --limit paces every byte delivered. */
   throttle?: Throttle;
 }
-
-/** Why bytes went through the mount with --fallback. */
-export const OVER_LIMIT = 'over the throttle limit (--fallback)';
 
 /** How one read is paced: its session's budget on the volume, and the signal a recall or lost connection aborts. */
 interface Pace { pacer: Pacer; fallback: boolean; signal: AbortSignal }

@@ -8,9 +8,9 @@ import type { MapExtent } from '../volume/extents.js';
 import type { FuseClient } from './client.js';
 import { ALIGN, Device, alignDown, alignUp } from './device.js';
 import { DEFAULT_SMALL_FILE } from './reader.js';
+import { OVER_LIMIT, type Pacer, type Throttle } from './pacer.js';
 import { CHUNK, giveBuffer, takeBuffer } from './buffers.js';
 import type { FileMap, Session } from './session.js';
-import type { Pacer, Throttle } from './pacer.js';
 
 export interface WriteReport {
   path: 'direct' | 'network' | 'mixed';
@@ -61,9 +61,6 @@ export interface WriterOptions {
    *  the mount. */
   throttle?: Throttle;
 }
-
-/** Why the rest of a file was written through the mount with --fallback. */
-export const OVER_LIMIT_WRITE = 'over the throttle limit (--fallback)';
 
 /** What the writer needs of a device (Device; tests pass fakes). */
 export type DeviceWriter = Pick<Device, 'path' | 'writeAt' | 'outside' | 'close'>;
@@ -352,7 +349,7 @@ class DirectTarget implements WriteTarget {
     // fails, the rest of the file goes through the mount (after a COMMIT of what is written, like a recall).
     const unpaced = await this.paced(padded, pieces.length);
     if (unpaced) {
-      this.overLimit = unpaced === OVER_LIMIT_WRITE;
+      this.overLimit = unpaced === OVER_LIMIT;
       await this.toMount(unpaced, stage);
       return;
     }
@@ -397,7 +394,7 @@ class DirectTarget implements WriteTarget {
     if (!this.pace) return undefined;
     try {
       if (!this.pace.fallback) await this.pace.pacer.take(bytes, ops, this.stopWaiting.signal);
-      else if (!(await this.pace.pacer.tryTake(bytes, ops))) return OVER_LIMIT_WRITE;
+      else if (!(await this.pace.pacer.tryTake(bytes, ops))) return OVER_LIMIT;
       return undefined;
     } catch (err) {
       return this.recalled ? 'recalled: the file was opened on the server' : `grant: ${reasonOf(err)}`;
@@ -437,9 +434,10 @@ class DirectTarget implements WriteTarget {
 
   async finish(size: number): Promise<void> {
     if (this.mode === 'direct' && this.recalled) await this.toMount('recalled: the file was opened on the server');
+    if (this.mode === 'direct') await this.flush();
+    // The last stage may have taken the file to the mount (over the limit, or a recall): it is committed there.
     if (this.overLimit) this.report.bytesOverLimit = this.report.bytesNetwork;
-    if (this.mode === 'mount') return this.mount!.finish(size);
-    await this.flush();
+    if ((this.mode as string) === 'mount') return this.mount!.finish(size);
     await this.drain();
     try {
       await this.session.commit(this.map.lease, size);
