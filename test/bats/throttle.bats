@@ -118,8 +118,8 @@ tb_when() { awk -v n="$2" '$2 >= n { print $1; exit }' "$1"; }
 
 @test "two nodes under a 100 MiB/s volume cap get 50 ± 10 MiB/s each; when one finishes the other rises to the cap within 2 s" {
 	local d=$BATS_TEST_TMPDIR pa pb sa sb ra rb tb_end rate
-	tb_file tb-a.bin 500
-	tb_file tb-b.bin 150
+	tb_file tb-a.bin 600
+	tb_file tb-b.bin 200
 	mkdir -p "$d/a" "$d/b"
 	tb_limit SET volume=vol rate=$((100 * MiB))
 	bed_in_client "$FUSED_BIN/fusedcp" --json "$BED_CLI_DIR/tb-a.bin" "$d/a/" >"$d/a.json" 2>"$d/a.err" &
@@ -137,10 +137,11 @@ tb_when() { awk -v n="$2" '$2 >= n { print $1; exit }' "$1"; }
 	assert_equal "$(jq -c '.[0] | [.status, .path]' "$d/b.json")" '["copied","direct"]'
 	assert_equal "$(rc_sha "$d/a/tb-a.bin")" "$(rc_sha "$BED_SRV_DIR/tb-a.bin")"
 	assert_equal "$(rc_sha "$d/b/tb-b.bin")" "$(rc_sha "$BED_SRV_DIR/tb-b.bin")"
-	# Both at once: from when both have 16 MiB until the smaller is at 130 of its 150 MiB.
+	# Both at once, once the start's bursts (a quarter second of budget on each side) are spent: from when both
+	# have 48 MiB until the smaller is at 184 of its 200 MiB.
 	local from to
-	from=$(printf '%s\n%s\n' "$(tb_when "$d/a.samples" $((16 * MiB)))" "$(tb_when "$d/b.samples" $((16 * MiB)))" | sort -n | tail -1)
-	to=$(tb_when "$d/b.samples" $((130 * MiB)))
+	from=$(printf '%s\n%s\n' "$(tb_when "$d/a.samples" $((48 * MiB)))" "$(tb_when "$d/b.samples" $((48 * MiB)))" | sort -n | tail -1)
+	to=$(tb_when "$d/b.samples" $((184 * MiB)))
 	[[ -n $from && -n $to ]] || fail "no samples: $(cat "$d/a.err" "$d/b.err")"
 	ra=$(tb_rate "$d/a.samples" "$from" "$to")
 	rb=$(tb_rate "$d/b.samples" "$from" "$to")
