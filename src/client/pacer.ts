@@ -223,7 +223,7 @@ export class TokenBucket {
   }
 }
 
-export interface ThrottleTotals extends PacerStats {}
+export type ThrottleTotals = PacerStats;
 
 /**
  * A command's pacing: one Pacer per session and volume (budgets are the server's, per node), the --limit bucket
@@ -237,7 +237,7 @@ export class Throttle {
   private readonly all: Pacer[] = [];
   private localWaitedMs = 0;
 
-  constructor(opts: { limit?: number; fallback?: boolean; clock?: Clock } = {}, private readonly clock: Clock = opts.clock ?? realClock) {
+  constructor(opts: { limit?: number; fallback?: boolean } = {}, private readonly clock: Clock = realClock) {
     this.fallback = opts.fallback ?? false;
     // A quarter second of burst, like a grant: short stalls are made up, long ones are not.
     if (opts.limit !== undefined) this.bucket = new TokenBucket(opts.limit, opts.limit * GRANT_SECONDS, clock);
