@@ -40,12 +40,14 @@ class FakeClock implements Clock {
   }
 }
 
-/** A map server's view of one node: `rate` bytes/s (Infinity: unlimited), grants of at most a quarter second. */
+/** A map server's view of one node: `rate` bytes/s (Infinity: unlimited), grants of at most a quarter second (a
+ *  burst). `partial`: what the bucket holds, up to what was asked; else all that was asked, or one burst when the
+ *  bucket holds it, or nothing (what fused-protocol(7) says of GRANT). */
 class FakeServer implements GrantSource {
   asked: { at: number; bytes: number; granted: number }[] = [];
   private tokens = 0;
   private at = 0;
-  constructor(private readonly clock: FakeClock, public rate: number) {}
+  constructor(private readonly clock: FakeClock, public rate: number, private readonly partial = true) {}
   async grant(_volume: string, bytes: number, ops: number): Promise<Grant> {
     await Promise.resolve();
     const now = this.clock.now();
@@ -56,10 +58,11 @@ class FakeServer implements GrantSource {
     const cap = this.rate * 0.25;
     this.tokens = Math.min(cap, this.tokens + ((now - this.at) * this.rate) / 1000);
     this.at = now;
-    const give = Math.floor(Math.min(bytes, this.tokens));
+    const whole = Math.min(bytes, cap);
+    const give = this.partial ? Math.floor(Math.min(bytes, this.tokens)) : this.tokens >= whole ? Math.floor(whole) : 0;
     this.tokens -= give;
     this.asked.push({ at: now, bytes, granted: give });
-    const nextMs = give < bytes ? Math.ceil((Math.min(bytes - give, cap) * 1000) / this.rate) : 0;
+    const nextMs = give < bytes ? Math.ceil((Math.max(0, (this.partial ? Math.min(bytes - give, cap) : whole) - this.tokens) * 1000) / this.rate) : 0;
     return { bytes: give, ops, nextMs };
   }
 }
@@ -71,16 +74,25 @@ async function stream(clock: FakeClock, pacer: Pacer, total: number, chunk = 4 *
   return (clock.now() - t0) / 1000;
 }
 
-test('a node limit of 50 MiB/s: 300 MiB take 6 s, asking a few grants a second', async () => {
-  const clock = new FakeClock();
-  const server = new FakeServer(clock, 50 * MiB);
-  const pacer = new Pacer(server, 'media', clock);
-  const seconds = await stream(clock, pacer, 300 * MiB);
-  assert.ok(seconds > 5.6 && seconds < 6.4, `took ${seconds} s`);
-  assert.ok(pacer.stats.grants / seconds < 12, `${pacer.stats.grants} grants in ${seconds} s`);
-  assert.ok(pacer.stats.bytesGranted >= 300 * MiB);
-  assert.ok(pacer.stats.waitedMs > 5000, `waited ${pacer.stats.waitedMs} ms`);
-});
+for (const partial of [true, false]) {
+  test(`a node limit of 50 MiB/s: 300 MiB take 6 s, asking a few grants a second (${partial ? 'partial grants' : 'all or a burst or nothing'})`, async () => {
+    const clock = new FakeClock();
+    const server = new FakeServer(clock, 50 * MiB, partial);
+    const pacer = new Pacer(server, 'media', clock);
+    const seconds = await stream(clock, pacer, 300 * MiB);
+    assert.ok(seconds > 5.6 && seconds < 6.4, `took ${seconds} s`);
+    assert.ok(pacer.stats.grants / seconds < 12, `${pacer.stats.grants} grants in ${seconds} s`);
+    assert.ok(pacer.stats.bytesGranted >= 300 * MiB);
+    assert.ok(pacer.stats.waitedMs > 5000, `waited ${pacer.stats.waitedMs} ms`);
+  });
+
+  test(`a limit of 4 MiB/s (a burst smaller than a 4 MiB read) still paces 4 MiB reads (${partial ? 'partial grants' : 'all or a burst or nothing'})`, async () => {
+    const clock = new FakeClock();
+    const pacer = new Pacer(new FakeServer(clock, 4 * MiB, partial), 'media', clock);
+    const seconds = await stream(clock, pacer, 40 * MiB);
+    assert.ok(seconds > 9 && seconds < 11, `took ${seconds} s`);
+  });
+}
 
 test('unlimited: no waiting, and grants grow so there are few of them', async () => {
   const clock = new FakeClock();
@@ -113,9 +125,9 @@ test('any other grant failure is a GrantError (the caller falls back to the moun
   await assert.rejects(clock.settle(new Pacer(broken, 'media', clock).take(MiB, 1)), GrantError);
 });
 
-test('a limit lowered or raised on the server reaches a running stream within a second', async () => {
+for (const partial of [true, false]) test(`a limit lowered or raised on the server reaches a running stream within a second (${partial ? 'partial grants' : 'all or a burst or nothing'})`, async () => {
   const clock = new FakeClock();
-  const server = new FakeServer(clock, 100 * MiB);
+  const server = new FakeServer(clock, 100 * MiB, partial);
   const pacer = new Pacer(server, 'media', clock);
   const rateOver = async (seconds: number) => {
     const t0 = clock.now();
@@ -137,9 +149,9 @@ test('a limit lowered or raised on the server reaches a running stream within a 
   assert.ok(high > 170 && high < 230, `${high} MiB/s at a 200 MiB/s limit`);
 });
 
-test('tryTake: over the limit it says no at once, and what it allows keeps to the limit', async () => {
+for (const partial of [true, false]) test(`tryTake: over the limit it says no at once, and what it allows keeps to the limit (${partial ? 'partial grants' : 'all or a burst or nothing'})`, async () => {
   const clock = new FakeClock();
-  const server = new FakeServer(clock, 40 * MiB);
+  const server = new FakeServer(clock, 40 * MiB, partial);
   const pacer = new Pacer(server, 'media', clock);
   let direct = 0;
   let network = 0;
