@@ -5,6 +5,7 @@ import { unlinkSync, type Stats } from 'node:fs';
 import { FusedError, describeError, errnoCode } from '../errors.js';
 import { sha256File } from './hash.js';
 import { FileReader, type Chunk, type ReadReport, type Sink } from './reader.js';
+import { totalsSince, type Throttle, type ThrottleTotals } from './pacer.js';
 import { MountTarget, WriteRestart, type DirectWriter, type WriteReport, type WriteTarget } from './writer.js';
 
 const SLASH = 0x2f;
@@ -47,6 +48,8 @@ export interface FileResult {
   write?: WriteReport;
   seconds: number;
   verified?: boolean;
+  /** Pacing of this file: time waited for budget (grants, --limit) and grants drawn while it was copied. */
+  throttle?: ThrottleTotals;
   error?: unknown;
   note?: string;
 }
@@ -77,6 +80,8 @@ export class Copier {
     private readonly events: CopyEvents,
     /** Writes destinations on fused mounts straight to the device; null: always through the mount. */
     private readonly writer: DirectWriter | null = null,
+    /** The pacing shared by the reader and the writer, for each file's share of it. */
+    private readonly throttle?: Throttle,
   ) {}
 
   /** cp semantics for SRC... DST. Throws for whole-command errors (usage, target not a directory). */
@@ -163,8 +168,10 @@ export class Copier {
     if (!st.isFile()) return this.fail(src, dst, new FusedError('failure', 'not a regular file, directory or symbolic link (skipped)'));
     try {
       if (await this.skipExisting(dst)) return this.events.file({ source: src, destination: dst, status: 'skipped', seconds: 0, note: 'destination exists (-n)' });
+      const before = this.throttle?.totals();
       const result = await this.copyFile(src, dst, st);
-      this.events.file({ ...result, seconds: (performance.now() - t0) / 1000 });
+      const throttle = before && totalsSince(before, this.throttle!.totals());
+      this.events.file({ ...result, seconds: (performance.now() - t0) / 1000, ...(throttle ? { throttle } : {}) });
     } catch (err) {
       this.fail(src, dst, err);
     }

@@ -25,9 +25,11 @@ export interface FakeOptions {
   wrongProof?: boolean;
   /** The MAP reply's head fields and extent lines for a path (default: an empty file). */
   map?: (path: string, lease: string) => { head: string; extents: string[] };
+  /** The GRANT reply line for a request (default: ERR UNKNOWN, as a server from before GRANT answers). */
+  grant?: (volume: string, bytes: number, ops: number) => string;
 }
 
-/** A fake server: greeting, HELLO, AUTH, PING, MAP, RELEASE/RETURN, QUIT. */
+/** A fake server: greeting, HELLO, AUTH, PING, MAP, RELEASE/RETURN, GRANT, QUIT. */
 export async function fakeServer(opts: FakeOptions = {}): Promise<Fake> {
   const sockets = new Set<net.Socket>();
   const fake: Fake = {
@@ -69,6 +71,8 @@ export async function fakeServer(opts: FakeOptions = {}): Promise<Fake> {
           s.write(`OK MAP lease=${lease} ${m.head} extents=${m.extents.length}\n${m.extents.map((e) => `X ${e}\n`).join('')}END\n`);
         } else if (verb === 'RELEASE' || verb === 'RETURN') {
           s.write(`OK ${verb}\n`);
+        } else if (verb === 'GRANT') {
+          s.write((opts.grant?.(args[0]!, Number(args[1]), Number(args[2])) ?? 'ERR UNKNOWN unknown verb GRANT') + '\n');
         } else if (verb === 'QUIT') {
           s.end('OK BYE\n');
         }

@@ -8,6 +8,7 @@ import type { FuseClient } from './client.js';
 import { ALIGN, Device } from './device.js';
 import type { FileMap, Session } from './session.js';
 import { mapMismatch } from './mapcheck.js';
+import { OVER_LIMIT, type Pacer, type Throttle } from './pacer.js';
 
 export { CHUNK };
 /** Device requests in flight; each holds a libuv pool thread (UV_THREADPOOL_SIZE is raised at start-up). */
@@ -38,6 +39,9 @@ export interface ReadReport {
   bytesDirect: number;
   bytesZero: number;
   bytesNetwork: number;
+  /** Bytes read through the mount because the direct path was over the throttle limit (--fallback); part of
+   *  bytesNetwork. */
+  bytesOverLimit?: number;
   /** The map was recalled or lost mid-read. */
   interrupted: boolean;
   /** The file's size or mtime through the mount moved while it was read (after an interruption, or through the
@@ -58,7 +62,13 @@ export interface ReaderOptions {
   openDevice?: (path: string, uuid: string) => Promise<DeviceReader>;
   /** Files smaller than this go through the mount: a map round trip costs more than it saves. */
   smallFile?: number;
+  /** Paces device reads by the server's grants (and, with fallback, sends what is over the limit through the
+   *  mount); its --limit paces every byte delivered. */
+  throttle?: Throttle;
 }
+
+/** How one read is paced: its session's budget on the volume, and the signal a recall or lost connection aborts. */
+interface Pace { pacer: Pacer; fallback: boolean; signal: AbortSignal }
 
 /** A read from the device failed: a reason to fall back to the mount, not to fail the file. */
 class DeviceReadError extends Error {}
@@ -97,17 +107,17 @@ export class FileReader {
         }
         return report;
       }
-      const { map, session, device } = direct;
+      const { map, session, device, volume } = direct;
       let reached: number;
       let lost: string | null = null;
       try {
-        ({ reached, lost } = await this.pipeline(fh, map, session, device, start, end, sink, report));
+        ({ reached, lost } = await this.pipeline(fh, map, session, device, volume, start, end, sink, report));
       } finally {
         await device.close();
       }
       report.path = report.bytesNetwork > 0 ? 'mixed' : 'direct';
       report.fallback = report.bytesNetwork > 0;
-      if (report.bytesNetwork > 0) report.reason = networkReasons(map.extents);
+      if (report.bytesNetwork > 0) report.reason = [networkReasons(map.extents), report.bytesOverLimit ? OVER_LIMIT : ''].filter(Boolean).join('; ');
       if (lost === null) return report;
       // Recalled or cut off: the map may no longer describe the file. Finish through the mount, from a fresh open
       // (an fd opened before the change may keep stale data), restarting when the sink can.
@@ -142,7 +152,7 @@ export class FileReader {
   }
 
   /** Everything the direct path needs, or the reason it cannot be used. */
-  private async prepare(file: Buffer, fh: FileHandle, opened: BigIntStats, wanted: number): Promise<{ map: FileMap; session: Session; device: DeviceReader } | { reason: string; choice?: true; version?: () => Promise<string | undefined> }> {
+  private async prepare(file: Buffer, fh: FileHandle, opened: BigIntStats, wanted: number): Promise<{ map: FileMap; session: Session; device: DeviceReader; volume: string } | { reason: string; choice?: true; version?: () => Promise<string | undefined> }> {
     const size = Number(opened.size);
     if (this.opts.networkOnly) return { reason: 'network path requested (--network-only)', choice: true };
     if (!this.client) return { reason: 'no fuses on this node' };
@@ -209,12 +219,12 @@ export class FileReader {
       await release();
       return { reason: outside };
     }
-    return { map, session, device };
+    return { map, session, device, volume: fused.fuse.volume };
   }
 
   /** Up to DEPTH reads in flight, delivered strictly in file order. Stops starting reads at a recall. */
   private async pipeline(
-    fh: FileHandle, map: FileMap, session: Session, device: DeviceReader,
+    fh: FileHandle, map: FileMap, session: Session, device: DeviceReader, volume: string,
     start: number, end: number, sink: Sink, report: ReadReport,
   ): Promise<{ reached: number; lost: string | null }> {
     let lost: string | null = null;
@@ -227,9 +237,14 @@ export class FileReader {
       });
       return answered;
     };
+    // A recall or a lost connection lets go of reads waiting for budget: they must not hold up the RETURN.
+    const stopWaiting = new AbortController();
+    const throttle = this.opts.throttle;
+    const pace: Pace | undefined = throttle && { pacer: throttle.pacer(session, volume), fallback: throttle.fallback, signal: stopWaiting.signal };
     const onRecall = (lease: string) => {
       if (lease !== map.lease) return;
       lost ??= 'recalled: the file was opened for writing or truncated on the server';
+      stopWaiting.abort(new Error(lost));
       // Reads already issued return old, consistent bytes: the writer waits for our RETURN, so send it promptly.
       void answer('RETURN');
     };
@@ -238,6 +253,7 @@ export class FileReader {
     const onClose = (why: string) => {
       lost ??= `map server connection lost (${why})`;
       unguarded = true;
+      stopWaiting.abort(new Error(lost));
     };
     session.on('recall', onRecall);
     session.on('close', onClose);
@@ -246,7 +262,7 @@ export class FileReader {
     if (session.isClosed) onClose('closed before the first read');
     const expired = () => `lease expired: no answer from the map server within the lease time (${session.leaseMs / 1000} s)`;
     const segments = segmentsOf(sliceMap(map.extents, start, end - start));
-    const inflight: Promise<Chunk & { buf?: Buffer }>[] = [];
+    const inflight: Promise<Chunk & { buf?: Buffer; overLimit?: boolean }>[] = [];
     let reached = start;
     const stopPings = session.keepAlive();
     try {
@@ -259,14 +275,14 @@ export class FileReader {
           }
           const next = segments.next();
           if (next.done) break;
-          const p = this.fetch(fh, device, next.value, () => session.leaseValid(map.lease));
+          const p = this.fetch(fh, device, next.value, () => session.leaseValid(map.lease), pace);
           reading.add(p);
           void p.finally(() => reading.delete(p)).catch(() => {});
           inflight.push(p);
         }
         const head = inflight.shift();
         if (!head) break;
-        let chunk: Chunk & { buf?: Buffer };
+        let chunk: Chunk & { buf?: Buffer; overLimit?: boolean };
         try {
           chunk = await head;
         } catch (err) {
@@ -284,9 +300,11 @@ export class FileReader {
           if (chunk.buf) giveBuffer(chunk.buf);
           break;
         }
+        await throttle?.limit(chunk.data.length);
         const kept = await sink.write(chunk);
         if (chunk.buf && kept !== true) giveBuffer(chunk.buf);
         reached = chunk.offset + chunk.data.length;
+        if (chunk.overLimit) report.bytesOverLimit = (report.bytesOverLimit ?? 0) + chunk.data.length;
         if (chunk.kind === 'direct') report.bytesDirect += chunk.data.length;
         else if (chunk.kind === 'zero') report.bytesZero += chunk.data.length;
         else report.bytesNetwork += chunk.data.length;
@@ -302,11 +320,23 @@ export class FileReader {
     return { reached, lost: reached < end ? lost : null };
   }
 
-  /** One piece: zeros, device bytes (checked against the lease deadline when the read completes), or the mount's. */
-  private async fetch(fh: FileHandle, device: DeviceReader, e: MapExtent, leaseValid: () => boolean): Promise<Chunk & { buf?: Buffer }> {
+  /** One piece: zeros, device bytes (checked against the lease deadline when the read completes), or the mount's
+   *  (and, over the throttle limit with --fallback, a DATA piece too). */
+  private async fetch(fh: FileHandle, device: DeviceReader, e: MapExtent, leaseValid: () => boolean, pace?: Pace): Promise<Chunk & { buf?: Buffer; overLimit?: boolean }> {
     if (e.state === 'ZERO' || e.state === 'HOLE') return { offset: e.logical, data: ZEROS.subarray(0, e.length), kind: 'zero' };
+    let overLimit = false;
+    if (e.state === 'DATA' && pace) {
+      try {
+        if (pace.fallback) overLimit = !(await pace.pacer.tryTake(e.length, 1));
+        else await pace.pacer.take(e.length, 1, pace.signal);
+      } catch (err) {
+        throw new DeviceReadError(pace.signal.aborted ? errorMessage(pace.signal.reason) : `grant: ${errorMessage(err)}`);
+      }
+      // Waiting for budget counts as time: no device read starts past the lease deadline.
+      if (!overLimit && !leaseValid()) throw new LateReadError();
+    }
     const buf = takeBuffer();
-    if (e.state === 'DATA') {
+    if (e.state === 'DATA' && !overLimit) {
       let data: Buffer;
       try {
         data = await device.readInto(buf, e.physical, e.length);
@@ -322,7 +352,7 @@ export class FileReader {
     }
     const data = await readFully(fh, buf, e.logical, e.length);
     if (data.length < e.length) throw new FusedError('failure', `file shrank while reading (at byte ${e.logical + data.length})`);
-    return { offset: e.logical, data, kind: 'network', buf };
+    return { offset: e.logical, data, kind: 'network', buf, ...(overLimit ? { overLimit } : {}) };
   }
 
   /** The plain path: read through the network mount. */
@@ -355,6 +385,7 @@ export class FileReader {
           for (const r of ahead.splice(0)) void r.data.catch(() => {}).then(() => giveBuffer(r.buf));
         }
         fill();
+        await this.opts.throttle?.limit(data.length);
         const kept = await sink.write({ offset: at, data, kind: 'network', buf });
         if (kept !== true) giveBuffer(buf);
         report.bytesNetwork += data.length;

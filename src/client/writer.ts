@@ -8,6 +8,7 @@ import type { MapExtent } from '../volume/extents.js';
 import type { FuseClient } from './client.js';
 import { ALIGN, Device, alignDown, alignUp } from './device.js';
 import { DEFAULT_SMALL_FILE } from './reader.js';
+import { OVER_LIMIT, type Pacer, type Throttle } from './pacer.js';
 import { CHUNK, giveBuffer, takeBuffer } from './buffers.js';
 import type { FileMap, Session } from './session.js';
 
@@ -21,6 +22,9 @@ export interface WriteReport {
   bytesNetwork: number;
   /** The write map was recalled or lost mid-file; the rest went through the mount. */
   interrupted: boolean;
+  /** Bytes written through the mount because the direct path was over the throttle limit (--fallback); part of
+   *  bytesNetwork. */
+  bytesOverLimit?: number;
 }
 
 /** What a copy writes its destination through: the device (DirectTarget) or the mount (MountTarget). */
@@ -53,6 +57,9 @@ export interface WriterOptions {
   smallFile?: number;
   /** Opens a proven device path for writing, checking its UUID (default Device.open). */
   openDevice?: (path: string, uuid: string) => Promise<DeviceWriter>;
+  /** Paces device writes by the server's grants; with fallback, the rest of a file over the limit goes through
+   *  the mount. */
+  throttle?: Throttle;
 }
 
 /** What the writer needs of a device (Device; tests pass fakes). */
@@ -119,7 +126,8 @@ export class DirectWriter {
       await release();
       return network(outside, true);
     }
-    const target = new DirectTarget(path, session, device, map);
+    const throttle = this.opts.throttle;
+    const target = new DirectTarget(path, session, device, map, throttle && { pacer: throttle.pacer(session, fused.fuse.volume), fallback: throttle.fallback });
     try {
       if (sizeHint > 0) await target.allocate(Math.min(sizeHint, ALLOC_SLICE), sizeHint);
     } catch (err) {
@@ -203,9 +211,14 @@ class DirectTarget implements WriteTarget {
   private failure: Error | undefined;
   private recalled = false;
   private readonly stopPings: () => void;
+  /** Bytes after this went through the mount because of the throttle (--fallback). */
+  private overLimit = false;
+  /** A recall lets go of a write waiting for budget (the COMMIT must not wait for it). */
+  private readonly stopWaiting = new AbortController();
   private readonly onRecall = (lease: string) => {
     if (lease !== this.map.lease) return;
     this.recalled = true;
+    this.stopWaiting.abort(new Error('recalled'));
   };
 
   constructor(
@@ -213,6 +226,7 @@ class DirectTarget implements WriteTarget {
     private readonly session: Session,
     private readonly device: DeviceWriter,
     private map: FileMap,
+    private readonly pace?: { pacer: Pacer; fallback: boolean },
   ) {
     session.on('recall', this.onRecall);
     if (session.isRecalled(map.lease)) this.recalled = true;
@@ -286,7 +300,9 @@ class DirectTarget implements WriteTarget {
       await this.put(offset, data.subarray(0, a - offset));
       if (b > a) {
         await this.flush();
-        this.report.bytesDirect += b - a;
+        // The flush may have moved the file to the mount (a recall, the throttle): count the zeros there.
+        if ((this.mode as string) === 'mount') await this.mount!.write(a, data.subarray(a - offset, b - offset), true);
+        else this.report.bytesDirect += b - a;
       }
       await this.put(b, data.subarray(b - offset));
       return false;
@@ -329,6 +345,14 @@ class DirectTarget implements WriteTarget {
     const padded = alignUp(stage.length);
     stage.buf.fill(0, stage.length, padded);
     const pieces = piecesOf(this.map.extents, stage.start, stage.start + padded, end);
+    // Budget for the whole stage before any of it is issued; over the limit with --fallback, or a grant that
+    // fails, the rest of the file goes through the mount (after a COMMIT of what is written, like a recall).
+    const unpaced = await this.paced(padded, pieces.length);
+    if (unpaced) {
+      this.overLimit = unpaced === OVER_LIMIT;
+      await this.toMount(unpaced, stage);
+      return;
+    }
     let pending = pieces.length;
     const done = () => {
       if (--pending === 0) giveBuffer(stage.buf);
@@ -365,6 +389,18 @@ class DirectTarget implements WriteTarget {
     this.report.bytesDirect += stage.length;
   }
 
+  /** Waits for budget for `bytes` in `ops` writes; the reason to go on through the mount instead, if any. */
+  private async paced(bytes: number, ops: number): Promise<string | undefined> {
+    if (!this.pace) return undefined;
+    try {
+      if (!this.pace.fallback) await this.pace.pacer.take(bytes, ops, this.stopWaiting.signal);
+      else if (!(await this.pace.pacer.tryTake(bytes, ops))) return OVER_LIMIT;
+      return undefined;
+    } catch (err) {
+      return this.recalled ? 'recalled: the file was opened on the server' : `grant: ${reasonOf(err)}`;
+    }
+  }
+
   private async drain(): Promise<void> {
     while (this.inflight.size > 0) await Promise.race(this.inflight);
     if (this.failure) throw new WriteRestart(this.failure.message);
@@ -398,8 +434,10 @@ class DirectTarget implements WriteTarget {
 
   async finish(size: number): Promise<void> {
     if (this.mode === 'direct' && this.recalled) await this.toMount('recalled: the file was opened on the server');
-    if (this.mode === 'mount') return this.mount!.finish(size);
-    await this.flush();
+    if (this.mode === 'direct') await this.flush();
+    // The last stage may have taken the file to the mount (over the limit, or a recall): it is committed there.
+    if (this.overLimit) this.report.bytesOverLimit = this.report.bytesNetwork;
+    if ((this.mode as string) === 'mount') return this.mount!.finish(size);
     await this.drain();
     try {
       await this.session.commit(this.map.lease, size);

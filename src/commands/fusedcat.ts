@@ -12,8 +12,10 @@ import { chmod, open, rename, stat, unlink } from 'node:fs/promises';
 import { formatError } from '../ui/messages.js';
 import { BulkOutput } from '../ui/output.js';
 import { parseSize } from '../ui/options.js';
+import { RATE_HELP, parseRate } from '../ui/rates.js';
+import { Throttle } from '../client/pacer.js';
 
-interface Opts { offset?: string; length?: string; networkOnly?: boolean; quiet?: boolean; verbose?: boolean; write?: string }
+interface Opts { offset?: string; length?: string; networkOnly?: boolean; quiet?: boolean; verbose?: boolean; write?: string; limit?: string; fallback?: boolean }
 
 export function build(ctx: CommandContext): Command {
   return new Command('fusedcat')
@@ -23,20 +25,25 @@ export function build(ctx: CommandContext): Command {
     .option('--offset <BYTES>', 'start at this byte of each file (suffixes K, M, G)')
     .option('--length <BYTES>', 'at most this many bytes of each file (suffixes K, M, G)')
     .option('--network-only', 'read through the mount only (never the device)')
+    .option('--limit <RATE>', `move at most RATE bytes per second, whichever path; ${RATE_HELP}`)
+    .option('--fallback', 'over the map server\'s throttle limit, send the excess through the network mount instead of waiting')
     .option('-q, --quiet', 'do not say on stderr why a file was read through the network')
     .option('-v, --verbose', 'say on stderr which path each file took')
     .addHelpText('after', '\nExit status: 0 ok, 1 failure, 2 usage, 4 some files failed (a closed pipe stops quietly;\nfiles that failed before it still count).\nSee fusedcat(1).')
     .action(async (files: string[], opts: Opts) => {
+      // --limit 0 means no limit, as with rsync --bwlimit=0.
+      const limit = opts.limit === undefined ? undefined : parseRate(opts.limit, '--limit') || undefined;
+      const throttle = new Throttle({ ...(limit !== undefined ? { limit } : {}), fallback: !!opts.fallback });
       if (opts.write !== undefined) {
         if (files.length > 0) throw new FusedError('usage', 'FILE arguments cannot be given with --write');
         if (opts.offset !== undefined || opts.length !== undefined) throw new FusedError('usage', '--offset and --length do not go with --write');
-        return writeStdin(opts.write, opts);
+        return writeStdin(opts.write, opts, throttle);
       }
       if (files.length === 0) throw new FusedError('usage', 'missing FILE (or --write FILE)');
       const offset = opts.offset === undefined ? undefined : parseSize(opts.offset, '--offset');
       const length = opts.length === undefined ? undefined : parseSize(opts.length, '--length');
       const client = opts.networkOnly ? null : await FuseClient.load();
-      const reader = new FileReader(client, { networkOnly: !!opts.networkOnly });
+      const reader = new FileReader(client, { networkOnly: !!opts.networkOnly, throttle });
       const out = new BulkOutput();
       // Wait for each write: the chunk's buffer is reused as soon as we return.
       const sink = { write: (chunk: Chunk) => out.write(chunk.data) };
@@ -60,7 +67,7 @@ export function build(ctx: CommandContext): Command {
               lastError = new FusedError('failure', 'changed while being read');
               process.stderr.write(`fusedcat: ${name}: changed while being read (${r.reason}); the output mixes old and new content\n`);
             } else if (r.interrupted && !opts.quiet) process.stderr.write(`fusedcat: ${name}: ${r.reason}; the rest was read through the mount\n`);
-            else if (opts.verbose) process.stderr.write(`fusedcat: ${name}: ${r.path}${r.reason ? ` (${r.reason})` : ''}\n`);
+            else if (opts.verbose) process.stderr.write(`fusedcat: ${name}: ${r.path}${r.reason ? ` (${r.reason})` : ''}${paced(throttle)}\n`);
             else if (r.fallback && r.reason && !opts.quiet && r.size > 0) {
               process.stderr.write(`fusedcat: ${name}: ${r.path === 'mixed' ? 'partly ' : ''}through the network: ${r.reason}\n`);
             }
@@ -83,7 +90,7 @@ export function build(ctx: CommandContext): Command {
 }
 
 /** --write: standard input into a file, through a temporary name, renamed when complete (like fusedcp). */
-async function writeStdin(destArg: string, opts: Opts): Promise<void> {
+async function writeStdin(destArg: string, opts: Opts, throttle: Throttle): Promise<void> {
   const dest = argBytes(destArg);
   const name = displayName(dest);
   if ((await stat(dest).catch(() => undefined))?.isDirectory()) throw new FusedError('failure', 'is a directory', name);
@@ -104,9 +111,10 @@ async function writeStdin(destArg: string, opts: Opts): Promise<void> {
   try {
     const fh = await open(tmp, 'wx', 0o600);
     // The length of standard input is not known: always worth the direct path; allocation grows in steps.
-    target = await new DirectWriter(client, { networkOnly: !!opts.networkOnly, smallFile: 0 }).open(tmp, -1, fh);
+    target = await new DirectWriter(client, { networkOnly: !!opts.networkOnly, smallFile: 0, throttle }).open(tmp, -1, fh);
     let offset = 0;
     for await (const chunk of process.stdin as AsyncIterable<Buffer>) {
+      await throttle.limit(chunk.length);
       await target.write(offset, chunk, false);
       offset += chunk.length;
     }
@@ -115,7 +123,7 @@ async function writeStdin(destArg: string, opts: Opts): Promise<void> {
     await chmod(tmp, 0o666 & ~umask);
     await rename(tmp, dest);
     const r = target.report;
-    if (opts.verbose) process.stderr.write(`fusedcat: ${name}: ${offset} bytes written ${r.path}${r.reason ? ` (${r.reason})` : ''}\n`);
+    if (opts.verbose) process.stderr.write(`fusedcat: ${name}: ${offset} bytes written ${r.path}${r.reason ? ` (${r.reason})` : ''}${paced(throttle)}\n`);
     else if (r.fallback && r.reason && !opts.quiet) process.stderr.write(`fusedcat: ${name}: ${r.path === 'mixed' ? 'partly ' : ''}written through the network: ${r.reason}\n`);
   } catch (err) {
     await target?.abort();
@@ -129,4 +137,10 @@ async function writeStdin(destArg: string, opts: Opts): Promise<void> {
     process.off('SIGTERM', onSignal);
     await client?.close();
   }
+}
+
+/** `; throttle: ...` for -v when anything was paced (totals so far over the command). */
+function paced(throttle: Throttle): string {
+  const t = throttle.totals();
+  return t.waitedMs >= 1 || t.grants > 0 ? `; throttle so far: waited ${(t.waitedMs / 1000).toFixed(2)} s, ${t.grants} grant(s)` : '';
 }

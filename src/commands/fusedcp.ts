@@ -12,10 +12,12 @@ import { DirectWriter } from '../client/writer.js';
 import { humanBytes, jsonOut } from '../ui/messages.js';
 import { parseSize } from '../ui/options.js';
 import { Progress } from '../ui/progress.js';
+import { RATE_HELP, parseRate } from '../ui/rates.js';
+import { Throttle } from '../client/pacer.js';
 
 interface Opts {
   recursive?: boolean; R?: boolean; preserve?: boolean; clobber?: boolean; force?: boolean; verbose?: boolean; quiet?: boolean;
-  networkOnly?: boolean; json?: boolean; verify?: boolean; smallFile: string; progress: boolean;
+  networkOnly?: boolean; json?: boolean; verify?: boolean; smallFile: string; progress: boolean; limit?: string; fallback?: boolean;
 }
 
 export function build(ctx: CommandContext): Command {
@@ -33,6 +35,8 @@ export function build(ctx: CommandContext): Command {
     .option('--network-only', 'copy through the mount only (never the device)')
     .option('--json', 'a JSON summary per file on stdout')
     .option('--verify', 'compare sha256 of each copy with the source read through the mount, before it gets its name')
+    .option('--limit <RATE>', `copy at most RATE bytes per second, whichever path; ${RATE_HELP}`)
+    .option('--fallback', 'over the map server\'s throttle limit, send the excess through the network mount instead of waiting')
     .option('--small-file <SIZE>', 'files smaller than this go through the mount', String(DEFAULT_SMALL_FILE))
     .option('--no-progress', 'no progress display (it is shown only on a terminal anyway)')
     .addHelpText('after', '\nExit status: 0 ok, 1 failure, 2 usage, 3 verification mismatch, 4 some files failed;\n130 or 143 when interrupted by SIGINT or SIGTERM (no temporary file is left).\nSee fusedcp(1).')
@@ -44,11 +48,14 @@ export function build(ctx: CommandContext): Command {
       const noClobber = opts.clobber === false;
       if (noClobber && opts.force) throw new FusedError('usage', 'options -n and -f cannot be used together');
       const smallFile = parseSize(opts.smallFile, '--small-file');
+      // --limit 0 means no limit, as with rsync --bwlimit=0.
+      const limit = opts.limit === undefined ? undefined : parseRate(opts.limit, '--limit') || undefined;
+      const throttle = new Throttle({ ...(limit !== undefined ? { limit } : {}), fallback: !!opts.fallback });
       const sources = sourceArgs.map(argBytes);
       const dest = argBytes(destArg);
       const client = opts.networkOnly ? null : await FuseClient.load();
-      const reader = new FileReader(client, { networkOnly: !!opts.networkOnly, smallFile });
-      const writer = new DirectWriter(client, { networkOnly: !!opts.networkOnly, smallFile });
+      const reader = new FileReader(client, { networkOnly: !!opts.networkOnly, smallFile, throttle });
+      const writer = new DirectWriter(client, { networkOnly: !!opts.networkOnly, smallFile, throttle });
       const showProgress = opts.progress && !opts.json && !opts.quiet && process.stderr.isTTY === true;
       const progress = await Progress.create(showProgress, showProgress ? await totalBytes(sources) : 0);
       const results: FileResult[] = [];
@@ -63,7 +70,7 @@ export function build(ctx: CommandContext): Command {
           if (r.report) doneBytes += r.report.size;
           progress.around(() => tell(r, opts));
         },
-      }, writer);
+      }, writer, throttle);
       // Interrupted (^C, kill): no temporary file stays behind, then die of the signal as cp would (128+N).
       const onSignal = (signal: NodeJS.Signals) => {
         copier.discardTemporaries();
@@ -85,7 +92,7 @@ export function build(ctx: CommandContext): Command {
         await client?.close();
       }
       if (opts.json) process.stdout.write(jsonOut(results.map(toJson)));
-      else if (opts.verbose) process.stderr.write(summary(results, (performance.now() - t0) / 1000));
+      else if (opts.verbose) process.stderr.write(summary(results, (performance.now() - t0) / 1000, throttle));
       const failed = results.filter((r) => r.status === 'failed');
       if (failed.length === 0) return;
       const mismatch = failed.some((r) => r.error instanceof FusedError && r.error.kind === 'mismatch');
@@ -147,6 +154,17 @@ function toJson(r: FileResult): Record<string, unknown> {
           },
         }
       : {}),
+    ...(r.throttle
+      ? {
+          throttle: {
+            waitedMs: r.throttle.waitedMs,
+            grants: r.throttle.grants,
+            bytesGranted: r.throttle.bytesGranted,
+            bytesReadOverLimit: rep?.bytesOverLimit ?? 0,
+            bytesWrittenOverLimit: r.write?.bytesOverLimit ?? 0,
+          },
+        }
+      : {}),
     seconds: Math.round(r.seconds * 1000) / 1000,
     mbPerSec: mbps,
     ...(r.verified !== undefined ? { verified: r.verified } : {}),
@@ -154,7 +172,8 @@ function toJson(r: FileResult): Record<string, unknown> {
   };
 }
 
-function summary(results: FileResult[], seconds: number): string {
+function summary(results: FileResult[], seconds: number, throttle: Throttle): string {
+  const t = throttle.totals();
   const copied = results.filter((r) => r.report);
   const sum = (f: (r: FileResult) => number) => copied.reduce((a, r) => a + f(r), 0);
   const total = sum((r) => r.report!.size);
@@ -169,6 +188,7 @@ function summary(results: FileResult[], seconds: number): string {
     `read ${humanBytes(direct)} direct, ${humanBytes(zero)} zeros (holes, unwritten), ${humanBytes(network)} through the network; ` +
     `wrote ${humanBytes(writtenDirect)} direct` +
     (small ? `, ${small} small file(s) through the network by choice` : '') +
+    (t.waitedMs >= 1 || t.grants > 0 ? `; throttle: waited ${(t.waitedMs / 1000).toFixed(2)} s, ${t.grants} grant(s) of ${humanBytes(t.bytesGranted)}` : '') +
     (failed ? `; ${failed} failed` : '') +
     '\n'
   );
