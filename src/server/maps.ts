@@ -270,6 +270,10 @@ export class MapPolicy {
   async commit(holder: LeaseHolder, leaseId: string, size: number): Promise<{ size: number; mtime: string }> {
     const { file, state } = this.writeLease(holder, leaseId, true);
     const newSize = Math.max(size, state.sizeAtMap);
+    // First drop what the server has cached of the file: an existing file (overwritten in place) may have old pages
+    // here, and the truncate zeroes the last block's tail through the page cache, so a stale page would be dirtied
+    // and written back over the client's bytes.
+    await fadvise(file.fd, 0, 0, 'dontneed');
     await ftruncate(file.fd, newSize);
     await fsync(file.fd);
     await fadvise(file.fd, 0, 0, 'dontneed');

@@ -153,3 +153,16 @@ wc_lease_breaking() {
 	id=$(printf '%02x:%02x:%d' "$(stat -c '%Hd' "$1")" "$(stat -c '%Ld' "$1")" "$(stat -c '%i' "$1")")
 	grep -q " LEASE *BREAKING .* $id " /proc/locks
 }
+
+# wc_server_file NAME SIZE: NAME on the server's volume, SIZE random bytes, on the disk (synced); prints its inode.
+wc_server_file() {
+	head -c "$2" /dev/urandom >"$BED_SRV_DIR/$1" && sync -f "$BED_SRV_DIR/$1" && stat -c %i "$BED_SRV_DIR/$1"
+}
+
+# wc_inplace SOURCE NAME: fusedcp --inplace --json SOURCE onto NAME through the client's mount (bats run: the JSON in
+# $output); then NAME on the server must still be inode WC_INO.
+wc_inplace() {
+	run -0 --separate-stderr bed_in_client "$FUSED_BIN/fusedcp" --inplace --json "$1" "$BED_CLI_DIR/$2"
+	assert_equal "$(jq -r '.[0].status' <<<"$output")" copied
+	assert_equal "$(stat -c %i "$BED_SRV_DIR/$2")" "$WC_INO"
+}
