@@ -91,6 +91,7 @@ sib_disk_state() {
 
 @test "--inplace and -n together are a usage error (exit 2)" {
 	run -2 --separate-stderr bed_in_client "$FUSED_BIN/fusedcp" --inplace -n /etc/hostname "$BED_CLI_DIR/x.bin"
-	assert_regex "$stderr" "^fusedcp: options -n and --inplace cannot be used together"
+	assert_equal "${stderr_lines[0]}" "fusedcp: options -n and --inplace cannot be used together"
+	assert_equal "${stderr_lines[1]}" "Try 'fusedcp --help' for more information."
 	[[ ! -e $BED_SRV_DIR/x.bin ]]
 }
