@@ -6,7 +6,10 @@
 load helpers
 source "$FUSED_LIB/writecases.bash"
 
-setup_file() { wc_setup_file xfs; }
+# Short, for the test of a client killed mid-file (its write lease must run out).
+LEASE_TIME=3
+
+setup_file() { wc_setup_file xfs --lease-time "$LEASE_TIME"; }
 
 teardown_file() { bed_teardown_file; }
 
@@ -67,6 +70,40 @@ sib_disk_state() {
 	assert_equal "$(rc_sha "$BED_SRV_DIR/whole-sibling.bin")" "$sib_sha"
 	assert_equal "$(sib_disk_state "$BED_SRV_DIR/whole-sibling.bin")" "$sib_before"
 	rm "$BED_SRV_DIR"/whole{,-sibling}.bin
+}
+
+@test "an --inplace copy killed mid-file: each block old or new, the server reads what the disk holds, a new copy completes" {
+	local size=$((1024 * 1048576)) old new before rc=0 tries d=$BATS_TEST_TMPDIR
+	wc_src "$size" OLD; old=$WC_SRC
+	wc_src "$size" NEW; new=$WC_SRC
+	cp "$old" "$BED_SRV_DIR/killed.bin"
+	sync -f "$BED_SRV_DIR/killed.bin"
+	WC_INO=$(stat -c %i "$BED_SRV_DIR/killed.bin")
+	# The server has the old bytes in its page cache.
+	assert_equal "$(rc_sha "$BED_SRV_DIR/killed.bin")" "$(rc_sha "$old")"
+	before=$(bed_sectors_written "$BED_DEV_B")
+	wc_spawn_client "$d/out" "$d/err" "$FUSED_BIN/fusedcp" --inplace --json "$new" "$BED_CLI_DIR/killed.bin"
+	rc_wait_lease "$BED_SRV_DIR/killed.bin" || fail "no write lease: $(cat "$d/err")"
+	wc_wait_written "$BED_DEV_B" 65536 "$before" || fail "no direct write: $(cat "$d/err")"
+	kill -KILL "$WC_PID"
+	wc_wait_exit "$WC_PID" || rc=$?
+	assert_equal "$rc" 137
+	# The lease runs out (nobody answers for the dead client).
+	tries=$(((LEASE_TIME + 1) * 20 + 300))
+	while rc_lease_held "$BED_SRV_DIR/killed.bin"; do
+		((tries-- > 0)) || fail "the write lease is still held"
+		sleep 0.05
+	done
+	assert_equal "$(stat -c '%i %s' "$BED_SRV_DIR/killed.bin")" "$WC_INO $size"
+	# Old bytes and new ones, nothing else; some new.
+	run -0 wc_blocks_either "$old" "$new" "$BED_SRV_DIR/killed.bin"
+	[[ $output =~ b=([0-9]+) ]] && ((BASH_REMATCH[1] > 0)) || fail "no new block: $output"
+	# The server's page cache holds nothing older than the disk.
+	assert_equal "$(rc_sha "$BED_SRV_DIR/killed.bin")" "$(wc_disk_sha "$BED_SRV_DIR/killed.bin")"
+	wc_inplace "$new" killed.bin
+	assert_equal "$(jq -c '.[0].write | [.path, .bytesDirect]' <<<"$output")" "[\"direct\",$size]"
+	assert_equal "$(rc_sha "$BED_SRV_DIR/killed.bin")" "$(rc_sha "$new")"
+	rm "$BED_SRV_DIR/killed.bin"
 }
 
 @test "a read-only node's --inplace goes through the mount, same inode, nothing written to the device" {
