@@ -220,3 +220,23 @@ test('in place: the old file\'s partial last block is written whole on the devic
   assert.ok(device.image.subarray(P + 3 * MiB, P + 3 * MiB + 100).equals(data.subarray(3 * MiB)));
   assert.ok(device.image.subarray(P + 3 * MiB + 100, P + 3 * MiB + 4096).every((b) => b === 0), 'zeros past the end in the last block');
 });
+
+test('in place: a recall commits and sends the rest through the mount, zeros written over the old bytes, no new map', async (t) => {
+  const size = 3 * MiB + 100;
+  const { path, session, writer, mapped } = setupShared(t, size);
+  const data = randomBytes(size);
+  data.fill(0, 2 * MiB + 4096, 2 * MiB + 64 * KiB);
+  const target = await writer.open(Buffer.from(path), size, undefined, true);
+  await target.write(0, data.subarray(0, MiB), false);
+  session.emit('recall', 'W1', 'read-open');
+  await target.write(MiB, data.subarray(MiB, 2 * MiB + 4096), false);
+  await target.write(2 * MiB + 4096, data.subarray(2 * MiB + 4096, 2 * MiB + 64 * KiB), true);
+  await target.write(2 * MiB + 64 * KiB, data.subarray(2 * MiB + 64 * KiB), false);
+  await target.finish(size);
+  assert.deepEqual(session.commits, [['W1', 0]], 'what was on the device (nothing yet: the stage was not full) committed once');
+  assert.equal(mapped(), 1, 'not mapped again after a recall');
+  assert.ok(readFileSync(path).equals(data), 'the rest through the mount, zeros included');
+  assert.equal(target.report.interrupted, true);
+  assert.equal(target.report.path, 'network');
+  assert.equal(target.report.bytesNetwork, size);
+});
