@@ -188,7 +188,8 @@ export class Copier {
     // --inplace: an existing file keeps its inode (hard links, owner, ACLs, xattrs); its bytes are replaced.
     let overwrite = existing !== undefined && existing.isFile() && this.opts.inplace === true;
     let path = stream || overwrite ? dst : tempName(dst);
-    const temporary = (p: Buffer) => (p === dst ? undefined : p);
+    /** Written under a temporary name (not the destination itself). */
+    const temporary = (p: Buffer): boolean => p !== dst;
     const forget = (p: Buffer) => {
       if (temporary(p)) this.temporaries.delete(p);
     };
