@@ -137,7 +137,10 @@ export class DirectWriter {
     const target = new DirectTarget(path, session, device, map, overwrite !== undefined, overwrite?.report);
     try {
       const from = overwrite?.from ?? 0;
-      if (sizeHint > from) await target.allocate(Math.min(sizeHint, from + ALLOC_SLICE), sizeHint);
+      // In place, not past the next range that goes through the mount: the COMMIT before it would give that back.
+      const until = overwrite ? routeAt(networkSpans(target.extents, ALIGN), from) : { network: false, end: Infinity };
+      const upTo = until.network ? from : Math.min(sizeHint, from + ALLOC_SLICE, until.end);
+      if (upTo > from) await target.allocate(upTo, sizeHint);
     } catch (err) {
       await target.abort();
       // No room is no room through the mount either: say so instead of trying there.
