@@ -35,6 +35,8 @@ export interface CopyOptions {
   noClobber: boolean;
   force: boolean;
   verify: boolean;
+  /** Overwrite an existing destination file where it stands (same inode, no temporary, no rename). */
+  inplace?: boolean;
 }
 
 export type CopyStatus = 'copied' | 'skipped' | 'failed';
@@ -188,33 +190,49 @@ export class Copier {
   private async copyFile(src: Buffer, dst: Buffer, st: Stats): Promise<Omit<FileResult, 'seconds'>> {
     const existing = await stat(dst).catch(() => undefined);
     if (existing && existing.dev === st.dev && existing.ino === st.ino) throw new FusedError('failure', 'source and destination are the same file');
-    // Devices and pipes (/dev/null, a FIFO) are written in place: there is nothing to rename.
-    const inPlace = existing !== undefined && !existing.isFile();
-    const path = inPlace ? dst : tempName(dst);
-    if (!inPlace) this.temporaries.add(path);
+    // Devices and pipes (/dev/null, a FIFO) are written in order where they stand: there is nothing to rename.
+    const stream = existing !== undefined && !existing.isFile();
+    // --inplace: an existing file keeps its inode (hard links, owner, ACLs, xattrs); its bytes are replaced.
+    let overwrite = existing !== undefined && existing.isFile() && this.opts.inplace === true;
+    let path = stream || overwrite ? dst : tempName(dst);
+    /** Written under a temporary name (not the destination itself). */
+    const temporary = (p: Buffer): boolean => p !== dst;
+    const forget = (p: Buffer) => {
+      if (temporary(p)) this.temporaries.delete(p);
+    };
+    if (temporary(path)) this.temporaries.add(path);
     let fh: FileHandle;
     try {
-      fh = await open(path, inPlace ? 'w' : 'wx', 0o600);
+      // In place: no O_TRUNC, no O_CREAT.
+      fh = await open(path, stream ? 'w' : overwrite ? 'r+' : 'wx', 0o600);
     } catch (err) {
-      if (!this.opts.force || inPlace) {
-        this.temporaries.delete(path);
+      if (!this.opts.force || stream) {
+        forget(path);
         throw err;
       }
-      // -f: a destination directory we cannot write into cannot be helped; anything else, remove and retry.
+      // -f: a destination directory we cannot write into cannot be helped; anything else, remove and retry (a
+      // file that could not be overwritten in place is then written anew, under a temporary name).
       await unlink(dst).catch(() => {});
+      if (overwrite) {
+        overwrite = false;
+        path = tempName(dst);
+        this.temporaries.add(path);
+      }
+      const retry = path;
       fh = await open(path, 'wx', 0o600).catch((e: unknown) => {
-        this.temporaries.delete(path);
+        forget(retry);
         throw e;
       });
     }
+    const kind = stream ? 'stream' : overwrite ? 'overwrite' : 'file';
     let target: WriteTarget;
     try {
-      target = inPlace || !this.writer ? MountTarget.over(fh, undefined, inPlace) : await this.writer.open(path, st.size, fh);
+      target = stream || !this.writer ? MountTarget.over(fh, undefined, kind) : await this.writer.open(path, st.size, fh, overwrite);
     } catch (err) {
       await fh.close().catch(() => {});
-      if (!inPlace) {
+      if (temporary(path)) {
         await unlink(path).catch(() => {});
-        this.temporaries.delete(path);
+        forget(path);
       }
       throw err;
     }
@@ -230,7 +248,7 @@ export class Copier {
           this.events.progress?.(src, written, st.size);
           return kept;
         },
-        ...(inPlace
+        ...(stream
           ? {}
           : {
               restart: async () => {
@@ -247,29 +265,31 @@ export class Copier {
         if (!(err instanceof WriteRestart)) throw err;
         // What went to the device cannot be kept: the whole file again, through the mount.
         await target.abort();
-        target = await MountTarget.open(path, { reason: err.message, fallback: true });
+        target = await MountTarget.open(path, { reason: err.message, fallback: true }, undefined, kind);
         written = 0;
         end = 0;
         report = await this.copyOnce(src, sink);
       }
-      if (inPlace) await target.finish(0);
+      if (stream) await target.finish(0);
       else {
         await target.finish(end);
-        await chmod(path, this.opts.preserve ? st.mode & 0o7777 : st.mode & 0o777 & ~this.umask);
+        // A file overwritten in place keeps its mode, as cp keeps an existing destination's (unless -p).
+        if (!overwrite) await chmod(path, this.opts.preserve ? st.mode & 0o7777 : st.mode & 0o777 & ~this.umask);
       }
       done = true;
       let verified: boolean | undefined;
-      if (this.opts.verify && !inPlace) {
+      // In place, the file is compared after it has been overwritten (there is no temporary to keep it from).
+      if (this.opts.verify && !stream) {
         const [a, b] = await Promise.all([sha256File(path), sha256File(src)]);
         verified = a.hex === b.hex;
         if (!verified) throw new FusedError('mismatch', `verification failed: sha256 of the copy ${a.hex} differs from the source through the mount ${b.hex}`);
       }
       // Like cp, a copy whose attributes could not be kept still gets its name; the failure is reported.
       let kept: PreserveError | undefined;
-      if (!inPlace) {
-        if (this.opts.preserve) kept = await this.preserve(path, st, dst);
+      if (!stream && this.opts.preserve) kept = await this.preserve(path, st, dst);
+      if (temporary(path)) {
         await rename(path, dst);
-        this.temporaries.delete(path);
+        forget(path);
       }
       return {
         source: src, destination: dst, status: kept ? 'failed' : 'copied', report, write: target.report,
@@ -277,9 +297,10 @@ export class Copier {
       };
     } catch (err) {
       if (!done) await target.abort();
-      if (!inPlace) {
+      // A file overwritten in place stays, old and new bytes mixed: that is what in place means.
+      if (temporary(path)) {
         await unlink(path).catch(() => {});
-        this.temporaries.delete(path);
+        forget(path);
       }
       throw err;
     }

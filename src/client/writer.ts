@@ -10,6 +10,8 @@ import { ALIGN, Device, alignDown, alignUp } from './device.js';
 import { DEFAULT_SMALL_FILE } from './reader.js';
 import { OVER_LIMIT, type Pacer, type Throttle } from './pacer.js';
 import { CHUNK, giveBuffer, takeBuffer } from './buffers.js';
+import { coveredEnd, networkSpans, routeAt, wholeLastBlock, type Span } from './inplace.js';
+import type { FusedFile } from './registry.js';
 import type { FileMap, Session } from './session.js';
 
 export interface WriteReport {
@@ -75,11 +77,14 @@ export class DirectWriter {
 
   /** A target for `path`, a file created through the network mount; `opened` is its descriptor there, kept for
    *  writing through the mount and closed only to try the direct path (so that the server can take the write
-   *  lease). `sizeHint` is how many bytes are coming, if known (-1 when not). */
-  async open(path: Buffer, sizeHint: number, opened?: FileHandle): Promise<WriteTarget> {
+   *  lease). `sizeHint` is how many bytes are coming, if known (-1 when not). With `inplace`, `path` is an existing
+   *  file overwritten where it stands (fusedcp --inplace; `opened` without O_TRUNC): its own, unshared blocks are
+   *  written on the device, every other range through the mount (InPlaceTarget). */
+  async open(path: Buffer, sizeHint: number, opened?: FileHandle, inplace = false): Promise<WriteTarget> {
     let fh = opened;
+    const kind: MountKind = inplace ? 'overwrite' : 'file';
     const network = async (reason: string, fallback: boolean) =>
-      fh ? MountTarget.over(fh, { reason, fallback }) : MountTarget.open(path, { reason, fallback });
+      fh ? MountTarget.over(fh, { reason, fallback }, kind) : MountTarget.open(path, { reason, fallback }, undefined, kind);
     if (this.opts.networkOnly) return network('network path requested (--network-only)', false);
     if (!this.client) return network('no fuses on this node', false);
     let fused;
@@ -97,48 +102,197 @@ export class DirectWriter {
       await fh.close();
       fh = undefined;
     }
+    const got = await this.direct(fused, path, sizeHint, inplace ? { from: 0 } : undefined);
+    if (!(got instanceof DirectTarget)) return network(got.reason, true);
+    if (!inplace) return got;
+    return new InPlaceTarget(path, got, (from, report) => this.direct(fused, path, sizeHint, { from, report }));
+  }
+
+  /** The write map of the file and a DirectTarget over it, or why the file must go through the mount. In place
+   *  (`overwrite`), the map may have NETWORK ranges (the caller writes them through the mount), and the writing
+   *  goes on at `from`. */
+  private async direct(fused: FusedFile, path: Buffer, sizeHint: number, overwrite?: { from: number; report?: WriteReport }): Promise<DirectTarget | { reason: string }> {
     let got;
     try {
-      got = await this.client.map(fused, 'write');
+      got = await this.client!.map(fused, 'write');
     } catch (err) {
-      return network(reasonOf(err), true);
+      return { reason: reasonOf(err) };
     }
     const { map, session } = got;
     const release = () => session.release(map.lease).catch(() => {});
-    if (map.networkReason || map.extents.some((e) => e.state === 'NETWORK')) {
+    if (map.networkReason || (!overwrite && map.extents.some((e) => e.state === 'NETWORK'))) {
       await release();
-      return network(map.networkReason ?? 'parts of the file cannot be written directly (shared or not aligned)', true);
+      return { reason: map.networkReason ?? 'parts of the file cannot be written directly (shared or not aligned)' };
     }
     if ('reason' in got.device) {
       await release();
-      return network(got.device.reason, true);
+      return { reason: got.device.reason };
     }
     let device: DeviceWriter;
     try {
       device = await (this.opts.openDevice ?? ((p, u) => Device.open(p, u, { write: true })))(got.device.path, fused.fuse.uuid);
     } catch (err) {
       await release();
-      return network(reasonOf(err), true);
+      return { reason: reasonOf(err) };
     }
     const outside = device.outside(map.extents);
     if (outside) {
       await device.close();
       await release();
-      return network(outside, true);
+      return { reason: outside };
     }
     const throttle = this.opts.throttle;
-    const target = new DirectTarget(path, session, device, map, throttle && { pacer: throttle.pacer(session, fused.fuse.volume), fallback: throttle.fallback });
+    const pace = throttle && { pacer: throttle.pacer(session, fused.fuse.volume), fallback: throttle.fallback };
+    const target = new DirectTarget(path, session, device, map, overwrite !== undefined, overwrite?.report, pace);
     try {
-      if (sizeHint > 0) await target.allocate(Math.min(sizeHint, ALLOC_SLICE), sizeHint);
+      const from = overwrite?.from ?? 0;
+      // In place, not past the next range that goes through the mount: the COMMIT before it would give that back.
+      const until = overwrite ? routeAt(networkSpans(target.extents, ALIGN), from) : { network: false, end: Infinity };
+      const upTo = until.network ? from : Math.min(sizeHint, from + ALLOC_SLICE, until.end);
+      if (upTo > from) await target.allocate(upTo, sizeHint);
     } catch (err) {
       await target.abort();
       // No room is no room through the mount either: say so instead of trying there.
       if (err instanceof FusedError) throw err;
-      return network(`allocation: ${reasonOf(err)}`, true);
+      return { reason: `allocation: ${reasonOf(err)}` };
     }
     return target;
   }
 }
+
+/** Legs through the mount at most, in one in-place overwrite (each costs a COMMIT and a MAP): a file shared with
+ *  others in more pieces than this goes through the mount from there on. */
+export const MAX_MOUNT_LEGS = 64;
+
+/**
+ * An existing file overwritten in place (fusedcp --inplace): the same inode, its bytes replaced where they stand.
+ * Ranges in the file's own DATA extents (and blocks ALLOC makes for holes, unwritten ranges and growth) go to the
+ * device under the write lease; a range the write map says NETWORK (shared with another file by a reflink, inline,
+ * not aligned) goes through the mount, where the file system un-shares the blocks (copy on write). The write lease
+ * cannot be held while the file is written through the mount (that open breaks it): before such a range the direct
+ * leg is committed, after it the file is mapped again. A recall, a restart or a map refused sends the rest of the
+ * file through the mount. The size is set at the end (COMMIT never shrinks a file: a truncate through the mount
+ * after it does).
+ */
+class InPlaceTarget implements WriteTarget {
+  readonly report: WriteReport;
+  private leg: DirectTarget | MountTarget;
+  /** The ranges of the direct leg's map that go through the mount. */
+  private spans: Span[];
+  /** The mount leg ends here (the end of its NETWORK range); Infinity: the rest of the file goes through the mount. */
+  private mountUntil = 0;
+  private mountLegs = 0;
+
+  constructor(
+    private readonly path: Buffer,
+    first: DirectTarget,
+    /** Map the file again and write on from `from` on the device, or why not. */
+    private readonly remap: (from: number, report: WriteReport) => Promise<DirectTarget | { reason: string }>,
+  ) {
+    this.leg = first;
+    this.report = first.report;
+    this.spans = networkSpans(first.extents, ALIGN);
+  }
+
+  async write(offset: number, data: Buffer, zero: boolean, buf?: Buffer): Promise<boolean> {
+    let at = 0;
+    while (at < data.length) {
+      const pos = offset + at;
+      const end = await this.route(pos);
+      const n = Math.min(data.length - at, end - pos);
+      // The shared buffer may be kept only when the whole chunk goes to one place.
+      const kept = await this.leg.write(pos, data.subarray(at, at + n), zero, n === data.length ? buf : undefined);
+      if (kept) return true;
+      at += n;
+    }
+    return false;
+  }
+
+  /** Put the right leg in place for the bytes at `pos`; returns where that leg's range ends. */
+  private async route(pos: number): Promise<number> {
+    const leg = this.leg;
+    if (leg instanceof DirectTarget) {
+      // Recalled (or restarted): it goes on through the mount by itself, to the end.
+      if (!leg.direct) return Infinity;
+      const r = routeAt(this.spans, pos);
+      if (!r.network) return r.end;
+      const committed = await leg.pause(pos);
+      if (committed === null) return Infinity;
+      if (++this.mountLegs > MAX_MOUNT_LEGS) {
+        this.toMount(`more than ${MAX_MOUNT_LEGS} ranges shared with other files or not aligned: the rest through the mount`, false);
+      } else {
+        this.mountUntil = r.end;
+        this.note('ranges shared with another file (reflink) or not aligned: written through the mount');
+      }
+      this.leg = await MountTarget.open(this.path, { reason: this.report.reason, fallback: true }, this.report, 'overwrite');
+      return this.mountUntil;
+    }
+    if (pos < this.mountUntil) return this.mountUntil;
+    // Past the range the mount had to write: map the file again (the mount's descriptor closed first, so that the
+    // server can take the write lease) and go on on the device.
+    await leg.close();
+    const next = await this.remap(pos, this.report);
+    if (next instanceof DirectTarget) {
+      this.leg = next;
+      this.spans = networkSpans(next.extents, ALIGN);
+      return this.route(pos);
+    }
+    this.toMount(next.reason, true);
+    this.leg = await MountTarget.open(this.path, { reason: next.reason, fallback: true }, this.report, 'overwrite');
+    return Infinity;
+  }
+
+  /** The rest of the file goes through the mount; `interrupted` when the direct path was lost (not a choice). */
+  private toMount(reason: string, interrupted: boolean): void {
+    this.mountUntil = Infinity;
+    if (interrupted) this.report.interrupted = true;
+    this.note(reason);
+  }
+
+  private note(reason: string): void {
+    this.report.fallback = true;
+    this.report.reason ??= reason;
+  }
+
+  async finish(size: number): Promise<void> {
+    const leg = this.leg;
+    try {
+      if (leg instanceof MountTarget) return await leg.finish(size);
+      const committed = await leg.pause(size);
+      if (committed === null) return await leg.finish(size);
+      // COMMIT never makes a file smaller than it was: a shorter source is cut to size through the mount.
+      if (committed !== size) {
+        const fh = await open(this.path, 'r+');
+        try {
+          await fh.truncate(size);
+          await fh.sync();
+        } finally {
+          await fh.close();
+        }
+      }
+    } finally {
+      const r = this.report;
+      r.path = r.bytesNetwork === 0 ? 'direct' : r.bytesDirect === 0 ? 'network' : 'mixed';
+    }
+  }
+
+  async restart(): Promise<void> {
+    await this.leg.restart();
+    // From the start, through the mount, to the end.
+    this.mountUntil = Infinity;
+    this.report.bytesDirect = 0;
+    this.report.bytesNetwork = 0;
+  }
+
+  async abort(): Promise<void> {
+    await this.leg.abort();
+  }
+}
+
+/** How a MountTarget writes: a new file (zeros left as holes, the size set at the end), a device or a pipe (written
+ *  in order where it stands, zeros too, nothing to truncate or sync), or an existing file overwritten in place
+ *  (positioned, zeros written over the old bytes, the size set at the end). */
+export type MountKind = 'file' | 'stream' | 'overwrite';
 
 /** Writes through the network mount: positioned writes, zeros left as holes, the size set at the end. */
 export class MountTarget implements WriteTarget {
@@ -148,39 +302,46 @@ export class MountTarget implements WriteTarget {
     private readonly fh: FileHandle,
     why: { reason: string | null; fallback: boolean },
     report?: WriteReport,
-    /** A device or a pipe: written in order where it stands, zeros too, nothing to truncate or sync. */
-    private readonly inPlace = false,
+    private readonly kind: MountKind = 'file',
   ) {
     this.report = report ?? { path: 'network', reason: why.reason, fallback: why.fallback, bytesDirect: 0, bytesNetwork: 0, interrupted: false };
   }
 
-  static async open(path: Buffer, why: { reason: string | null; fallback: boolean }, report?: WriteReport): Promise<MountTarget> {
-    return new MountTarget(await open(path, 'r+'), why, report);
+  static async open(path: Buffer, why: { reason: string | null; fallback: boolean }, report?: WriteReport, kind: MountKind = 'file'): Promise<MountTarget> {
+    return new MountTarget(await open(path, 'r+'), why, report, kind);
   }
 
-  /** Over a descriptor the caller opened already; `inPlace` for a device or a pipe. */
-  static over(fh: FileHandle, why: { reason: string | null; fallback: boolean } = { reason: null, fallback: false }, inPlace = false): MountTarget {
-    return new MountTarget(fh, why, undefined, inPlace);
+  /** Over a descriptor the caller opened already. */
+  static over(fh: FileHandle, why: { reason: string | null; fallback: boolean } = { reason: null, fallback: false }, kind: MountKind = 'file'): MountTarget {
+    return new MountTarget(fh, why, undefined, kind);
   }
 
   async write(offset: number, data: Buffer, zero: boolean): Promise<boolean> {
-    // Zeros are left as holes (cp --sparse=auto); finish sets the size.
-    if (this.inPlace) await writeAll(this.fh, data, null);
-    else if (!zero) await writeAll(this.fh, data, offset);
+    // Zeros are left as holes (cp --sparse=auto) in a new file; finish sets the size.
+    if (this.kind === 'stream') await writeAll(this.fh, data, null);
+    else if (!zero || this.kind === 'overwrite') await writeAll(this.fh, data, offset);
     this.report.bytesNetwork += data.length;
     return false;
   }
 
   async finish(size: number): Promise<void> {
-    if (this.inPlace) return this.fh.close();
+    if (this.kind === 'stream') return this.fh.close();
     await this.fh.truncate(size);
     // The name must only ever show a complete file: the bytes reach the disk before the rename does.
     await this.fh.sync();
     await this.fh.close();
   }
 
+  /** In place, at the end of a range written through the mount: the bytes reach the server's file (and the
+   *  descriptor is closed there) before the server maps the file again. */
+  async close(): Promise<void> {
+    await this.fh.sync();
+    await this.fh.close();
+  }
+
   async restart(): Promise<void> {
-    await this.fh.truncate(0);
+    // Overwritten in place, the old bytes are overwritten again from the start: nothing to throw away.
+    if (this.kind !== 'overwrite') await this.fh.truncate(0);
     this.report.bytesNetwork = 0;
   }
 
@@ -199,7 +360,7 @@ interface Stage { buf: Buffer; start: number; length: number }
  * written and the rest goes through the mount.
  */
 class DirectTarget implements WriteTarget {
-  readonly report: WriteReport = { path: 'direct', reason: null, fallback: false, bytesDirect: 0, bytesNetwork: 0, interrupted: false };
+  readonly report: WriteReport;
   private mode: 'direct' | 'mount' | 'closed' = 'direct';
   private mount: MountTarget | undefined;
   private stage: Stage | undefined;
@@ -221,18 +382,48 @@ class DirectTarget implements WriteTarget {
     this.stopWaiting.abort(new Error('recalled'));
   };
 
+  /** In place: zeros below this replace old bytes and are written; above it ALLOC made the blocks zeros. */
+  private readonly zerosBelow: number = 0;
+
   constructor(
     private readonly path: Buffer,
     private readonly session: Session,
     private readonly device: DeviceWriter,
     private map: FileMap,
+    /** An existing file overwritten in place (InPlaceTarget): its DATA extents hold old bytes. */
+    private readonly overwrite = false,
+    report?: WriteReport,
     private readonly pace?: { pacer: Pacer; fallback: boolean },
   ) {
+    this.report = report ?? { path: 'direct', reason: null, fallback: false, bytesDirect: 0, bytesNetwork: 0, interrupted: false };
     session.on('recall', this.onRecall);
     if (session.isRecalled(map.lease)) this.recalled = true;
-    this.allocatedEnd = dataEnd(map.extents);
+    this.map = this.shaped(map);
+    this.allocatedEnd = this.writableEnd();
+    if (overwrite) this.zerosBelow = alignUp(Math.ceil(map.size / map.blockSize) * map.blockSize);
     // The reply to each PING renews the lease.
     this.stopPings = session.keepAlive();
+  }
+
+  /** In place, the old file's partial last block is whole in the map (it is the file's own), so it can be written. */
+  private shaped(map: FileMap): FileMap {
+    return this.overwrite ? { ...map, extents: wholeLastBlock(map.extents, map.size, map.blockSize) } : map;
+  }
+
+  /** How far the map lets the file be written without ALLOC: DATA from 0; in place, NETWORK ranges too (they go
+   *  through the mount). */
+  private writableEnd(): number {
+    return this.overwrite ? coveredEnd(this.map.extents) : dataEnd(this.map.extents);
+  }
+
+  /** Still writing on the device: not recalled, not gone on through the mount, not committed. */
+  get direct(): boolean {
+    return this.mode === 'direct' && !this.recalled;
+  }
+
+  /** The write map as it stands. */
+  get extents(): readonly MapExtent[] {
+    return this.map.extents;
   }
 
   /** The file's size when it is known (a copy): allocation stops there. */
@@ -270,7 +461,7 @@ class DirectTarget implements WriteTarget {
     const want = this.knownSize > from ? this.knownSize - from : Math.max(64 * 1024 * 1024, Math.floor(from / 8));
     const to = Math.ceil((from + Math.max(bs, Math.min(want, ALLOC_SLICE))) / bs) * bs;
     try {
-      this.map = { ...(await this.session.alloc(this.map.lease, from, to - from)), lease: this.map.lease };
+      this.map = this.shaped({ ...(await this.session.alloc(this.map.lease, from, to - from)), lease: this.map.lease });
     } catch (err) {
       if ((err as { code?: string }).code === 'NOSPACE') {
         throw new FusedError('failure', `no space left on the volume for ${to - from} bytes (${errorMessage(err)})`);
@@ -279,7 +470,7 @@ class DirectTarget implements WriteTarget {
     }
     const outside = this.device.outside(this.map.extents);
     if (outside) throw new WriteRestart(outside);
-    const now = dataEnd(this.map.extents);
+    const now = this.writableEnd();
     if (now < to) throw new Error(`the server allocated up to ${now}, not ${to}`);
     this.allocatedEnd = now;
   }
@@ -287,6 +478,13 @@ class DirectTarget implements WriteTarget {
   async write(offset: number, data: Buffer, zero: boolean, buf?: Buffer): Promise<boolean> {
     if (this.mode === 'direct' && this.recalled) await this.toMount('recalled: the file was opened on the server');
     if (this.mode === 'mount') return this.mount!.write(offset, data, zero);
+    if (zero && offset < this.zerosBelow) {
+      // In place, zeros replace old bytes: written, up to where ALLOC made the blocks zeros.
+      const n = Math.min(data.length, this.zerosBelow - offset);
+      await this.put(offset, data.subarray(0, n));
+      if (n < data.length) await this.write(offset + n, data.subarray(n), true);
+      return false;
+    }
     // An aligned chunk at the start of its own buffer becomes the stage as it is: no copy.
     if (!zero && buf && !this.stage && offset % ALIGN === 0 && data.byteOffset === buf.byteOffset && data.length <= CHUNK) {
       this.stage = { buf, start: offset, length: data.length };
@@ -425,7 +623,7 @@ class DirectTarget implements WriteTarget {
     this.report.reason = reason;
     this.report.path = 'mixed';
     this.mode = 'mount';
-    this.mount = await MountTarget.open(this.path, { reason, fallback: true }, this.report);
+    this.mount = await MountTarget.open(this.path, { reason, fallback: true }, this.report, this.overwrite ? 'overwrite' : 'file');
     if (stage) {
       await this.mount.write(stage.start, stage.buf.subarray(0, stage.length), false);
       giveBuffer(stage.buf);
@@ -433,20 +631,29 @@ class DirectTarget implements WriteTarget {
   }
 
   async finish(size: number): Promise<void> {
+    if ((await this.pause(size)) === null && this.mode === 'mount') await this.mount!.finish(size);
+  }
+
+  /** Everything below `size` is written: COMMIT (the server sets the size, never below the size at map time) and
+   *  stop. Resolves to the size the server set, or null when the map was recalled first: the target then goes on
+   *  through the mount. */
+  async pause(size: number): Promise<number | null> {
     if (this.mode === 'direct' && this.recalled) await this.toMount('recalled: the file was opened on the server');
     if (this.mode === 'direct') await this.flush();
-    // The last stage may have taken the file to the mount (over the limit, or a recall): it is committed there.
+    // The last stage may have taken the file to the mount (over the limit, or a recall): it goes on there.
     if (this.overLimit) this.report.bytesOverLimit = this.report.bytesNetwork;
-    if ((this.mode as string) === 'mount') return this.mount!.finish(size);
+    if (this.mode !== 'direct') return null;
     await this.drain();
+    let committed: number;
     try {
-      await this.session.commit(this.map.lease, size);
+      ({ size: committed } = await this.session.commit(this.map.lease, size));
     } catch (err) {
       throw new WriteRestart(`commit failed: ${reasonOf(err)}`);
     } finally {
       this.stop();
     }
     this.mode = 'closed';
+    return committed;
   }
 
   async restart(): Promise<void> {
@@ -454,7 +661,7 @@ class DirectTarget implements WriteTarget {
     // Back through the mount from the start: the write map is given up (the server trims the file back).
     await this.abort();
     this.mode = 'mount';
-    this.mount = await MountTarget.open(this.path, { reason: 'restarted through the mount', fallback: true }, this.report);
+    this.mount = await MountTarget.open(this.path, { reason: 'restarted through the mount', fallback: true }, this.report, this.overwrite ? 'overwrite' : 'file');
     await this.mount.restart();
     this.report.bytesDirect = 0;
     this.report.path = 'network';

@@ -17,7 +17,7 @@ import { Throttle } from '../client/pacer.js';
 
 interface Opts {
   recursive?: boolean; R?: boolean; preserve?: boolean; clobber?: boolean; force?: boolean; verbose?: boolean; quiet?: boolean;
-  networkOnly?: boolean; json?: boolean; verify?: boolean; smallFile: string; progress: boolean; limit?: string; fallback?: boolean;
+  networkOnly?: boolean; json?: boolean; verify?: boolean; inplace?: boolean; smallFile: string; progress: boolean; limit?: string; fallback?: boolean;
 }
 
 export function build(ctx: CommandContext): Command {
@@ -30,6 +30,7 @@ export function build(ctx: CommandContext): Command {
     .option('-p, --preserve', 'keep mode, ownership and timestamps; a copy that cannot keep them is reported as failed')
     .option('-n, --no-clobber', 'never replace an existing file')
     .option('-f, --force', 'replace a destination that cannot be opened')
+    .option('--inplace', 'overwrite an existing destination file where it stands (same inode, no temporary file): an interrupted copy leaves old and new bytes mixed')
     .option('-v, --verbose', "print 'SOURCE' -> 'DEST' and the path each file took")
     .option('-q, --quiet', 'do not say on stderr why a file went through the network')
     .option('--network-only', 'copy through the mount only (never the device)')
@@ -47,6 +48,7 @@ export function build(ctx: CommandContext): Command {
       // commander reads --no-clobber as the negation of --clobber.
       const noClobber = opts.clobber === false;
       if (noClobber && opts.force) throw new FusedError('usage', 'options -n and -f cannot be used together');
+      if (noClobber && opts.inplace) throw new FusedError('usage', 'options -n and --inplace cannot be used together');
       const smallFile = parseSize(opts.smallFile, '--small-file');
       // --limit 0 means no limit, as with rsync --bwlimit=0.
       const limit = opts.limit === undefined ? undefined : parseRate(opts.limit, '--limit') || undefined;
@@ -63,6 +65,7 @@ export function build(ctx: CommandContext): Command {
       const t0 = performance.now();
       const copier = new Copier(reader, {
         recursive: !!(opts.recursive || opts.R), preserve: !!opts.preserve, noClobber, force: !!opts.force, verify: !!opts.verify,
+        inplace: !!opts.inplace,
       }, {
         progress: (src, bytes) => progress.update(doneBytes + bytes, displayName(src)),
         file: (r) => {

@@ -234,7 +234,13 @@ export class MapPolicy {
       // Not committed (RELEASE, RETURN, expiry): back to the size it had, giving back what was allocated for it.
       file.onLastDrop = () => ftruncateSync(file.fd, state.sizeAtMap);
       try {
-        return { ...(await this.writeMap(file.fd, blockSize)), leaseId: lease.id };
+        const answer = await this.writeMap(file.fd, blockSize);
+        // An existing file (overwritten in place) may have pages cached here, clean since FIEMAP synced them: drop
+        // them now, so that nothing the server reads or writes back while the client writes the device (a size
+        // set when the lease is dropped uncommitted, say) is older than the disk. The write lease keeps every
+        // other opener out until the commit.
+        await fadvise(file.fd, 0, 0, 'dontneed');
+        return { ...answer, leaseId: lease.id };
       } catch (err) {
         this.leases.release(holder, lease.id);
         throw mapError(err, this.opts.maxExtents);
@@ -270,6 +276,10 @@ export class MapPolicy {
   async commit(holder: LeaseHolder, leaseId: string, size: number): Promise<{ size: number; mtime: string }> {
     const { file, state } = this.writeLease(holder, leaseId, true);
     const newSize = Math.max(size, state.sizeAtMap);
+    // First drop what the server has cached of the file: an existing file (overwritten in place) may have old pages
+    // here, and the truncate zeroes the last block's tail through the page cache, so a stale page would be dirtied
+    // and written back over the client's bytes.
+    await fadvise(file.fd, 0, 0, 'dontneed');
     await ftruncate(file.fd, newSize);
     await fsync(file.fd);
     await fadvise(file.fd, 0, 0, 'dontneed');

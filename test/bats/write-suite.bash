@@ -138,3 +138,40 @@ test_write_two_at_once() {
 	rc_no_temps "$BED_SRV_DIR"
 	rm "$BED_SRV_DIR/both.bin"
 }
+
+bats_test_function --description "--inplace over an existing file of the same size: same inode, its hard link and mode show it, written direct, exact everywhere ($FSTYPE)" -- test_inplace_same_size
+test_inplace_same_size() {
+	local size=$((8 * 1048576 + 5)) sha before
+	WC_INO=$(wc_server_file ip-same.bin "$size")
+	ln "$BED_SRV_DIR/ip-same.bin" "$BED_SRV_DIR/ip-same.link"
+	chmod 640 "$BED_SRV_DIR/ip-same.bin"
+	wc_src "$size" IP
+	sha=$(rc_sha "$WC_SRC")
+	before=$(bed_sectors_written "$BED_DEV_B")
+	wc_inplace "$WC_SRC" ip-same.bin
+	assert_copied_direct "$(jq -c '.[0]' <<<"$output")" "$size"
+	assert_device_wrote_at_least $((size / 512)) "$before"
+	assert_same_everywhere ip-same.bin "$sha" "$size"
+	# The same inode: its other name shows the new bytes, and it keeps its mode (cp keeps an existing file's).
+	assert_equal "$(rc_sha "$BED_SRV_DIR/ip-same.link")" "$sha"
+	assert_equal "$(stat -c '%h %a' "$BED_SRV_DIR/ip-same.bin")" '2 640'
+	assert_equal "$stderr" ''
+	rc_no_temps "$BED_SRV_DIR"
+	rm "$BED_SRV_DIR"/ip-same.{bin,link}
+}
+
+bats_test_function --description "--inplace with a smaller, then a bigger source: the same inode cut and grown to the exact size and sha256, direct ($FSTYPE)" -- test_inplace_resize
+test_inplace_resize() {
+	local small=$((1048576 + 7)) big=$((6 * 1048576 + 11))
+	WC_INO=$(wc_server_file ip-resize.bin $((4 * 1048576 + 3)))
+	wc_src "$small" IP
+	wc_inplace "$WC_SRC" ip-resize.bin
+	assert_copied_direct "$(jq -c '.[0]' <<<"$output")" "$small"
+	assert_same_everywhere ip-resize.bin "$(rc_sha "$WC_SRC")" "$small"
+	wc_src "$big" IP
+	wc_inplace "$WC_SRC" ip-resize.bin
+	assert_copied_direct "$(jq -c '.[0]' <<<"$output")" "$big"
+	assert_same_everywhere ip-resize.bin "$(rc_sha "$WC_SRC")" "$big"
+	rc_no_temps "$BED_SRV_DIR"
+	rm "$BED_SRV_DIR/ip-resize.bin"
+}

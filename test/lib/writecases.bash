@@ -153,3 +153,49 @@ wc_lease_breaking() {
 	id=$(printf '%02x:%02x:%d' "$(stat -c '%Hd' "$1")" "$(stat -c '%Ld' "$1")" "$(stat -c '%i' "$1")")
 	grep -q " LEASE *BREAKING .* $id " /proc/locks
 }
+
+# wc_server_file NAME SIZE: NAME on the server's volume, SIZE random bytes, on the disk (synced); prints its inode.
+wc_server_file() {
+	head -c "$2" /dev/urandom >"$BED_SRV_DIR/$1" && sync -f "$BED_SRV_DIR/$1" && stat -c %i "$BED_SRV_DIR/$1"
+}
+
+# wc_inplace SOURCE NAME: fusedcp --inplace --json SOURCE onto NAME through the client's mount (bats run: the JSON in
+# $output); then NAME on the server must still be inode WC_INO.
+wc_inplace() {
+	run -0 --separate-stderr bed_in_client "$FUSED_BIN/fusedcp" --inplace --json "$1" "$BED_CLI_DIR/$2"
+	assert_equal "$(jq -r '.[0].status' <<<"$output")" copied
+	assert_equal "$(stat -c %i "$BED_SRV_DIR/$2")" "$WC_INO"
+}
+
+# wc_blocks_either A B FILE [BLOCK]: every BLOCK-byte block (default 4096) of FILE, read with O_DIRECT (what the disk
+# holds), is the same block of A or of B (an overwrite in place cut short); prints "a=N b=M" block counts (a block
+# both files have alike counts as A's). Fails naming the first block that is neither. FILE no longer than A.
+wc_blocks_either() {
+	python3 - "$1" "$2" "$3" "${4:-4096}" <<-'PY'
+		import mmap, os, sys
+		a_path, b_path, dst, bs = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])
+		na = nb = 0
+		fd = os.open(dst, os.O_RDONLY | os.O_DIRECT)
+		buf = mmap.mmap(-1, 1 << 20)
+		with open(a_path, "rb") as a, open(b_path, "rb") as b:
+		    off = 0
+		    while True:
+		        n = os.readv(fd, [buf])
+		        if n <= 0:
+		            break
+		        a.seek(off)
+		        b.seek(off)
+		        wa, wb = a.read(n), b.read(n)
+		        for i in range(0, n, bs):
+		            got = buf[i:min(i + bs, n)]
+		            if got == wa[i:i + len(got)]:
+		                na += 1
+		            elif got == wb[i:i + len(got)]:
+		                nb += 1
+		            else:
+		                print(f"block at {off + i} is neither file's", file=sys.stderr)
+		                sys.exit(1)
+		        off += n
+		print(f"a={na} b={nb}")
+	PY
+}
