@@ -19,6 +19,9 @@ export interface Allocator {
    *  it writes zeros, fd's open file description has O_DIRECT set (restored after). */
   allocate(fd: number, offset: number, length: number): Promise<void>;
   stats(): AllocatorStats;
+  /** A client is writing the volume's device directly (a write map is out): background work (the reserve's
+   *  refill) keeps off the device until every returned function has been called (each is idempotent). */
+  writing(): () => void;
   /** Stop background refills; resolves when idle. */
   close(): Promise<void>;
 }
@@ -36,6 +39,9 @@ const REFILL_CHUNK = 4 * 1024 * 1024;
 const REFILL_REST_MS = 5;
 /** While an allocation runs, the refill waits in steps of this long. */
 const REFILL_YIELD_MS = 50;
+/** While clients write the device directly, the refill writes one chunk this often at the most (a write map held
+ *  for hours, by a slow stream, still sees the reserve refilled, at REFILL_CHUNK per this many ms). */
+const REFILL_WRITERS_GAP_MS = 1000;
 
 const openAsync = promisify(fs.open);
 const closeAsync = promisify(fs.close);
@@ -173,6 +179,8 @@ class VolumeAllocator implements Allocator {
   private refillStalled = false;
   private closed = false;
   private busy = 0;
+  /** Write maps out on the volume (clients writing its device directly). */
+  private writers = 0;
   private zeroBuffer: Buffer | undefined;
   private readonly counters = { allocatedBytes: 0, zeroFillBytes: 0, zeroFillMs: 0, cloneMs: 0 };
 
@@ -223,6 +231,17 @@ class VolumeAllocator implements Allocator {
 
   stats(): AllocatorStats {
     return { method: this.method, reserveBytes: this.reserveSize, reserveTarget: this.reserveTarget, ...this.counters };
+  }
+
+  writing(): () => void {
+    this.writers++;
+    let done = false;
+    return () => {
+      if (done) return;
+      done = true;
+      this.writers--;
+      this.kickRefill();
+    };
   }
 
   async allocate(fd: number, offset: number, length: number): Promise<void> {
@@ -357,11 +376,14 @@ class VolumeAllocator implements Allocator {
   private async refill(): Promise<void> {
     const zeros = this.zeros();
     const chunk = Math.min(REFILL_CHUNK, zeros.length);
+    let lastWrite = 0;
     while (!this.closed && !this.refillStalled && this.reserveSize < this.reserveTarget) {
-      if (this.busy > 0) {
+      // Out of the way of allocations, and of clients writing the device directly (but for one chunk a second).
+      if (this.busy > 0 || (this.writers > 0 && performance.now() - lastWrite < REFILL_WRITERS_GAP_MS)) {
         await sleep(REFILL_YIELD_MS);
         continue;
       }
+      lastWrite = performance.now();
       const t0 = performance.now();
       await this.reserveLock.run(async () => {
         const at = this.reserveSize;

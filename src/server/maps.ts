@@ -32,6 +32,8 @@ const WRITE_LEASE_WAIT_MS = 1000;
 interface WriteState {
   volume: Volume;
   sizeAtMap: number;
+  /** Says the allocator this writer is done (idempotent). */
+  writing: () => void;
 }
 
 /** A map reply's body, ready to send. */
@@ -229,10 +231,18 @@ export class MapPolicy {
       }
       const file = kernel.file;
       const lease = this.leases.grant(holder, file);
-      const state: WriteState = { volume, sizeAtMap: Number(st.size) };
+      // The reserve's refill keeps off the device while a client writes it directly (see Allocator.writing).
+      const writing = (allocator as Allocator).writing();
+      const state: WriteState = { volume, sizeAtMap: Number(st.size), writing };
       this.writes.set(file, state);
       // Not committed (RELEASE, RETURN, expiry): back to the size it had, giving back what was allocated for it.
-      file.onLastDrop = () => ftruncateSync(file.fd, state.sizeAtMap);
+      file.onLastDrop = () => {
+        try {
+          ftruncateSync(file.fd, state.sizeAtMap);
+        } finally {
+          writing();
+        }
+      };
       try {
         const answer = await this.writeMap(file.fd, blockSize);
         // An existing file (overwritten in place) may have pages cached here, clean since FIEMAP synced them: drop
@@ -288,6 +298,7 @@ export class MapPolicy {
     const st = fstatSync(file.fd, { bigint: true });
     file.onLastDrop = undefined;
     this.leases.release(holder, leaseId);
+    state.writing();
     return { size: newSize, mtime: describeFile(st, state.volume.identity.blockSize).mtime };
   }
 

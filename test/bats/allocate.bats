@@ -150,6 +150,21 @@ hole_case() {
 	rm -f "$dir/refill"
 }
 
+@test "xfs: while a client writes the device directly the refill keeps off it (a chunk a second), then fills up" {
+	local dir=$BED_DIR/xfs
+	rm -f "$dir/writing"
+	run -0 --separate-stderr alloc "$dir" "$dir/writing" 0 $((32 * MiB)) --reserve $((64 * MiB)) --warm --writing 2500 --refilled
+	local out=$output
+	[[ $(jq '.after.reserveBytes' <<<"$out") -eq $((32 * MiB)) ]]
+	# 2.5 s of writing: at most three 4 MiB chunks (one at the start, then one a second), not the 32 MiB missing.
+	local during
+	during=$(jq '.writing.reserveBytes' <<<"$out")
+	((during <= 44 * MiB)) || fail "the refill wrote $((during / MiB - 32)) MiB while a client was writing"
+	[[ $(jq '.refilled.reserveBytes' <<<"$out") -eq $((64 * MiB)) ]]
+	run -0 check_written_zeros "$dir/.fused/reserve" "$(vol_dev xfs)" 0 $((64 * MiB))
+	rm -f "$dir/writing"
+}
+
 @test "xfs: what the reserve cannot cover is zero-filled" {
 	local dir=$BED_DIR/xfs dev
 	dev=$(vol_dev xfs)

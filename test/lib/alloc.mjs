@@ -4,6 +4,8 @@
 //     DIR: the volume directory (the reserve goes to DIR/.fused); FILE is opened O_RDWR|O_CREAT.
 //     --warm: wait until the reserve is full before allocating; --refilled: wait until it is full again after;
 //     --settle MS: let the background refill run MS milliseconds after the allocation before closing.
+//     --writing MS: hold allocator.writing() (a client writing the device directly) from before the allocation, as
+//     the map server does from the write map on, until MS milliseconds after it; "writing" has the stats then.
 //     The file is held under a kernel write lease, as the map server holds it; leaseKept says whether allocate()
 //     left it alone. Prints {"before":stats,"after":stats,"refilled":stats?,"ms":n,"leaseKept":bool} or
 //     {"error":CODE,"message":...} (status 1).
@@ -55,6 +57,8 @@ if (cmd === 'dontneed') {
     let breaks = 0;
     onLeaseBreak(() => { breaks++; });
     setLease(fd, 'write');
+    const writingAt = args.indexOf('--writing');
+    const writingDone = writingAt >= 0 ? allocator.writing() : () => {};
     const t0 = performance.now();
     try {
       await allocator.allocate(fd, Number(offset), Number(length));
@@ -70,6 +74,11 @@ if (cmd === 'dontneed') {
     fs.closeSync(fd);
     if (status === 0) {
       const out = { before, after, ms, leaseKept };
+      if (writingAt >= 0) {
+        await sleep(Number(args[writingAt + 1]));
+        out.writing = allocator.stats();
+        writingDone();
+      }
       if (opt('--refilled')) {
         await waitFull(allocator, 'refilled');
         out.refilled = allocator.stats();
