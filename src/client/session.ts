@@ -94,6 +94,8 @@ export interface NodeLimits {
   ops: number;
   grants: number;
   active: boolean;
+  /** Its copies (connections) that drew grants within the last second (0 from a server that does not say). */
+  copies: number;
   /** Volumes it drew grants on within the last second. */
   volumes: string[];
 }
@@ -418,7 +420,7 @@ export class Session extends EventEmitter<SessionEvents> {
       if (line.startsWith('N ') && f.node) {
         nodes.push({
           node: f.node, rate: num(f, 'rate'), iops: num(f, 'iops'), current: num(f, 'current'), total: num(f, 'total'),
-          currentOps: num(f, 'current_ops'), ops: num(f, 'ops'), grants: num(f, 'grants'), active: f.active === '1', volumes: f.volume ? f.volume.split(',') : [],
+          currentOps: num(f, 'current_ops'), ops: num(f, 'ops'), grants: num(f, 'grants'), active: f.active === '1', copies: f.copies ? num(f, 'copies') : 0, volumes: f.volume ? f.volume.split(',') : [],
         });
       } else if (line.startsWith('V ') && f.volume) {
         volumes.push({ volume: f.volume, rate: num(f, 'rate'), current: num(f, 'current'), total: num(f, 'total'), active: num(f, 'active') });

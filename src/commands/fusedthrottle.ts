@@ -25,15 +25,17 @@ interface Row {
   ops: number | null;
   grants: number | null;
   active: number;
+  copies: number | null;
 }
 
 const nodeRow = (n: NodeLimits): Row => ({
   kind: 'node', node: n.node, volume: n.volumes.length ? n.volumes.join(',') : null, limit: n.rate, iops: n.iops,
   current: n.current, total: n.total, currentOps: n.currentOps, ops: n.ops, grants: n.grants, active: n.active ? 1 : 0,
+  copies: n.copies,
 });
 const volumeRow = (v: VolumeLimits): Row => ({
   kind: 'volume', node: null, volume: v.volume, limit: v.rate, iops: null, current: v.current, total: v.total, currentOps: null, ops: null,
-  grants: null, active: v.active,
+  grants: null, active: v.active, copies: null,
 });
 const orNull = (n: number | null) => (n === null || n === 0 ? null : n);
 
@@ -48,9 +50,10 @@ const COLUMNS: Column<Row>[] = [
   { id: 'currentOps', header: 'CUR-OPS', help: 'operations granted over the last second (nodes; ops/s)', align: 'right', text: (r) => (r.currentOps === null ? '-' : String(r.currentOps)), json: (r) => r.currentOps },
   { id: 'ops', header: 'OPS', help: 'operations granted since the server started (nodes)', align: 'right', text: (r) => (r.ops === null ? '-' : String(r.ops)), json: (r) => r.ops },
   { id: 'grants', header: 'GRANTS', help: 'grant requests since the server started (nodes)', align: 'right', text: (r) => (r.grants === null ? '-' : String(r.grants)), json: (r) => r.grants },
+  { id: 'copies', header: 'COPIES', help: 'a node: its copies (commands, one connection each) that drew grants in the last second', align: 'right', text: (r) => (r.copies === null ? '-' : String(r.copies)), json: (r) => r.copies },
   { id: 'active', header: 'ACTIVE', help: 'a node: drew grants in the last second (JSON 0/1); a volume: nodes drawing on it now', align: 'right', text: (r) => (r.kind === 'node' ? (r.active ? 'yes' : 'no') : String(r.active)), json: (r) => r.active },
 ];
-const DEFAULT_COLUMNS = 'node,volume,limit,iops,current,total,active';
+const DEFAULT_COLUMNS = 'node,volume,limit,iops,current,total,copies,active';
 
 /** `--as`, not `--node`, names this node: set and clear take `--node NAME` for the node whose limits change. */
 interface ConnOpts { server?: string; keyFile?: string; as?: string; timeout: string }

@@ -353,7 +353,7 @@ export class Connection implements LeaseHolder {
       }
       case 'GRANT': {
         const v = server.volume(req.volume);
-        const g = server.throttle.grant(this.node!, v.name, req.bytes, req.ops);
+        const g = server.throttle.grant(this.node!, v.name, req.bytes, req.ops, this);
         return this.send([formatOk('GRANT', { bytes: g.bytes, ops: g.ops, next: g.nextMs })]);
       }
       case 'LIMITS':

@@ -111,7 +111,8 @@ class NodeState {
 export class GrantTable {
   private readonly nodes = new Map<string, NodeState>();
   private readonly volumeTotals = new Map<string, { total: number; recent: History[] }>();
-  private readonly now: () => number;
+  /** The clock (ms), injectable for tests. */
+  readonly now: () => number;
   readonly activeWindowMs: number;
   readonly burstMs: number;
   readonly minGrantBytes: number;

@@ -57,9 +57,9 @@ test('LIMITS: counted head, N lines for nodes known, V lines for volumes, END', 
   const lines = p.list(['adm', 'cli'], ['vol', 'scratch']);
   assert.deepEqual(lines, [
     'OK LIMITS count=5 nodes=3 volumes=2',
-    'N node=adm rate=0 iops=0 current=0 total=0 current_ops=0 ops=0 grants=0 active=0 volume=',
-    'N node=cli rate=0 iops=0 current=4096 total=4096 current_ops=1 ops=1 grants=1 active=1 volume=vol',
-    'N node=slow rate=1000 iops=5 current=0 total=0 current_ops=0 ops=0 grants=0 active=0 volume=',
+    'N node=adm rate=0 iops=0 current=0 total=0 current_ops=0 ops=0 grants=0 active=0 copies=0 volume=',
+    'N node=cli rate=0 iops=0 current=4096 total=4096 current_ops=1 ops=1 grants=1 active=1 copies=0 volume=vol',
+    'N node=slow rate=1000 iops=5 current=0 total=0 current_ops=0 ops=0 grants=0 active=0 copies=0 volume=',
     'V volume=scratch rate=0 current=0 total=0 active=0',
     'V volume=vol rate=104857600 current=4096 total=4096 active=1',
     'END',
@@ -67,4 +67,23 @@ test('LIMITS: counted head, N lines for nodes known, V lines for volumes, END', 
   const head = parseReplyLine(lines[0]!);
   assert.equal(head.kind, 'ok');
   assert.equal(parseDataFields(lines[2]!.slice(2)).volume, 'vol');
+});
+
+test('copies: the connections of a node that drew grants within the last second', () => {
+  const { p, tick } = policy();
+  const a = {}, b = {}, c = {};
+  p.grant('cli', 'vol', 4096, 1, a);
+  p.grant('cli', 'vol', 4096, 1, b);
+  p.grant('cli', 'vol', 4096, 1, a);
+  p.grant('other', 'vol', 4096, 1, c);
+  assert.equal(p.copies('cli'), 2);
+  assert.equal(p.copies('other'), 1);
+  tick(600);
+  p.grant('cli', 'vol', 4096, 1, b);
+  tick(600);
+  assert.equal(p.copies('cli'), 1, 'a went idle more than a second ago');
+  assert.equal(p.copies('other'), 0);
+  assert.match(p.list(['cli'], ['vol'])[1]!, / copies=1 /);
+  tick(1001);
+  assert.equal(p.copies('cli'), 0);
 });

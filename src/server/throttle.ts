@@ -5,8 +5,13 @@ import { GrantTable, type GrantAnswer, type GrantOptions } from './grants.js';
 import { LimitStore, type LimitChange } from './limits.js';
 import { Reply } from './reply.js';
 
+/** A copy drawing grants: one connection (each command has one session per server). */
+export type Drawer = object;
+
 export class ThrottlePolicy {
   readonly grants: GrantTable;
+  /** Per node, its connections and when each last asked for a grant: the node's active copies. */
+  private readonly drawers = new Map<string, Map<Drawer, number>>();
 
   constructor(
     readonly limits: LimitStore,
@@ -17,8 +22,23 @@ export class ThrottlePolicy {
   }
 
   /** GRANT: answered at once, never waits (a waiting grant would hold up the replies behind it). */
-  grant(node: string, volume: string, bytes: number, ops: number): GrantAnswer {
+  grant(node: string, volume: string, bytes: number, ops: number, drawer?: Drawer): GrantAnswer {
+    if (drawer) {
+      let m = this.drawers.get(node);
+      if (!m) this.drawers.set(node, (m = new Map()));
+      m.set(drawer, this.grants.now());
+    }
     return this.grants.grant(node, volume, bytes, ops);
+  }
+
+  /** The node's copies drawing grants now: its connections that asked within the active window. */
+  copies(node: string): number {
+    const m = this.drawers.get(node);
+    if (!m) return 0;
+    const now = this.grants.now();
+    for (const [d, at] of m) if (now - at > this.grants.activeWindowMs) m.delete(d);
+    if (m.size === 0) this.drawers.delete(node);
+    return m.size;
   }
 
   /** The LIMITS reply: one N line per node known, one V line per volume (served or capped), END. */
@@ -30,7 +50,7 @@ export class ThrottlePolicy {
       ...nodes.map((n) =>
         formatDataFields('N', {
           node: n.node, rate: n.rate, iops: n.iops, current: n.current, total: n.total, current_ops: n.currentOps, ops: n.totalOps, grants: n.grants,
-          active: n.active ? 1 : 0, volume: n.volumes.join(','),
+          active: n.active ? 1 : 0, copies: this.copies(n.node), volume: n.volumes.join(','),
         }),
       ),
       ...volumes.map((v) =>

@@ -54,9 +54,9 @@ row() { jq -c --arg n "$2" --arg k "$3" '.[] | select(.kind == $k and (if $k == 
 	# The admin node itself is connected, so it is listed, unlimited.
 	assert_equal "$(row "$json" adm node | jq -c '[.limit, .iops]')" '[null,null]'
 	run -0 --separate-stderr admin show
-	assert_line --index 0 --regexp '^NODE +VOLUME +LIMIT +IOPS +CURRENT +TOTAL +ACTIVE$'
-	assert_line --regexp '^cli +- +50 MiB/s +200 +0 B/s +0 B +no$'
-	assert_line --regexp '^- +vol +1\.4 GiB/s +- +0 B/s +0 B +0$'
+	assert_line --index 0 --regexp '^NODE +VOLUME +LIMIT +IOPS +CURRENT +TOTAL +COPIES +ACTIVE$'
+	assert_line --regexp '^cli +- +50 MiB/s +200 +0 B/s +0 B +0 +no$'
+	assert_line --regexp '^- +vol +1\.4 GiB/s +- +0 B/s +0 B +- +0$'
 
 	# A rate of 0 removes the rate and keeps the iops limit; clear removes the rest.
 	run -0 --separate-stderr admin set 0 --node cli
@@ -72,7 +72,7 @@ row() { jq -c --arg n "$2" --arg k "$3" '.[] | select(.kind == $k and (if $k == 
 	run -0 --separate-stderr admin clear --all
 	run -0 --separate-stderr admin show --json
 	assert_equal "$(jq -c '[.[] | select(.limit != null or .iops != null)] | length' <<<"$output")" '0'
-	assert_equal "$(jq -c '.[] | keys' <<<"$output" | sort -u)" '["active","current","currentOps","grants","iops","kind","limit","node","ops","total","volume"]'
+	assert_equal "$(jq -c '.[] | keys' <<<"$output" | sort -u)" '["active","copies","current","currentOps","grants","iops","kind","limit","node","ops","total","volume"]'
 }
 
 @test "fusedthrottle show on a fused node finds the map server from its fuse, and shows the grants drawn" {
@@ -178,7 +178,7 @@ row() { jq -c --arg n "$2" --arg k "$3" '.[] | select(.kind == $k and (if $k == 
 	run -0 --separate-stderr proto cli 'GRANT vol 4096 1' LIMITS
 	assert_line --index 0 'OK GRANT bytes=4096 ops=1 next=0'
 	assert_line --index 1 --regexp '^OK LIMITS count=[0-9]+ nodes=[0-9]+ volumes=1$'
-	assert_line --regexp '^N node=cli rate=52428800 iops=0 current=[0-9]+ total=[0-9]+ current_ops=[0-9]+ ops=[0-9]+ grants=[0-9]+ active=1 volume=vol$'
+	assert_line --regexp '^N node=cli rate=52428800 iops=0 current=[0-9]+ total=[0-9]+ current_ops=[0-9]+ ops=[0-9]+ grants=[0-9]+ active=1 copies=[1-9][0-9]* volume=vol$'
 	assert_line --regexp '^V volume=vol rate=104857600 current=[0-9]+ total=[0-9]+ active=1$'
 	assert_equal "${lines[-1]}" 'END'
 	local count
