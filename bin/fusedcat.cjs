@@ -1,2 +1,2 @@
 #!/usr/bin/env node
-process.env.UV_THREADPOOL_SIZE ??= "16"; import("../dist/cli/run.js").then((m) => m.main("fusedcat")); // CommonJS: set before the pool starts
+process.env.UV_THREADPOOL_SIZE ??= "16"; require("./start.cjs")("fusedcat"); // CommonJS: set before the pool starts

@@ -11,7 +11,7 @@ step() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
 step "installing Debian packages and npm dependencies (builds the native addon and the TypeScript)"
 bash .ci/deps >/dev/null
 npm ci --no-audit --no-fund
-npx tsc -p tsconfig.json
+npm run --silent build # tsc and the one-file bundles the commands start from
 
 source test/lib/bed.bash
 bed_init "demo$$"

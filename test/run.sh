@@ -4,7 +4,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 what=${1:-all}; shift || true
-npx tsc -p tsconfig.json
+npm run --silent build # tsc, then one bundle per command (scripts/bundle.mjs), which bin/ starts
 if [[ $what == unit || $what == all ]]; then
   mapfile -t units < <(find dist -name '*.test.js' | sort)
   node --test --test-reporter=spec "${units[@]}"

@@ -6,15 +6,11 @@ import type { CommandContext, CommandModule } from '../commands/context.js';
 
 export type { CommandContext, CommandModule } from '../commands/context.js';
 
-const COMMANDS: Record<string, () => Promise<CommandModule>> = {
-  fusedctl: () => import('../commands/fusedctl.js'),
-  fusedmap: () => import('../commands/fusedmap.js'),
-  fusedcat: () => import('../commands/fusedcat.js'),
-  fusedcp: () => import('../commands/fusedcp.js'),
-  fusedthrottle: () => import('../commands/fusedthrottle.js'),
-};
-
-export async function main(name: string): Promise<void> {
+/**
+ * Run command NAME, its module given by LOAD (undefined: no such command). The dispatch by name lives in
+ * cli/commands.ts; a one-command bundle (scripts/bundle.mjs) passes its own module, so it holds no other command.
+ */
+export async function main(name: string, load: (() => Promise<CommandModule>) | undefined): Promise<void> {
   let exitCode = 0;
   const ctx: CommandContext = {
     name,
@@ -30,7 +26,6 @@ export async function main(name: string): Promise<void> {
   });
   process.on('unhandledRejection', (err) => finish(name, err));
   try {
-    const load = COMMANDS[name];
     if (!load) throw new FusedError('usage', 'unknown command', name);
     const program = (await load()).build(ctx);
     configure(program, name);

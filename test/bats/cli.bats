@@ -92,3 +92,40 @@ cat_to() {
 	run -0 jq -r '.[0] | [.size, .blockSize, (.extents | length > 0), (.extents[0] | keys | sort | join(","))] | @tsv' <<<"$output"
 	assert_output "$(printf '%s\t%s\t%s\t%s' $((64 << 20)) 4096 true 'flags,index,length,logical,physical,rawFlags,state')"
 }
+
+@test "a command starts from its bundle (with its code cache only if newer), or from the modules when a bare tsc left the bundle older; an unknown name exits 2" {
+	# A copy of the built tree, so the test can plant a bundle that only says where it ran from.
+	local tree=$BATS_TEST_TMPDIR/tree
+	mkdir -p "$tree"
+	cp -r "$BED_ROOT/bin" "$BED_ROOT/dist" "$BED_ROOT/package.json" "$tree/"
+	ln -s "$BED_ROOT/node_modules" "$tree/node_modules"
+	echo 'exports.start = () => console.log("started from the bundle");' >"$tree/dist/bundle/fusedcat.cjs"
+	touch -d '2000-01-01' "$tree/dist/cli/run.js"
+	run -0 --separate-stderr node "$tree/bin/fusedcat.cjs" --help
+	assert_output 'started from the bundle'
+	touch -d '1999-01-01' "$tree/dist/bundle/fusedcat.cjs"
+	run -0 --separate-stderr node "$tree/bin/fusedcat.cjs" --help
+	assert_line --index 0 --regexp '^Usage: fusedcat '
+	rm "$tree/dist/bundle/fusedcat.cjs"
+	run -0 --separate-stderr node "$tree/bin/fusedcat.cjs" --help
+	assert_line --index 0 --regexp '^Usage: fusedcat '
+	# V8's code cache is read only when it was made after the bundle (V8 checks no more than the source's length).
+	cp "$BED_ROOT/dist/bundle/fusedcp.cjs" "$BED_ROOT/dist/bundle/fusedcp.cjs.cache" "$tree/dist/bundle/"
+	touch -d '2001-01-01' "$tree/dist/bundle/fusedcp.cjs.cache"
+	run -0 strace -f -qq -e trace=openat -o "$BATS_TEST_TMPDIR/old-cache" node "$tree/bin/fusedcp.cjs" --help
+	assert_line --index 0 --regexp '^Usage: fusedcp '
+	run -1 grep -F 'fusedcp.cjs.cache' "$BATS_TEST_TMPDIR/old-cache"
+	touch "$tree/dist/bundle/fusedcp.cjs.cache"
+	run -0 strace -f -qq -e trace=openat -o "$BATS_TEST_TMPDIR/new-cache" node "$tree/bin/fusedcp.cjs" --help
+	assert_line --index 0 --regexp '^Usage: fusedcp '
+	run -0 grep -F 'fusedcp.cjs.cache' "$BATS_TEST_TMPDIR/new-cache"
+	# These suites run the real bundles (test/run.sh builds them after tsc), and a misuse reads as before.
+	for c in fusedctl fusedmap fusedcat fusedcp fusedthrottle; do
+		[[ $BED_ROOT/dist/bundle/$c.cjs -nt $BED_ROOT/dist/cli/run.js ]]
+	done
+	run -2 --separate-stderr node "$BED_ROOT/bin/fusedcp.cjs" --bogus
+	assert_equal "$stderr" "fusedcp: unknown option '--bogus'"$'\n'"Try 'fusedcp --help' for more information."
+	run -2 --separate-stderr node -e 'require(process.argv[1])("nosuch")' "$BED_ROOT/bin/start.cjs"
+	assert_equal "$output" ''
+	assert_equal "$stderr" "nosuch: nosuch: unknown command"$'\n'"Try 'nosuch --help' for more information."
+}
