@@ -3,7 +3,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import {
-  formatDataFields, formatErr, formatExtent, formatGreeting, formatOk, formatPush, parseDataFields, parseExtent, parseGreeting,
+  formatDataFields, formatErr, formatExtent, formatExtents, formatGreeting, formatOk, formatPush, parseDataFields, parseExtent, parseGreeting,
   parseReplyLine,
 } from './reply.js';
 import { decodeBytes } from './encoding.js';
@@ -121,4 +121,34 @@ test('data lines of fields (LIMITS) round trip, empty values included', () => {
   assert.throws(() => parseDataFields('node=a node=b'), code('BADLINE'));
   assert.throws(() => parseDataFields('Node=a'), code('BADLINE'));
   assert.throws(() => formatDataFields('NV', {}), RangeError);
+});
+
+test('formatExtents writes the same lines as formatExtent, each with its LF, for any slice', () => {
+  const extents: WireExtent[] = [
+    { logical: 0, physical: 1048576, length: 4096, state: 'DATA', flags: 0 },
+    { logical: 4096, physical: 0, length: 4096, state: 'HOLE', flags: 0 },
+    { logical: 8192, physical: 2 ** 40, length: 8192, state: 'ZERO', flags: 0x800 },
+    { logical: 16384, physical: 0, length: 100, state: 'NETWORK', flags: 0xffffffff },
+  ];
+  assert.equal(formatExtents(extents), extents.map((e) => formatExtent(e) + '\n').join(''));
+  assert.equal(formatExtents(extents, 1, 3), formatExtent(extents[1]!) + '\n' + formatExtent(extents[2]!) + '\n');
+  assert.equal(formatExtents(extents, 2, 2), '');
+  assert.equal(formatExtents([]), '');
+});
+
+test('formatExtents refuses what formatExtent refuses', () => {
+  const bad: WireExtent[] = [
+    { logical: 0, physical: 0, length: 0, state: 'DATA', flags: 0 },
+    { logical: 0, physical: 0, length: 1, state: 'BOGUS' as never, flags: 0 },
+    { logical: 0, physical: 0, length: 1, state: 'DATA', flags: -1 },
+    { logical: 0, physical: 0, length: 1, state: 'DATA', flags: 2 ** 32 },
+    { logical: 0, physical: 0, length: 1, state: 'DATA', flags: 0.5 },
+    { logical: -512, physical: 0, length: 1, state: 'DATA', flags: 0 },
+    { logical: 0, physical: 2 ** 53, length: 1, state: 'DATA', flags: 0 },
+    { logical: 0, physical: 0, length: 1.5, state: 'DATA', flags: 0 },
+  ];
+  for (const e of bad) {
+    assert.throws(() => formatExtent(e), RangeError, JSON.stringify(e));
+    assert.throws(() => formatExtents([e]), RangeError, JSON.stringify(e));
+  }
 });
