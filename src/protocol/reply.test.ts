@@ -152,3 +152,16 @@ test('formatExtents refuses what formatExtent refuses', () => {
     assert.throws(() => formatExtents([e]), RangeError, JSON.stringify(e));
   }
 });
+
+test('formatExtents agrees with formatExtent on 3000 extents, past the 1024-extent scratch and up to 2^53-1', () => {
+  const states = ['DATA', 'ZERO', 'HOLE', 'NETWORK'] as const;
+  const extents: WireExtent[] = Array.from({ length: 3000 }, (_, i) => ({
+    logical: i === 2999 ? Number.MAX_SAFE_INTEGER : i * 4096 + (i % 7) * 1e9,
+    physical: i % 2 ? 0 : Math.floor(Number.MAX_SAFE_INTEGER / (i + 1)),
+    length: 1 + ((i * 2654435761) % 1e12),
+    state: states[i % 4]!,
+    flags: (i * 0x9e3779b1) >>> 0,
+  }));
+  assert.equal(formatExtents(extents), extents.map((e) => formatExtent(e) + '\n').join(''));
+  assert.equal(formatExtents(extents, 1000, 2100), extents.slice(1000, 2100).map((e) => formatExtent(e) + '\n').join(''));
+});
