@@ -24,30 +24,46 @@ function run(index, go, lat, authed) {
   return new Promise((resolve, reject) => {
     const sock = connect({ host, port });
     sock.setNoDelay(true);
+    // Received text not yet consumed; `need` is what the reader waits for (a line, or a map reply's END).
     let buf = '';
     let waiter = null;
-    const lines = [];
     sock.setEncoding('latin1');
     sock.on('data', (d) => {
       buf += d;
-      let nl;
-      while ((nl = buf.indexOf('\n')) >= 0) {
-        lines.push(buf.slice(0, nl));
-        buf = buf.slice(nl + 1);
-      }
-      if (waiter && lines.length) {
-        const w = waiter;
-        waiter = null;
-        w();
-      }
+      if (waiter) waiter();
     });
     sock.on('error', reject);
     sock.on('close', () => waiter && reject(new Error(`connection ${index} closed`)));
+    const more = () => new Promise((r) => (waiter = () => ((waiter = null), r())));
     const line = async () => {
-      while (!lines.length) await new Promise((r) => (waiter = r));
-      const l = lines.shift();
-      if (l.startsWith('! ')) return line(); // a push (a recall): not a reply
-      return l;
+      for (;;) {
+        const nl = buf.indexOf('\n');
+        if (nl < 0) {
+          await more();
+          continue;
+        }
+        const l = buf.slice(0, nl);
+        buf = buf.slice(nl + 1);
+        if (!l.startsWith('! ')) return l; // a push (a recall) is not a reply
+      }
+    };
+    /** The data lines of a multi-line reply up to END, counted (not split: a map of many thousand lines must not
+     *  cost the load generator more than the server). */
+    const dataLines = async () => {
+      let from = 0;
+      for (;;) {
+        const end = buf.startsWith('END\n') ? 0 : buf.indexOf('\nEND\n', Math.max(0, from - 4));
+        if (end < 0) {
+          from = buf.length;
+          await more();
+          continue;
+        }
+        let n = 0;
+        for (let k = buf.indexOf('\n'); k >= 0 && k < end; k = buf.indexOf('\n', k + 1)) n++;
+        if (end > 0) n++; // the line that ends at `end`
+        buf = buf.slice(end === 0 ? 4 : end + 5);
+        return n;
+      }
     };
     const send = (l) => sock.write(l + '\n');
     const fieldsOf = (l) => Object.fromEntries(l.split(' ').slice(2).filter((f) => f.includes('=')).map((f) => [f.slice(0, f.indexOf('=')), f.slice(f.indexOf('=') + 1)]));
@@ -77,8 +93,7 @@ function run(index, go, lat, authed) {
           if (errors > 10) throw new Error(head);
           continue;
         }
-        let n = 0;
-        for (let l = await line(); l !== 'END'; l = await line()) n++;
+        const n = await dataLines();
         lat.push(performance.now() - t0);
         const f = fieldsOf(head);
         if (f.network !== undefined) throw new Error(`NETWORK map: ${head}`);
