@@ -22,7 +22,8 @@ export interface NativeConstants {
 
 /** The addon's exports as C++ defines them; arguments are already validated by index.ts. */
 export interface NativeAddon {
-  fiemap(fd: number, sync: boolean, maxExtents: number): Promise<RawExtent[]>;
+  /** Four numbers per extent: logical, physical, length, flags. */
+  fiemap(fd: number, sync: boolean, maxExtents: number): Promise<Float64Array>;
   inodeFlags(fd: number): number;
   setDirect(fd: number, on: boolean): boolean;
   openBeneath(root: string, rel: Buffer, write: boolean): Promise<number>;

@@ -40,7 +40,12 @@ function checkPath(name: string, value: unknown): asserts value is string {
  *  fd. More than maxExtents (default: no limit) fails with code 'E2BIG' before more memory is spent. */
 export async function fiemap(fd: number, opts: { sync?: boolean; maxExtents?: number } = {}): Promise<FiemapExtent[]> {
   checkFd(fd);
-  return addon().fiemap(fd, opts.sync ?? true, opts.maxExtents ?? Number.MAX_SAFE_INTEGER);
+  const packed = await addon().fiemap(fd, opts.sync ?? true, opts.maxExtents ?? Number.MAX_SAFE_INTEGER);
+  const extents: FiemapExtent[] = new Array(packed.length / 4);
+  for (let i = 0, j = 0; j < packed.length; i++, j += 4) {
+    extents[i] = { logical: packed[j]!, physical: packed[j + 1]!, length: packed[j + 2]!, flags: packed[j + 3]! };
+  }
+  return extents;
 }
 
 /** Inode attribute flags (FS_IOC_GETFLAGS), e.g. INODE_FLAGS.ENCRYPT. Synchronous: one quick ioctl. */

@@ -3,7 +3,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import {
-  formatDataFields, formatErr, formatExtent, formatGreeting, formatOk, formatPush, parseDataFields, parseExtent, parseGreeting,
+  formatDataFields, formatErr, formatExtent, formatExtents, formatGreeting, formatOk, formatPush, parseDataFields, parseExtent, parseGreeting,
   parseReplyLine,
 } from './reply.js';
 import { decodeBytes } from './encoding.js';
@@ -121,4 +121,47 @@ test('data lines of fields (LIMITS) round trip, empty values included', () => {
   assert.throws(() => parseDataFields('node=a node=b'), code('BADLINE'));
   assert.throws(() => parseDataFields('Node=a'), code('BADLINE'));
   assert.throws(() => formatDataFields('NV', {}), RangeError);
+});
+
+test('formatExtents writes the same lines as formatExtent, each with its LF, for any slice', () => {
+  const extents: WireExtent[] = [
+    { logical: 0, physical: 1048576, length: 4096, state: 'DATA', flags: 0 },
+    { logical: 4096, physical: 0, length: 4096, state: 'HOLE', flags: 0 },
+    { logical: 8192, physical: 2 ** 40, length: 8192, state: 'ZERO', flags: 0x800 },
+    { logical: 16384, physical: 0, length: 100, state: 'NETWORK', flags: 0xffffffff },
+  ];
+  assert.equal(formatExtents(extents), extents.map((e) => formatExtent(e) + '\n').join(''));
+  assert.equal(formatExtents(extents, 1, 3), formatExtent(extents[1]!) + '\n' + formatExtent(extents[2]!) + '\n');
+  assert.equal(formatExtents(extents, 2, 2), '');
+  assert.equal(formatExtents([]), '');
+});
+
+test('formatExtents refuses what formatExtent refuses', () => {
+  const bad: WireExtent[] = [
+    { logical: 0, physical: 0, length: 0, state: 'DATA', flags: 0 },
+    { logical: 0, physical: 0, length: 1, state: 'BOGUS' as never, flags: 0 },
+    { logical: 0, physical: 0, length: 1, state: 'DATA', flags: -1 },
+    { logical: 0, physical: 0, length: 1, state: 'DATA', flags: 2 ** 32 },
+    { logical: 0, physical: 0, length: 1, state: 'DATA', flags: 0.5 },
+    { logical: -512, physical: 0, length: 1, state: 'DATA', flags: 0 },
+    { logical: 0, physical: 2 ** 53, length: 1, state: 'DATA', flags: 0 },
+    { logical: 0, physical: 0, length: 1.5, state: 'DATA', flags: 0 },
+  ];
+  for (const e of bad) {
+    assert.throws(() => formatExtent(e), RangeError, JSON.stringify(e));
+    assert.throws(() => formatExtents([e]), RangeError, JSON.stringify(e));
+  }
+});
+
+test('formatExtents agrees with formatExtent on 3000 extents, past the 1024-extent scratch and up to 2^53-1', () => {
+  const states = ['DATA', 'ZERO', 'HOLE', 'NETWORK'] as const;
+  const extents: WireExtent[] = Array.from({ length: 3000 }, (_, i) => ({
+    logical: i === 2999 ? Number.MAX_SAFE_INTEGER : i * 4096 + (i % 7) * 1e9,
+    physical: i % 2 ? 0 : Math.floor(Number.MAX_SAFE_INTEGER / (i + 1)),
+    length: 1 + ((i * 2654435761) % 1e12),
+    state: states[i % 4]!,
+    flags: (i * 0x9e3779b1) >>> 0,
+  }));
+  assert.equal(formatExtents(extents), extents.map((e) => formatExtent(e) + '\n').join(''));
+  assert.equal(formatExtents(extents, 1000, 2100), extents.slice(1000, 2100).map((e) => formatExtent(e) + '\n').join(''));
 });

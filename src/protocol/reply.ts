@@ -74,6 +74,72 @@ export function formatExtent(e: WireExtent): string {
   return `X ${formatNumber(e.logical)} ${formatNumber(e.physical)} ${formatNumber(e.length)} ${e.state} 0x${e.flags.toString(16)}`;
 }
 
+// formatExtents writes into this scratch (reused: no Buffer per reply) and copies out one latin1 string per call.
+// The longest X line: "X " + 3 numbers of at most 16 digits + spaces + "NETWORK" + " 0x" + 8 hex digits + LF.
+const MAX_X_LINE = 2 + 3 * 17 + 7 + 3 + 8 + 1;
+const STATE_TEXT: Record<string, Buffer> = {
+  DATA: Buffer.from(' DATA 0x', 'latin1'),
+  ZERO: Buffer.from(' ZERO 0x', 'latin1'),
+  HOLE: Buffer.from(' HOLE 0x', 'latin1'),
+  NETWORK: Buffer.from(' NETWORK 0x', 'latin1'),
+};
+const HEX = Buffer.from('0123456789abcdef', 'latin1');
+let scratch = Buffer.alloc(1024 * MAX_X_LINE);
+
+/** Extent lines `extents[from..to)` as formatExtent makes them, each with its LF, in one string: a map of many
+ *  thousand extents is encoded byte by byte into a reused scratch buffer, without a string per field (the same
+ *  checks as formatExtent, inlined). */
+export function formatExtents(extents: readonly WireExtent[], from = 0, to = extents.length): string {
+  if (to - from > 1024) {
+    let out = '';
+    for (let i = from; i < to; i += 1024) out += formatExtents(extents, i, Math.min(i + 1024, to));
+    return out;
+  }
+  if (scratch.length < (to - from) * MAX_X_LINE) scratch = Buffer.alloc((to - from) * MAX_X_LINE);
+  const buf = scratch;
+  let at = 0;
+  for (let i = from; i < to; i++) {
+    const { logical, physical, length, state, flags } = extents[i]!;
+    const text = STATE_TEXT[state];
+    if (text === undefined || !Object.hasOwn(STATE_TEXT, state)) throw new RangeError(`bad extent state: ${state}`);
+    if (!(flags >= 0 && flags <= 0xffffffff && Number.isInteger(flags))) throw new RangeError(`bad extent flags: ${flags}`);
+    if (!(length >= 1)) throw new RangeError(`empty extent at ${logical}`);
+    if (!isWireNumber(logical) || !isWireNumber(physical) || !isWireNumber(length)) {
+      throw new RangeError(`not a wire number in the extent at ${logical}`);
+    }
+    buf[at++] = 0x58; // X
+    buf[at++] = 0x20;
+    at = putDecimal(buf, at, logical);
+    buf[at++] = 0x20;
+    at = putDecimal(buf, at, physical);
+    buf[at++] = 0x20;
+    at = putDecimal(buf, at, length);
+    at += text.copy(buf, at);
+    let shift = 28;
+    while (shift > 0 && (flags >>> shift) === 0) shift -= 4;
+    for (; shift >= 0; shift -= 4) buf[at++] = HEX[(flags >>> shift) & 0xf]!;
+    buf[at++] = 0x0a;
+  }
+  return buf.toString('latin1', 0, at);
+}
+
+/** Write a non-negative safe integer in decimal at `at`; returns the position after it. */
+function putDecimal(buf: Buffer, at: number, n: number): number {
+  let digits = 1;
+  for (let v = n; v >= 10; v = Math.floor(v / 10)) digits++;
+  let v = n;
+  for (let k = at + digits - 1; k >= at; k--) {
+    const q = Math.floor(v / 10);
+    buf[k] = 0x30 + (v - q * 10);
+    v = q;
+  }
+  return at + digits;
+}
+
+function isWireNumber(n: number): boolean {
+  return Number.isSafeInteger(n) && n >= 0;
+}
+
 /** `FUSED 2 node=<node> challenge=<64 hex>` without LF. */
 export function formatGreeting(node: string, challenge: string): string {
   if (!HEX64_RE.test(challenge)) throw new RangeError('challenge must be 64 lower-case hex digits');

@@ -9,7 +9,7 @@ import {
   ProtocolError,
   clientProof,
   formatErr,
-  formatExtent,
+  formatExtents,
   formatGreeting,
   formatOk,
   formatPush,
@@ -41,6 +41,10 @@ export interface ConnectionHost {
   admit(conn: Connection): boolean;
   roleOf(node: string): Access;
 }
+
+/** A large map reply goes out in pieces of about this many characters (X lines are at most ~70 each). */
+const MAP_CHUNK_CHARS = 65536;
+const MAP_CHUNK_EXTENTS = 1024;
 
 /** One client connection: handshake, then requests answered strictly in order. */
 export class Connection implements LeaseHolder {
@@ -201,30 +205,30 @@ export class Connection implements LeaseHolder {
     }
   }
 
-  /** Write reply lines, waiting for the socket to drain so a huge map never buffers without bound. */
-  private async send(lines: string[] | AsyncIterable<string> | Iterable<string>): Promise<void> {
+  /** Write a reply's lines in one socket write (replies other than maps are a few lines). */
+  private async send(lines: readonly string[]): Promise<void> {
     this.replying = true;
     try {
-      let batch = '';
-      for await (const line of lines as AsyncIterable<string>) {
-        batch += line + '\n';
-        if (batch.length >= 65536) {
-          await this.write(batch);
-          batch = '';
-        }
-      }
-      if (batch) await this.write(batch);
+      await this.write(lines.length === 1 ? lines[0] + '\n' : lines.join('\n') + '\n');
     } finally {
-      this.replying = false;
-      const pushes = this.pendingPushes;
-      this.pendingPushes = [];
-      for (const p of pushes) this.push(p.line, p.queued);
+      this.replied();
     }
   }
 
+  /** The reply is out: pushes that waited for it go now. */
+  private replied(): void {
+    this.replying = false;
+    if (this.pendingPushes.length === 0) return;
+    const pushes = this.pendingPushes;
+    this.pendingPushes = [];
+    for (const p of pushes) this.push(p.line, p.queued);
+  }
+
+  /** Write to the socket; resolves at once, or when a full socket buffer has drained. Reply text is ASCII by
+   *  construction (every field is encoded), so latin1 (one byte per character) is exact and the cheapest. */
   private write(data: string): Promise<void> {
     if (this.socket.destroyed) return Promise.resolve();
-    if (this.socket.write(data)) return Promise.resolve();
+    if (this.socket.write(data, 'latin1')) return Promise.resolve();
     return new Promise((resolve) => {
       const done = () => {
         this.socket.off('drain', done);
@@ -368,8 +372,9 @@ export class Connection implements LeaseHolder {
     }
   }
 
-  /** A map reply (MAP or ALLOC): the head, one X line per extent, END; streamed with back-pressure. */
-  private sendMap(verb: 'MAP' | 'ALLOC', answer: MapAnswer, first: Record<string, string>): Promise<void> {
+  /** A map reply (MAP or ALLOC): the head, one X line per extent, END; written in one piece when it is small, in
+   *  pieces of about MAP_CHUNK_CHARS with back-pressure when it is large. */
+  private async sendMap(verb: 'MAP' | 'ALLOC', answer: MapAnswer, first: Record<string, string>): Promise<void> {
     const head: Record<string, string | number> = {
       ...first,
       size: answer.size,
@@ -381,13 +386,20 @@ export class Connection implements LeaseHolder {
     };
     if (answer.networkReason) head.network = answer.networkReason;
     const extents = answer.extents;
-    return this.send(
-      (function* () {
-        yield formatOk(verb, head);
-        for (const e of extents) yield formatExtent(e);
-        yield 'END';
-      })(),
-    );
+    this.replying = true;
+    try {
+      let text = formatOk(verb, head) + '\n';
+      for (let i = 0; i < extents.length; i += MAP_CHUNK_EXTENTS) {
+        text += formatExtents(extents, i, Math.min(i + MAP_CHUNK_EXTENTS, extents.length));
+        if (text.length >= MAP_CHUNK_CHARS) {
+          await this.write(text);
+          text = '';
+        }
+      }
+      await this.write(text + 'END\n');
+    } finally {
+      this.replied();
+    }
   }
 
   /** The OK HELLO fields: who we are, and our proof that we know this node's key. */

@@ -1,7 +1,7 @@
 // The map policies: what a client may learn of a file and under which lease (read maps now; write maps, allocation
 // and commit build on the same table).
 import { randomBytes } from 'node:crypto';
-import { fstat as fstatCb, fstatSync, close as closeCb, ftruncate as ftruncateCb, ftruncateSync, futimes as futimesCb, statSync, type BigIntStats } from 'node:fs';
+import { fstatSync, close as closeCb, ftruncate as ftruncateCb, ftruncateSync, futimes as futimesCb, statSync, type BigIntStats } from 'node:fs';
 import { open as openFile, unlink } from 'node:fs/promises';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
@@ -18,7 +18,6 @@ import type { Volume } from './volumes.js';
 /** Size of a probe file: one 4 KiB block at least, never inline data. */
 const PROBE_FILE_BYTES = 4096;
 
-const fstat = promisify(fstatCb) as unknown as (fd: number, opts: { bigint: true }) => Promise<BigIntStats>;
 const closeFd = promisify(closeCb);
 const ftruncate = promisify(ftruncateCb);
 const futimes = promisify(futimesCb);
@@ -125,7 +124,8 @@ export class MapPolicy {
     }
     let st: BigIntStats;
     try {
-      st = await fstat(fd, { bigint: true });
+      // Synchronous: fstat of an open descriptor does not block, and a trip through the thread pool costs more.
+      st = fstatSync(fd, { bigint: true });
     } catch (err) {
       await closeFd(fd).catch(() => {});
       throw new Reply('INTERNAL', `fstat: ${(err as Error).message}`);

@@ -81,17 +81,21 @@ interface Piece { start: number; end: number; physical: number; state: ExtentSta
 export function buildMap(raw: RawExtent[], fileSize: number, purpose: Purpose): MapExtent[] {
   if (!isCount(fileSize)) throw new RangeError(`file size ${fileSize} is not a non-negative safe integer`);
   const pieces: Piece[] = [];
-  raw.forEach((e, i) => {
+  for (let i = 0; i < raw.length; i++) {
+    const e = raw[i]!;
     if (!isCount(e.logical) || !isCount(e.physical) || !isCount(e.length) || !isFlags(e.flags)) {
       throw new RangeError(`raw extent ${i} has a field that is not a non-negative safe integer`);
     }
-    if (e.length === 0 || e.logical >= fileSize) return;
+    if (e.length === 0 || e.logical >= fileSize) continue;
     const end = Math.min(e.logical + e.length, fileSize);
     let state = classifyExtent(e.flags, purpose);
     if (state === 'DATA' && (e.logical % SECTOR !== 0 || e.physical % SECTOR !== 0)) state = 'NETWORK';
     pieces.push({ start: e.logical, end, physical: e.physical, state, flags: (e.flags & ~FIEMAP_FLAGS.LAST) >>> 0 });
-  });
+  }
   pieces.sort((a, b) => a.start - b.start || a.end - b.end);
+  // What FIEMAP gives: pieces in order, none overlapping. Then each piece is one range of the map (the gaps are
+  // holes), so one linear walk builds it; the sweep below is for the overlaps no file system should report.
+  if (disjoint(pieces)) return walkMap(pieces, fileSize);
 
   // Sweep over every boundary: each elementary range is covered by no piece (HOLE), by one (that piece,
   // cut), or by several (an overlap, which no file system should report: trust none of them -> NETWORK).
@@ -122,6 +126,24 @@ export function buildMap(raw: RawExtent[], fileSize: number, purpose: Purpose): 
     }
     appendMerged(out, piece);
   }
+  return out;
+}
+
+function disjoint(pieces: readonly Piece[]): boolean {
+  for (let i = 1; i < pieces.length; i++) if (pieces[i]!.start < pieces[i - 1]!.end) return false;
+  return true;
+}
+
+/** buildMap for sorted, disjoint pieces: each piece as it is, HOLE in every gap, merged as the sweep merges. */
+function walkMap(pieces: readonly Piece[], fileSize: number): MapExtent[] {
+  const out: MapExtent[] = [];
+  let at = 0;
+  for (const p of pieces) {
+    if (p.start > at) appendMerged(out, { logical: at, physical: 0, length: p.start - at, state: 'HOLE', flags: 0 });
+    appendMerged(out, { logical: p.start, physical: p.physical, length: p.end - p.start, state: p.state, flags: p.flags });
+    at = p.end;
+  }
+  if (fileSize > at) appendMerged(out, { logical: at, physical: 0, length: fileSize - at, state: 'HOLE', flags: 0 });
   return out;
 }
 

@@ -1,0 +1,142 @@
+// Map-server load generator for test/bench/mapload: CONNS authenticated connections, each sending MAP (read) of
+// its files in turn, then RELEASE of the lease it got, for SECONDS; prints one JSON line of figures.
+// Usage: node mapload.mjs HOST:PORT KEYFILE NODE VOLUME SECONDS CONNS PATH...
+// Connection i maps PATH[i % n], PATH[(i + 1) % n], ...; latency is that of MAP (request sent to END read).
+import { createHmac, randomBytes } from 'node:crypto';
+import { readFileSync } from 'node:fs';
+import { connect } from 'node:net';
+
+const [server, keyFile, node, volume, secondsArg, connsArg, ...paths] = process.argv.slice(2);
+if (!server || !keyFile || !node || !volume || !secondsArg || !connsArg || paths.length === 0) {
+  console.error('usage: node mapload.mjs HOST:PORT KEYFILE NODE VOLUME SECONDS CONNS PATH...');
+  process.exit(2);
+}
+const [host, port] = [server.slice(0, server.lastIndexOf(':')), Number(server.slice(server.lastIndexOf(':') + 1))];
+const key = readFileSync(keyFile, 'latin1').trimEnd();
+const seconds = Number(secondsArg);
+const conns = Number(connsArg);
+const hmac = (msg) => createHmac('sha256', key).update(msg).digest('hex');
+// Paths as the protocol encodes them (percent-encoding for anything but plain bytes).
+const wirePath = (p) => Buffer.from(p).toString('latin1').replace(/[^A-Za-z0-9._\/-]/g, (c) => '%' + c.charCodeAt(0).toString(16).padStart(2, '0'));
+
+/** One connection: a line reader over the socket, and a request/reply loop. */
+function run(index, go, lat, authed) {
+  return new Promise((resolve, reject) => {
+    const sock = connect({ host, port });
+    sock.setNoDelay(true);
+    // Received text not yet consumed; `need` is what the reader waits for (a line, or a map reply's END).
+    let buf = '';
+    let waiter = null;
+    sock.setEncoding('latin1');
+    sock.on('data', (d) => {
+      buf += d;
+      if (waiter) waiter();
+    });
+    sock.on('error', reject);
+    sock.on('close', () => waiter && reject(new Error(`connection ${index} closed`)));
+    const more = () => new Promise((r) => (waiter = () => ((waiter = null), r())));
+    const line = async () => {
+      for (;;) {
+        const nl = buf.indexOf('\n');
+        if (nl < 0) {
+          await more();
+          continue;
+        }
+        const l = buf.slice(0, nl);
+        buf = buf.slice(nl + 1);
+        if (!l.startsWith('! ')) return l; // a push (a recall) is not a reply
+      }
+    };
+    /** The data lines of a multi-line reply up to END, counted (not split: a map of many thousand lines must not
+     *  cost the load generator more than the server). */
+    const dataLines = async () => {
+      let from = 0;
+      for (;;) {
+        const end = buf.startsWith('END\n') ? 0 : buf.indexOf('\nEND\n', Math.max(0, from - 4));
+        if (end < 0) {
+          from = buf.length;
+          await more();
+          continue;
+        }
+        let n = 0;
+        for (let k = buf.indexOf('\n'); k >= 0 && k < end; k = buf.indexOf('\n', k + 1)) n++;
+        if (end > 0) n++; // the line that ends at `end`
+        buf = buf.slice(end === 0 ? 4 : end + 5);
+        return n;
+      }
+    };
+    const send = (l) => sock.write(l + '\n');
+    const fieldsOf = (l) => Object.fromEntries(l.split(' ').slice(2).filter((f) => f.includes('=')).map((f) => [f.slice(0, f.indexOf('=')), f.slice(f.indexOf('=') + 1)]));
+    (async () => {
+      const greeting = await line();
+      const challenge = fieldsOf(greeting).challenge;
+      const mine = randomBytes(32).toString('hex');
+      send(`HELLO ${node} 2 ${mine}`);
+      const hello = await line();
+      if (!hello.startsWith('OK HELLO')) throw new Error(hello);
+      send(`AUTH ${hmac(`fused-auth-v2\n${challenge}\n${mine}\n${node}`)}`);
+      const auth = await line();
+      if (!auth.startsWith('OK AUTH')) throw new Error(auth);
+      authed();
+      const deadline = await go;
+      let maps = 0;
+      let extents = 0;
+      let errors = 0;
+      let k = index;
+      const wire = paths.map(wirePath);
+      while (performance.now() < deadline) {
+        const t0 = performance.now();
+        send(`MAP ${volume} ${wire[k++ % wire.length]} read`);
+        const head = await line();
+        if (!head.startsWith('OK MAP')) {
+          errors++;
+          if (errors > 10) throw new Error(head);
+          continue;
+        }
+        const n = await dataLines();
+        lat.push(performance.now() - t0);
+        const f = fieldsOf(head);
+        if (f.network !== undefined) throw new Error(`NETWORK map: ${head}`);
+        if (Number(f.extents) !== n) throw new Error(`extents=${f.extents} but ${n} X lines`);
+        extents = n;
+        send(`RELEASE ${f.lease}`);
+        const rel = await line();
+        if (!rel.startsWith('OK RELEASE')) throw new Error(rel);
+        maps++;
+      }
+      send('QUIT');
+      await line();
+      sock.destroy();
+      return { maps, extents, errors };
+    })().then(resolve, reject);
+  });
+}
+
+const lat = [];
+// Connections authenticate one after the other (the server admits only a few unauthenticated ones at once),
+// then all start together.
+let start = 0;
+let startAll;
+const go = new Promise((r) => (startAll = r));
+const running = [];
+for (let i = 0; i < conns; i++) {
+  await new Promise((authed, failed) => running.push(run(i, go, lat, authed).catch((e) => { failed(e); throw e; })));
+}
+start = performance.now();
+startAll(start + seconds * 1000);
+const results = await Promise.all(running);
+const elapsed = (performance.now() - start) / 1000;
+lat.sort((a, b) => a - b);
+const pct = (p) => (lat.length ? lat[Math.min(lat.length - 1, Math.floor((p / 100) * lat.length))] : NaN);
+const maps = results.reduce((s, r) => s + r.maps, 0);
+console.log(JSON.stringify({
+  conns,
+  seconds: Number(elapsed.toFixed(2)),
+  maps,
+  mapsPerSecond: Math.round(maps / elapsed),
+  extentsPerMap: results[0].extents,
+  p50ms: Number(pct(50).toFixed(2)),
+  p99ms: Number(pct(99).toFixed(2)),
+  maxms: Number(lat[lat.length - 1].toFixed(2)),
+  errors: results.reduce((s, r) => s + r.errors, 0),
+}));
