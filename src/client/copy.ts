@@ -215,10 +215,11 @@ export class Copier {
     }
     if (!st.isFile()) return this.fail(src, dst, new FusedError('failure', 'not a regular file, directory or symbolic link (skipped)'), emit);
     try {
-      if (await this.skipExisting(dst)) return emit({ source: src, destination: dst, status: 'skipped', seconds: 0, note: 'destination exists (-n)' });
+      const there = await this.existing(dst);
+      if (there === 'skip') return emit({ source: src, destination: dst, status: 'skipped', seconds: 0, note: 'destination exists (-n)' });
       // With copies running at once, the pacing totals of this file's span include the others' (shared budget).
       const before = this.throttle?.totals();
-      const result = await this.copyFile(src, dst, st);
+      const result = await this.copyFile(src, dst, st, there);
       const throttle = before && totalsSince(before, this.throttle!.totals());
       emit({ ...result, seconds: (performance.now() - t0) / 1000, ...(throttle ? { throttle } : {}) });
     } catch (err) {
@@ -228,14 +229,20 @@ export class Copier {
 
   /** -n: keep an existing destination. Also refuses to replace a directory with a file. */
   private async skipExisting(dst: Buffer): Promise<boolean> {
-    const d = await lstat(dst).catch(() => undefined);
-    if (!d) return false;
-    if (d.isDirectory()) throw new FusedError('failure', 'cannot overwrite directory with non-directory');
-    return this.opts.noClobber;
+    return (await this.existing(dst)) === 'skip';
   }
 
-  private async copyFile(src: Buffer, dst: Buffer, st: Stats): Promise<Omit<FileResult, 'seconds'>> {
-    const existing = await stat(dst).catch(() => undefined);
+  /** The destination as it is (lstat), or 'skip' to keep it (-n); a directory there is an error. */
+  private async existing(dst: Buffer): Promise<Stats | undefined | 'skip'> {
+    const d = await lstat(dst).catch(() => undefined);
+    if (!d) return undefined;
+    if (d.isDirectory()) throw new FusedError('failure', 'cannot overwrite directory with non-directory');
+    return this.opts.noClobber ? 'skip' : d;
+  }
+
+  /** `linked`: the destination's lstat, if it exists (followed here when it is a symbolic link, as cp does). */
+  private async copyFile(src: Buffer, dst: Buffer, st: Stats, linked: Stats | undefined): Promise<Omit<FileResult, 'seconds'>> {
+    const existing = linked?.isSymbolicLink() ? await stat(dst).catch(() => undefined) : linked;
     if (existing && existing.dev === st.dev && existing.ino === st.ino) throw new FusedError('failure', 'source and destination are the same file');
     // Devices and pipes (/dev/null, a FIFO) are written in order where they stand: there is nothing to rename.
     const stream = existing !== undefined && !existing.isFile();
