@@ -1,11 +1,15 @@
 #!/usr/bin/env bats
-# fusedcp -r -j N (ext4-4k, two-node bed): a tree copied several files at once is the same tree, with its modes
-# (-p), no temporaries, one --json entry per file in the order of the walk, and one failing file stops no other.
+# fusedcp -r -j N (ext4-4k, two-node bed, the client node rw): a tree copied several files at once, off the fused
+# mount or onto it, is the same tree, with its modes (-p), no temporaries, one --json entry per file in the order of
+# the walk, and one failing file stops no other.
 
 load helpers
 
 setup_file() {
-	bed_setup_file ext4-4k 2G
+	requires_root
+	bed_init || return 1
+	echo "$BED_DIR" >"$BATS_FILE_TMPDIR/bed_dir"
+	bed_make_nodes && bed_make_volume ext4-4k 2G && bed_start_sshd && bed_mount_client && bed_start_server --role cli=rw || return 1
 	fuse_client >"$BED_DIR/fuse.out"
 	# A few hundred files of mixed sizes (empty, tiny, just under a block, 64 KiB, just over 1 MiB: those go
 	# direct, the rest through the mount) in nested directories, modes of their own, and a symbolic link.
@@ -66,4 +70,18 @@ sums() { (cd "$1" && find . -type f -print0 | LC_ALL=C sort -z | xargs -0 sha256
 	rm "$out/jobs-fail/sub/f7" "$src/sub/f7" "$src/sub/f20-fifo"
 	diff <(sums "$src") <(sums "$out/jobs-fail")
 	[[ -z $(find "$out" -name '*.fused-*') ]]
+}
+
+@test "fusedcp -r -p -j 8 onto the fused mount: the tree arrives whole on the server, large files written direct" {
+	local out=$BED_DIR/jobs-up
+	rm -rf "$out" && mkdir "$out"
+	cp -a "$BED_SRV_DIR/jobs" "$out/jobs"
+	run --separate-stderr bed_in_client "$FUSED_BIN/fusedcp" -r -p -j 8 --json "$out/jobs" "$BED_CLI_DIR/jobs-up"
+	assert_success
+	echo "$output" >"$BED_DIR/jobs-up.json"
+	diff <(sums "$out/jobs") <(sums "$BED_SRV_DIR/jobs-up")
+	diff <(cd "$out/jobs" && find . -printf '%M %p\n' | LC_ALL=C sort) <(cd "$BED_SRV_DIR/jobs-up" && find . -printf '%M %p\n' | LC_ALL=C sort)
+	[[ -z $(find "$BED_SRV_DIR/jobs-up" -name '*.fused-*') ]]
+	diff <(walk "$out/jobs") <(jq -r --arg p "$out/jobs/" '.[].source | ltrimstr($p)' "$BED_DIR/jobs-up.json")
+	[[ $(jq '[.[] | select(.size == 1048577 and .write.path == "direct")] | length' "$BED_DIR/jobs-up.json") -eq 50 ]]
 }
