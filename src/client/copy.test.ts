@@ -1,11 +1,12 @@
-// Unit tests for the copier's temporary files: discarded on demand mid-copy (a signal), never left after a copy.
+// Unit tests for the copier: temporary files discarded on demand mid-copy (a signal), never left after a copy;
+// -j: at most N files at once, results in walk order, one failing file stops no other.
 
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { mkdtemp, readdir, rm, writeFile } from 'node:fs/promises';
+import { mkdir, mkdtemp, readFile, readdir, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { Copier, type FileResult } from './copy.js';
+import { Copier, InOrder, Slots, type FileResult } from './copy.js';
 import type { FileReader, ReadReport, Sink } from './reader.js';
 
 const OPTS = { recursive: false, preserve: false, noClobber: false, force: false, verify: false };
@@ -72,4 +73,94 @@ test('after a finished copy there is no temporary file left to discard', () =>
     assert.equal(results[0]!.status, 'copied');
     assert.equal(copier.discardTemporaries(), 0);
     assert.deepEqual((await readdir(dir)).sort(), ['dst.bin', 'src.bin']);
+  }));
+
+test('InOrder delivers results in the order places were taken, whatever order they are filled in', () => {
+  const got: string[] = [];
+  const order = new InOrder<string>((s) => got.push(s));
+  const [a, b, c, d] = [order.place(), order.place(), order.place(), order.place()];
+  c('c');
+  assert.deepEqual(got, []);
+  b(); // a place with no results (a directory that went well)
+  d('d1', 'd2');
+  assert.deepEqual(got, []);
+  a('a');
+  assert.deepEqual(got, ['a', 'c', 'd1', 'd2']);
+  assert.throws(() => a('again'), /filled twice/);
+});
+
+test('Slots runs at most N tasks at once; with one slot, start() returns when the task is done', async () => {
+  for (const size of [1, 3]) {
+    const slots = new Slots(size);
+    let running = 0;
+    let most = 0;
+    const log: number[] = [];
+    const done: Promise<void>[] = [];
+    for (let i = 0; i < 10; i++) {
+      const started = await slots.start(async () => {
+        most = Math.max(most, ++running);
+        await new Promise((r) => setTimeout(r, (i * 7) % 5));
+        running--;
+        log.push(i);
+      });
+      if (size === 1) assert.equal(log.length, i + 1, 'one slot: the task is done before the walk goes on');
+      done.push(started.done);
+    }
+    await Promise.all(done);
+    assert.equal(most, size);
+    assert.equal(log.length, 10);
+  }
+});
+
+/** A reader that copies through the file system, slower for names in `slow`, failing for names in `bad`. */
+function treeReader(slow: Set<string>, bad: Set<string>) {
+  let running = 0;
+  let most = 0;
+  const reader = {
+    async read(file: Buffer, sink: Sink): Promise<ReadReport> {
+      most = Math.max(most, ++running);
+      try {
+        const name = file.toString().split('/').at(-1)!;
+        await new Promise((r) => setTimeout(r, slow.has(name) ? 40 : 1));
+        if (bad.has(name)) throw new Error('unreadable');
+        const data = await readFile(file.toString());
+        await sink.write({ offset: 0, data, kind: 'network' });
+        return { size: data.length, path: 'network', reason: null, fallback: false, bytesDirect: 0, bytesZero: 0, bytesNetwork: data.length, interrupted: false, changed: false };
+      } finally {
+        running--;
+      }
+    },
+  } as unknown as FileReader;
+  return { reader, most: () => most };
+}
+
+test('-j 4 copies a tree several files at once, reports every file once in walk order, and one failure stops no other', () =>
+  withDir(async (dir) => {
+    const src = join(dir, 'src');
+    const walk: string[] = [];
+    for (const sub of ['', 'a/', 'a/b/', 'c/']) {
+      await mkdir(join(src, sub), { recursive: true });
+      for (let i = 0; i < 6; i++) await writeFile(join(src, sub, `f${i}`), `${sub}${i}`);
+    }
+    // Walk order: names sorted bytewise, depth first: a/ (its b/ before its files, 'b' < 'f'), c/, then the top's files.
+    for (const sub of ['a/b/', 'a/', 'c/', '']) for (let i = 0; i < 6; i++) walk.push(`${sub}f${i}`);
+    const { reader, most } = treeReader(new Set(['f0', 'f3']), new Set(['f4']));
+    const results: FileResult[] = [];
+    const copier = new Copier(reader, { ...OPTS, recursive: true, jobs: 4 }, { file: (r) => results.push(r) });
+    await copier.run([Buffer.from(src)], Buffer.from(join(dir, 'dst')));
+    assert.deepEqual(results.map((r) => r.source.toString().slice(src.length + 1)), walk);
+    assert.ok(most() > 1 && most() <= 4, `copies at once: ${most()}`);
+    for (const r of results) {
+      const rel = r.source.toString().slice(src.length + 1);
+      if (rel.endsWith('f4')) {
+        assert.equal(r.status, 'failed');
+        await assert.rejects(readFile(join(dir, 'dst', rel)), { code: 'ENOENT' });
+      } else {
+        assert.equal(r.status, 'copied', rel);
+        assert.equal(await readFile(join(dir, 'dst', rel), 'utf8'), rel.replace(/f(\d)$/, '$1'));
+      }
+    }
+    // No temporary left anywhere.
+    const left = (await readdir(join(dir, 'dst'), { recursive: true })).filter((n) => n.includes('.fused-'));
+    assert.deepEqual(left, []);
   }));

@@ -1,7 +1,7 @@
 // Copying files and trees off fused mounts: temporary name, rename when complete, path taken per file.
 import { randomBytes } from 'node:crypto';
 import { chmod, chown, lstat, mkdir, open, readdir, readlink, realpath, rename, stat, symlink, unlink, utimes, type FileHandle } from 'node:fs/promises';
-import { unlinkSync, type Stats } from 'node:fs';
+import { unlinkSync, type Dirent, type Stats } from 'node:fs';
 import { FusedError, describeError, errnoCode } from '../errors.js';
 import { sha256File } from './hash.js';
 import { FileReader, type Chunk, type ReadReport, type Sink } from './reader.js';
@@ -37,7 +37,12 @@ export interface CopyOptions {
   verify: boolean;
   /** Overwrite an existing destination file where it stands (same inode, no temporary, no rename). */
   inplace?: boolean;
+  /** Files of a tree copied at once (default 1: one after another). Results are reported in walk order anyway. */
+  jobs?: number;
 }
+
+/** Files copied at once by default (-j): enough to overlap the network mount's round trips of small files. */
+export const DEFAULT_JOBS = 8;
 
 export type CopyStatus = 'copied' | 'skipped' | 'failed';
 
@@ -75,6 +80,8 @@ export class Copier {
   private readonly umask = process.umask();
   /** Temporary files that exist now (or are being created): removed by discardTemporaries() on a signal. */
   private readonly temporaries = new Set<Buffer>();
+  /** Files being copied now, at most `jobs` (-j). */
+  private readonly slots: Slots;
 
   constructor(
     private readonly reader: FileReader,
@@ -84,7 +91,9 @@ export class Copier {
     private readonly writer: DirectWriter | null = null,
     /** The pacing shared by the reader and the writer, for each file's share of it. */
     private readonly throttle?: Throttle,
-  ) {}
+  ) {
+    this.slots = new Slots(Math.max(1, opts.jobs ?? 1));
+  }
 
   /** cp semantics for SRC... DST. Throws for whole-command errors (usage, target not a directory). */
   async run(sources: Buffer[], target: Buffer): Promise<void> {
@@ -93,62 +102,99 @@ export class Copier {
     if (sources.length > 1 && !intoDir) {
       throw new FusedError('usage', targetStat ? 'is not a directory' : 'no such directory', `target '${target}'`);
     }
+    // Results are reported in the order of the walk, whichever copy finishes first.
+    const order = new InOrder<FileResult>((r) => this.events.file(r));
     for (const src of sources) {
       const dst = intoDir ? joinBytes(target, baseBytes(src)) : target;
-      await this.copyTop(src, dst);
+      await this.copyTop(src, dst, order);
     }
   }
 
-  private async copyTop(src: Buffer, dst: Buffer): Promise<void> {
+  private async copyTop(src: Buffer, dst: Buffer, order: InOrder<FileResult>): Promise<void> {
+    const emit = order.place();
     let st: Stats;
     try {
       st = await stat(src); // command-line symlinks are followed, like cp
     } catch (err) {
-      return this.fail(src, dst, err);
+      return this.fail(src, dst, err, emit);
     }
     if (st.isDirectory()) {
-      if (!this.opts.recursive) return this.fail(src, dst, new FusedError('failure', 'is a directory (use -r to copy it)'));
-      if (await isInside(dirBytes(dst), src).catch(() => false)) return this.fail(src, dst, new FusedError('failure', 'cannot copy a directory into itself'));
-      return this.copyDir(src, dst, st);
+      if (!this.opts.recursive) return this.fail(src, dst, new FusedError('failure', 'is a directory (use -r to copy it)'), emit);
+      if (await isInside(dirBytes(dst), src).catch(() => false)) return this.fail(src, dst, new FusedError('failure', 'cannot copy a directory into itself'), emit);
+      emit(); // a directory's own results (if any) come after its entries'
+      return this.copyDir(src, dst, st, order);
     }
-    return this.copyEntry(src, dst, st);
+    return this.copyEntry(src, dst, st, emit);
   }
 
-  private async copyDir(src: Buffer, dst: Buffer, st: Stats): Promise<void> {
+  /** Copy a tree. Files are handed to the job slots as the walk finds them; the directory's own mode and times
+   *  are set once every entry under it is done. */
+  private async copyDir(src: Buffer, dst: Buffer, st: Stats, order: InOrder<FileResult>): Promise<void> {
+    const pending: Promise<void>[] = [];
+    let ownResults: Emit | undefined;
     try {
       const existing = await lstat(dst).catch(() => undefined);
       if (existing && !existing.isDirectory()) throw new FusedError('failure', 'cannot overwrite non-directory with directory');
       // Owner-writable while we fill it; the final mode is set afterwards.
       if (!existing) await mkdir(dst, { mode: 0o700 });
-      const names = (await readdir(src, { encoding: 'buffer' })).sort(Buffer.compare);
-      for (const name of names) {
-        const s = joinBytes(src, name);
-        const d = joinBytes(dst, name);
-        let est: Stats;
-        try {
-          est = await lstat(s);
-        } catch (err) {
-          this.fail(s, d, err);
+      // The entry types come with the listing: no stat through the mount to tell a directory from a file.
+      const entries = (await readdir(src, { encoding: 'buffer', withFileTypes: true })) as unknown as Dirent<Buffer>[];
+      entries.sort((a, b) => Buffer.compare(a.name, b.name));
+      for (const entry of entries) {
+        const s = joinBytes(src, entry.name);
+        const d = joinBytes(dst, entry.name);
+        const emit = order.place();
+        // A file system that does not give entry types (DT_UNKNOWN) gets an lstat first, as before.
+        if (entry.isDirectory() || !knownType(entry)) {
+          let est: Stats;
+          try {
+            est = await lstat(s);
+          } catch (err) {
+            this.fail(s, d, err, emit);
+            continue;
+          }
+          // It may have been replaced since the listing: what lstat says now is what is copied.
+          if (est.isDirectory()) {
+            emit();
+            await this.copyDir(s, d, est, order);
+            continue;
+          }
+          pending.push((await this.slots.start(() => this.copyEntry(s, d, est, emit))).done);
           continue;
         }
-        if (est.isDirectory()) await this.copyDir(s, d, est);
-        else await this.copyEntry(s, d, est);
+        const { done } = await this.slots.start(async () => {
+          let est: Stats;
+          try {
+            est = await lstat(s);
+          } catch (err) {
+            return this.fail(s, d, err, emit);
+          }
+          // A directory that replaced the file since the listing is not walked: it was not there to walk.
+          if (est.isDirectory()) return this.fail(s, d, new FusedError('failure', 'became a directory while being copied (skipped)'), emit);
+          return this.copyEntry(s, d, est, emit);
+        });
+        pending.push(done);
       }
+      ownResults = order.place();
+      await Promise.all(pending.splice(0));
       if (!existing) await chmod(dst, this.opts.preserve ? st.mode & 0o7777 : st.mode & 0o777 & ~this.umask);
       if (this.opts.preserve) {
         const kept = await this.preserve(dst, st, dst);
-        if (kept) this.fail(src, dst, kept);
+        if (kept) return this.fail(src, dst, kept, ownResults);
       }
+      ownResults();
     } catch (err) {
-      this.fail(src, dst, err);
+      await Promise.all(pending);
+      this.fail(src, dst, err, ownResults ?? order.place());
     }
   }
 
-  private async copyEntry(src: Buffer, dst: Buffer, st: Stats): Promise<void> {
+  /** Copy one non-directory; exactly one result goes to `emit`. */
+  private async copyEntry(src: Buffer, dst: Buffer, st: Stats, emit: Emit): Promise<void> {
     const t0 = performance.now();
     if (st.isSymbolicLink()) {
       try {
-        if (await this.skipExisting(dst)) return this.events.file({ source: src, destination: dst, status: 'skipped', seconds: 0, note: 'destination exists (-n)' });
+        if (await this.skipExisting(dst)) return emit({ source: src, destination: dst, status: 'skipped', seconds: 0, note: 'destination exists (-n)' });
         const target = await readlink(src, { encoding: 'buffer' });
         const tmp = tempName(dst);
         this.temporaries.add(tmp);
@@ -161,34 +207,42 @@ export class Copier {
         } finally {
           this.temporaries.delete(tmp);
         }
-        this.events.file({ source: src, destination: dst, status: 'copied', seconds: (performance.now() - t0) / 1000, note: 'symbolic link' });
+        emit({ source: src, destination: dst, status: 'copied', seconds: (performance.now() - t0) / 1000, note: 'symbolic link' });
       } catch (err) {
-        this.fail(src, dst, err);
+        this.fail(src, dst, err, emit);
       }
       return;
     }
-    if (!st.isFile()) return this.fail(src, dst, new FusedError('failure', 'not a regular file, directory or symbolic link (skipped)'));
+    if (!st.isFile()) return this.fail(src, dst, new FusedError('failure', 'not a regular file, directory or symbolic link (skipped)'), emit);
     try {
-      if (await this.skipExisting(dst)) return this.events.file({ source: src, destination: dst, status: 'skipped', seconds: 0, note: 'destination exists (-n)' });
+      const there = await this.existing(dst);
+      if (there === 'skip') return emit({ source: src, destination: dst, status: 'skipped', seconds: 0, note: 'destination exists (-n)' });
+      // With copies running at once, the pacing totals of this file's span include the others' (shared budget).
       const before = this.throttle?.totals();
-      const result = await this.copyFile(src, dst, st);
+      const result = await this.copyFile(src, dst, st, there);
       const throttle = before && totalsSince(before, this.throttle!.totals());
-      this.events.file({ ...result, seconds: (performance.now() - t0) / 1000, ...(throttle ? { throttle } : {}) });
+      emit({ ...result, seconds: (performance.now() - t0) / 1000, ...(throttle ? { throttle } : {}) });
     } catch (err) {
-      this.fail(src, dst, err);
+      this.fail(src, dst, err, emit);
     }
   }
 
   /** -n: keep an existing destination. Also refuses to replace a directory with a file. */
   private async skipExisting(dst: Buffer): Promise<boolean> {
-    const d = await lstat(dst).catch(() => undefined);
-    if (!d) return false;
-    if (d.isDirectory()) throw new FusedError('failure', 'cannot overwrite directory with non-directory');
-    return this.opts.noClobber;
+    return (await this.existing(dst)) === 'skip';
   }
 
-  private async copyFile(src: Buffer, dst: Buffer, st: Stats): Promise<Omit<FileResult, 'seconds'>> {
-    const existing = await stat(dst).catch(() => undefined);
+  /** The destination as it is (lstat), or 'skip' to keep it (-n); a directory there is an error. */
+  private async existing(dst: Buffer): Promise<Stats | undefined | 'skip'> {
+    const d = await lstat(dst).catch(() => undefined);
+    if (!d) return undefined;
+    if (d.isDirectory()) throw new FusedError('failure', 'cannot overwrite directory with non-directory');
+    return this.opts.noClobber ? 'skip' : d;
+  }
+
+  /** `linked`: the destination's lstat, if it exists (followed here when it is a symbolic link, as cp does). */
+  private async copyFile(src: Buffer, dst: Buffer, st: Stats, linked: Stats | undefined): Promise<Omit<FileResult, 'seconds'>> {
+    const existing = linked?.isSymbolicLink() ? await stat(dst).catch(() => undefined) : linked;
     if (existing && existing.dev === st.dev && existing.ino === st.ino) throw new FusedError('failure', 'source and destination are the same file');
     // Devices and pipes (/dev/null, a FIFO) are written in order where they stand: there is nothing to rename.
     const stream = existing !== undefined && !existing.isFile();
@@ -358,9 +412,60 @@ export class Copier {
     return removed;
   }
 
-  private fail(source: Buffer, destination: Buffer, error: unknown): void {
-    this.events.file({ source, destination, status: 'failed', seconds: 0, error });
+  private fail(source: Buffer, destination: Buffer, error: unknown, emit: Emit): void {
+    emit({ source, destination, status: 'failed', seconds: 0, error });
   }
+}
+
+/** Fills one place in the walk order with its results (none, for a directory that went well). Once. */
+type Emit = (...results: FileResult[]) => void;
+
+/** Hands results on in the order their places were taken, however the work behind them interleaves. */
+export class InOrder<T> {
+  private taken = 0;
+  private next = 0;
+  private readonly filled = new Map<number, T[]>();
+
+  constructor(private readonly deliver: (item: T) => void) {}
+
+  /** The next place in order; call what it returns once, with that place's results. */
+  place(): (...items: T[]) => void {
+    const at = this.taken++;
+    let done = false;
+    return (...items: T[]) => {
+      if (done) throw new Error(`place ${at} filled twice`);
+      done = true;
+      this.filled.set(at, items);
+      for (let ready = this.filled.get(this.next); ready; ready = this.filled.get(this.next)) {
+        this.filled.delete(this.next++);
+        for (const item of ready) this.deliver(item);
+      }
+    };
+  }
+}
+
+/** At most `size` tasks at once. start() resolves once its task has begun (so a walk never runs far ahead of
+ *  the copies), with the task's completion; with one slot it resolves when the task has finished (in order). */
+export class Slots {
+  private running = 0;
+  private readonly waiting: (() => void)[] = [];
+
+  constructor(readonly size: number) {}
+
+  async start(task: () => Promise<void>): Promise<{ done: Promise<void> }> {
+    if (this.running >= this.size) await new Promise<void>((resolve) => this.waiting.push(resolve));
+    this.running++;
+    const done = task().finally(() => {
+      this.running--;
+      this.waiting.shift()?.();
+    });
+    if (this.size === 1) await done;
+    return { done };
+  }
+}
+
+function knownType(e: Dirent<Buffer>): boolean {
+  return e.isFile() || e.isDirectory() || e.isSymbolicLink() || e.isFIFO() || e.isSocket() || e.isCharacterDevice() || e.isBlockDevice();
 }
 
 /** Copies of a file that keeps changing while it is read, before fusedcp gives up on it. */

@@ -6,18 +6,18 @@ import { EXIT_CODES, FusedError, reasonOf } from '../errors.js';
 import { argBytes, displayName } from '../ui/argv.js';
 import type { CommandContext } from './context.js';
 import { FuseClient } from '../client/client.js';
-import { Copier, PreserveError, joinBytes, type FileResult } from '../client/copy.js';
+import { Copier, DEFAULT_JOBS, PreserveError, joinBytes, type FileResult } from '../client/copy.js';
 import { DEFAULT_SMALL_FILE, FileReader } from '../client/reader.js';
 import { DirectWriter } from '../client/writer.js';
 import { humanBytes, jsonOut } from '../ui/messages.js';
-import { parseSize } from '../ui/options.js';
+import { parseCount, parseSize } from '../ui/options.js';
 import { Progress } from '../ui/progress.js';
 import { RATE_HELP, parseRate } from '../ui/rates.js';
 import { Throttle } from '../client/pacer.js';
 
 interface Opts {
   recursive?: boolean; R?: boolean; preserve?: boolean; clobber?: boolean; force?: boolean; verbose?: boolean; quiet?: boolean;
-  networkOnly?: boolean; json?: boolean; verify?: boolean; inplace?: boolean; smallFile: string; progress: boolean; limit?: string; fallback?: boolean;
+  networkOnly?: boolean; json?: boolean; verify?: boolean; inplace?: boolean; smallFile: string; jobs: string; progress: boolean; limit?: string; fallback?: boolean;
 }
 
 export function build(ctx: CommandContext): Command {
@@ -39,6 +39,7 @@ export function build(ctx: CommandContext): Command {
     .option('--limit <RATE>', `copy at most RATE bytes per second, whichever path; ${RATE_HELP}`)
     .option('--fallback', 'over the map server\'s throttle limit, send the excess through the network mount instead of waiting')
     .option('--small-file <SIZE>', 'files smaller than this go through the mount', String(DEFAULT_SMALL_FILE))
+    .option('-j, --jobs <N>', 'copy up to N files of a tree at once (1: one after another); output stays in walk order', String(DEFAULT_JOBS))
     .option('--no-progress', 'no progress display (it is shown only on a terminal anyway)')
     .addHelpText('after', '\nExit status: 0 ok, 1 failure, 2 usage, 3 verification mismatch, 4 some files failed;\n130 or 143 when interrupted by SIGINT or SIGTERM (no temporary file is left).\nSee fusedcp(1).')
     .action(async (args: string[], opts: Opts) => {
@@ -50,6 +51,7 @@ export function build(ctx: CommandContext): Command {
       if (noClobber && opts.force) throw new FusedError('usage', 'options -n and -f cannot be used together');
       if (noClobber && opts.inplace) throw new FusedError('usage', 'options -n and --inplace cannot be used together');
       const smallFile = parseSize(opts.smallFile, '--small-file');
+      const jobs = parseCount(opts.jobs, '--jobs', 1, MAX_JOBS);
       // --limit 0 means no limit, as with rsync --bwlimit=0.
       const limit = opts.limit === undefined ? undefined : parseRate(opts.limit, '--limit') || undefined;
       const throttle = new Throttle({ ...(limit !== undefined ? { limit } : {}), fallback: !!opts.fallback });
@@ -62,13 +64,20 @@ export function build(ctx: CommandContext): Command {
       const progress = await Progress.create(showProgress, showProgress ? await totalBytes(sources) : 0);
       const results: FileResult[] = [];
       let doneBytes = 0;
+      /** Bytes so far of each file being copied now (several with -j). */
+      const moving = new Map<Buffer, number>();
+      const movingBytes = () => [...moving.values()].reduce((a, b) => a + b, 0);
       const t0 = performance.now();
       const copier = new Copier(reader, {
         recursive: !!(opts.recursive || opts.R), preserve: !!opts.preserve, noClobber, force: !!opts.force, verify: !!opts.verify,
-        inplace: !!opts.inplace,
+        inplace: !!opts.inplace, jobs,
       }, {
-        progress: (src, bytes) => progress.update(doneBytes + bytes, displayName(src)),
+        progress: (src, bytes) => {
+          moving.set(src, bytes);
+          progress.update(doneBytes + movingBytes(), displayName(src));
+        },
         file: (r) => {
+          moving.delete(r.source);
           results.push(r);
           if (r.report) doneBytes += r.report.size;
           progress.around(() => tell(r, opts));
@@ -102,6 +111,9 @@ export function build(ctx: CommandContext): Command {
       ctx.exit(mismatch ? EXIT_CODES.mismatch : failed.length === results.length ? EXIT_CODES.failure : EXIT_CODES.partial);
     });
 }
+
+/** -j beyond this buys nothing: the network mount's own requests in flight are the limit. */
+const MAX_JOBS = 256;
 
 /** One line per file on stderr: errors always, fallbacks unless -q, everything with -v. */
 function tell(r: FileResult, opts: Opts): void {
