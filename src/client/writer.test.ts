@@ -149,6 +149,28 @@ test('past the lease deadline nothing more is written: WriteRestart', async (t) 
   assert.deepEqual(session.commits, []);
 });
 
+test('ALLOC slices double from 32 MiB up to 256 MiB, each asked for while the one before is being written', async (t) => {
+  const { path, session, device, writer } = setup(t);
+  const size = 480 * MiB; // 32 + 64 + 128 + 256
+  const writtenWhenAsked: number[] = [];
+  const alloc = session.alloc.bind(session);
+  session.alloc = async (lease, offset, length) => {
+    writtenWhenAsked.push(device.writes.reduce((m, w) => Math.max(m, w.position + w.length - P), 0));
+    return alloc(lease, offset, length);
+  };
+  const target = await writer.open(Buffer.from(path), size);
+  const chunk = Buffer.alloc(4 * MiB, 0x5a);
+  for (let at = 0; at < size; at += chunk.length) await target.write(at, chunk, false);
+  await target.finish(size);
+  assert.deepEqual(session.allocs, [[0, 32 * MiB], [32 * MiB, 64 * MiB], [96 * MiB, 128 * MiB], [224 * MiB, 256 * MiB]]);
+  // Each later slice was asked for before the writes reached it: the server zeroes it while the client writes.
+  for (let i = 1; i < session.allocs.length; i++) {
+    assert.ok(writtenWhenAsked[i]! < session.allocs[i]![0], `slice ${i} asked for only when ${writtenWhenAsked[i]} bytes were written`);
+  }
+  assert.deepEqual(session.commits, [size]);
+  assert.equal(target.report.bytesDirect, size);
+});
+
 test('every device write carries the lease deadline down to the pool thread', async (t) => {
   const { path, session, device, writer } = setup(t);
   const target = await writer.open(Buffer.from(path), 9 * MiB);

@@ -48,6 +48,9 @@ export const WRITE_DEPTH = 8;
 
 /** The most one ALLOC asks for: zeroing it (where the server must) stays well within a lease time. */
 export const ALLOC_SLICE = 256 * 1024 * 1024;
+/** The first ALLOC's size: small, so that the first write waits little where the server zeroes blocks (ext4);
+ *  each next slice is twice the last, up to ALLOC_SLICE, asked for while the last is written. */
+export const FIRST_SLICE = 32 * 1024 * 1024;
 
 /** Direct writes could not be kept (the lease ran out, or the device failed): the file must be written again
  *  from the start through the mount. */
@@ -148,7 +151,7 @@ export class DirectWriter {
       const from = overwrite?.from ?? 0;
       // In place, not past the next range that goes through the mount: the COMMIT before it would give that back.
       const until = overwrite ? routeAt(networkSpans(target.extents, ALIGN), from) : { network: false, end: Infinity };
-      const upTo = until.network ? from : Math.min(sizeHint, from + ALLOC_SLICE, until.end);
+      const upTo = until.network ? from : Math.min(sizeHint, from + FIRST_SLICE, until.end);
       if (upTo > from) await target.allocate(upTo, sizeHint);
     } catch (err) {
       await target.abort();
@@ -430,6 +433,8 @@ class DirectTarget implements WriteTarget {
   private knownSize = -1;
   /** The ALLOC under way, if any (one at a time: replies come in order anyway). */
   private allocating: Promise<void> | undefined;
+  /** The size of the last ALLOC's slice (0 before the first). */
+  private slice = 0;
 
   /**
    * ALLOC until `end` bytes are allocated, in slices of at most ALLOC_SLICE: a slice is quick to zero where the
@@ -445,10 +450,11 @@ class DirectTarget implements WriteTarget {
     }
   }
 
-  /** Ask for the next slice while the current one is being written, so writing never waits for zeroing. */
+  /** Ask for the next slice as soon as less than one is allocated ahead of what is written, so the server zeroes
+   *  (or clones) the next slice while the client writes this one, and writing never waits for it. */
   private prefetch(written: number): void {
     const more = this.knownSize < 0 || this.allocatedEnd < this.knownSize || written > this.knownSize;
-    if (more && !this.allocating && this.allocatedEnd - written < ALLOC_SLICE / 2) {
+    if (more && !this.allocating && this.allocatedEnd - written < this.slice) {
       this.allocating = this.allocateNext().finally(() => (this.allocating = undefined));
       this.allocating.catch(() => {}); // its failure surfaces at the next allocate()
     }
@@ -459,7 +465,9 @@ class DirectTarget implements WriteTarget {
     const from = Math.floor(this.allocatedEnd / bs) * bs;
     // Past the known size (the source grew) it is a stream again.
     const want = this.knownSize > from ? this.knownSize - from : Math.max(64 * 1024 * 1024, Math.floor(from / 8));
-    const to = Math.ceil((from + Math.max(bs, Math.min(want, ALLOC_SLICE))) / bs) * bs;
+    // Twice the last slice (the first ALLOC asked FIRST_SLICE), at most ALLOC_SLICE.
+    this.slice = Math.min(ALLOC_SLICE, Math.max(FIRST_SLICE, this.slice * 2));
+    const to = Math.ceil((from + Math.max(bs, Math.min(want, this.slice))) / bs) * bs;
     try {
       this.map = this.shaped({ ...(await this.session.alloc(this.map.lease, from, to - from)), lease: this.map.lease });
     } catch (err) {
