@@ -7,11 +7,11 @@ import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { randomBytes } from 'node:crypto';
-import { Device } from './device.js';
 import type { FileMap, Session } from './session.js';
 import type { FusedFile, FuseRecord } from './registry.js';
-import { DirectWriter, type DeviceWriter } from './writer.js';
+import { DirectWriter } from './writer.js';
 import { coveredEnd, networkSpans, routeAt, spanAfter, wholeLastBlock } from './inplace.js';
+import { FakeDevice } from './fake-device.js';
 
 const KiB = 1024;
 
@@ -87,24 +87,6 @@ test('coveredEnd runs over DATA and NETWORK from 0 and stops at the first range 
 
 const MiB = 1024 * KiB;
 
-class FakeDevice implements DeviceWriter {
-  readonly path = '/dev/fake';
-  readonly info = { isBlockDevice: true, size: 64 * MiB, logicalSectorSize: 512, physicalSectorSize: 4096, rdevMajor: 7, rdevMinor: 9 };
-  readonly fsSize = 64 * MiB;
-  readonly image = randomBytes(64 * MiB);
-  readonly writes: { position: number; length: number }[] = [];
-  async writeAt(buf: Buffer, bufOffset: number, length: number, position: number): Promise<void> {
-    assert.equal(position % 512, 0);
-    assert.equal(length % 512, 0);
-    this.writes.push({ position, length });
-    buf.copy(this.image, position, bufOffset, bufOffset + length);
-  }
-  outside(extents: readonly { physical: number; length: number; state: string }[]): string | undefined {
-    return Device.prototype.outside.call(this as unknown as Device, extents);
-  }
-  async close(): Promise<void> {}
-}
-
 class FakeSession extends EventEmitter {
   leaseMs = 10_000;
   idleMs = 300_000;
@@ -151,7 +133,7 @@ function setupShared(t: { after: (fn: () => void) => void }, size: number) {
   const old = randomBytes(size);
   writeFileSync(path, old);
   const session = new FakeSession();
-  const device = new FakeDevice();
+  const device = new FakeDevice(randomBytes(64 * MiB));
   const maps: FileMap[] = [
     { lease: 'W1', size, blockSize: 4096, change: 'c', extents: [ext(0, P, MiB, 'DATA'), ext(MiB, Q, MiB, 'NETWORK'), ext(2 * MiB, P + 2 * MiB, size - 2 * MiB, 'DATA')] },
     { lease: 'W2', size, blockSize: 4096, change: 'c', extents: [ext(0, P, MiB, 'DATA'), ext(MiB, R, MiB, 'DATA'), ext(2 * MiB, P + 2 * MiB, size - 2 * MiB, 'DATA')] },

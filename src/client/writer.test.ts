@@ -8,10 +8,10 @@ import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { randomBytes } from 'node:crypto';
-import { Device } from './device.js';
 import type { FileMap, Session } from './session.js';
 import type { FusedFile, FuseRecord } from './registry.js';
-import { DirectWriter, WriteRestart, type DeviceWriter } from './writer.js';
+import { DirectWriter, WriteRestart } from './writer.js';
+import { FakeDevice } from './fake-device.js';
 
 const MiB = 1024 * 1024;
 const P = 8 * MiB; // where the server puts the file's one extent on the device
@@ -55,34 +55,13 @@ class FakeSession extends EventEmitter {
   }
 }
 
-class FakeDevice implements DeviceWriter {
-  readonly path = '/dev/fake';
-  readonly info = { isBlockDevice: true, size: 512 * MiB, logicalSectorSize: 512, physicalSectorSize: 4096, rdevMajor: 7, rdevMinor: 9 };
-  readonly fsSize = 512 * MiB;
-  readonly image = Buffer.alloc(512 * MiB, 0xa5);
-  readonly writes: { position: number; length: number }[] = [];
-  /** The deadline each write was handed (the real device checks it on the pool thread, right before pwrite). */
-  readonly notAfter: (number | undefined)[] = [];
-  async writeAt(buf: Buffer, bufOffset: number, length: number, position: number, notAfter?: number): Promise<void> {
-    this.notAfter.push(notAfter);
-    assert.equal(position % 512, 0);
-    assert.equal(length % 512, 0);
-    this.writes.push({ position, length });
-    buf.copy(this.image, position, bufOffset, bufOffset + length);
-  }
-  outside(extents: readonly { physical: number; length: number; state: string }[]): string | undefined {
-    return Device.prototype.outside.call(this as unknown as Device, extents);
-  }
-  async close(): Promise<void> {}
-}
-
 function setup(t: { after: (fn: () => void) => void }) {
   const dir = mkdtempSync(join(tmpdir(), 'fused-writer-'));
   t.after(() => rmSync(dir, { recursive: true, force: true }));
   const path = join(dir, '.dst.fused-0000');
   writeFileSync(path, '');
   const session = new FakeSession();
-  const device = new FakeDevice();
+  const device = new FakeDevice(Buffer.alloc(512 * MiB, 0xa5));
   session.image = device.image;
   const fuse = { mountpoint: dir, uuid: 'u', volume: 'vol', device: '/dev/fake', access: 'rw' } as FuseRecord;
   const map: FileMap = { lease: 'W1', size: 0, blockSize: 4096, change: 'c', extents: [] };
