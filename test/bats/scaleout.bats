@@ -125,8 +125,10 @@ wait_write_lease() {
 	((ms < 20000)) || fail "the opener on A waited ${ms} ms"
 	x=$(jq -c '.[] | select(.source | endswith("/x.bin"))' "$out.json")
 	y=$(jq -c '.[] | select(.source | endswith("/y.bin"))' "$out.json")
-	# x.bin: recalled mid-read, copied again through the mount.
-	assert_equal "$(jq -c '[.status, .interrupted, (.reason | test("recalled")), .path, .write.path]' <<<"$x")" '["copied",true,true,"network","network"]'
+	# x.bin: recalled mid-read, copied again through the mount, and its write says so.
+	assert_equal "$(jq -c '[.status, .interrupted, (.reason | test("recalled")), .path]' <<<"$x")" '["copied",true,true,"network"]'
+	assert_equal "$(jq -c '[.write.path, .write.fallback, .write.reason, .write.bytesDirect, .write.bytesNetwork]' <<<"$x")" \
+		"[\"network\",true,\"restarted through the mount\",0,$size]"
 	# y.bin: read direct from A, written direct on B, every byte, not interrupted.
 	assert_equal "$(jq -c '[.path, .interrupted, .bytesDirect]' <<<"$y")" "[\"direct\",false,$size]"
 	assert_written_direct "$y" "$size"
