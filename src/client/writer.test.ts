@@ -115,6 +115,23 @@ test('a recall commits what is on the device and the rest goes through the mount
   assert.equal(target.report.path, 'mixed');
 });
 
+test('a restart (the source read again) gives the write map back and writes the whole file through the mount, saying why', async (t) => {
+  const { path, session, writer } = setup(t);
+  const a = randomBytes(4 * MiB);
+  const target = await writer.open(Buffer.from(path), a.length);
+  await target.write(0, randomBytes(4 * MiB), false); // a first try, on the device
+  await target.restart();
+  await target.write(0, a, false);
+  await target.finish(a.length);
+  assert.deepEqual(session.released, ['W1'], 'the write map was given back');
+  assert.deepEqual(session.commits, [], 'nothing committed');
+  assert.ok(readFileSync(path).equals(a), 'the whole file through the mount');
+  assert.deepEqual(
+    [target.report.path, target.report.fallback, target.report.reason, target.report.bytesDirect, target.report.bytesNetwork],
+    ['network', true, 'restarted through the mount', 0, a.length],
+  );
+});
+
 test('past the lease deadline nothing more is written: WriteRestart', async (t) => {
   const { path, session, device, writer } = setup(t);
   const target = await writer.open(Buffer.from(path), 16 * MiB);

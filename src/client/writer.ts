@@ -673,6 +673,9 @@ class DirectTarget implements WriteTarget {
     await this.mount.restart();
     this.report.bytesDirect = 0;
     this.report.path = 'network';
+    // The mount target keeps the report it is given, so the why is ours to set.
+    this.report.fallback = true;
+    this.report.reason = 'restarted through the mount';
   }
 
   async abort(): Promise<void> {

@@ -300,3 +300,184 @@ bed_teardown() {
 	done < <(tac "$BED_DIR/undo.log")
 	unset BED_DIR
 }
+
+# --- Peer-to-peer scale-out bed: two volumes, two map servers, each node the server of one volume and a client
+# of the other, and a third node that is a client of both. Node X is namespace fX-ID with its own registry
+# ($BED_DIR/state-X); volume X lives on node X: X's loop device mounted at $BED_VOL_X_DIR, X's sshd and X's map
+# server. Every other node Y gets its own unmounted loop device of X's image ($BED_DEV_Y_X, its direct path), an
+# sshfs mount of X's volume ($BED_MNT_Y_X) and a key from X's master secret ($BED_KEY_Y_X). Nodes: A, B (peers)
+# and C (client only). Links: A-B 10.214.1.0/30, A-C 10.214.2.0/30, B-C 10.214.3.0/30, each shaped like the
+# two-node bed's. Uses bed_init's BED_DIR, wrappers and undo log; the two-node functions are not involved.
+
+BED_PEERS=(A B C)
+
+# bed_peer_ns X: node X's network namespace.
+bed_peer_ns() { echo "f${1,,}-$BED_ID"; }
+
+# bed_peer_addr X Y: node X's address on its link to node Y.
+bed_peer_addr() {
+	local net
+	case $1$2 in AB | BA) net=1 ;; AC | CA) net=2 ;; BC | CB) net=3 ;; *) bed_die "no link between $1 and $2" || return 1 ;; esac
+	# The end nearer the front of A, B, C is .1.
+	if [[ $1 < $2 ]]; then echo "10.214.$net.1"; else echo "10.214.$net.2"; fi
+}
+
+# bed_peer_other X: the first node that is not X.
+bed_peer_other() {
+	local y
+	for y in "${BED_PEERS[@]}"; do [[ $y == "$1" ]] || { echo "$y"; return; }; done
+}
+
+# bed_in_peer X CMD...: run CMD in node X's network namespace (host mount namespace) with X's fuse registry.
+bed_in_peer() {
+	local x=$1 ns
+	ns=$(bed_peer_ns "$x")
+	shift
+	FUSED_STATE_DIR=$BED_DIR/state-$x nsenter --net="/run/netns/$ns" "$@"
+}
+
+# bed_make_peers [RATE]: the three nodes' namespaces and a veth pair between each two, shaped with tbf
+# (RATE as bed_make_nodes: default 1gbit, "none" for none).
+bed_make_peers() {
+	local rate=${1:-1gbit} x y ns link
+	for x in "${BED_PEERS[@]}"; do
+		ns=$(bed_peer_ns "$x")
+		ip netns add "$ns" || return 1
+		bed_record netns "$ns"
+		ip -n "$ns" link set lo up || return 1
+		mkdir -p "$BED_DIR/state-$x"
+	done
+	for link in AB AC BC; do
+		x=${link:0:1} y=${link:1:1}
+		ip link add "v$x$y-$BED_ID" netns "$(bed_peer_ns "$x")" type veth peer name "v$y$x-$BED_ID" netns "$(bed_peer_ns "$y")" || return 1
+		for ns in "$x$y" "$y$x"; do
+			ip -n "$(bed_peer_ns "${ns:0:1}")" addr add "$(bed_peer_addr "${ns:0:1}" "${ns:1:1}")/30" dev "v$ns-$BED_ID" &&
+				ip -n "$(bed_peer_ns "${ns:0:1}")" link set "v$ns-$BED_ID" up || return 1
+			if [[ $rate != none ]]; then
+				nsenter --net="/run/netns/$(bed_peer_ns "${ns:0:1}")" tc qdisc add dev "v$ns-$BED_ID" root tbf rate "$rate" burst 256kb latency 20ms || return 1
+			fi
+		done
+	done
+}
+
+# bed_make_peer_volume X FSTYPE [SIZE]: volume X (an image of FSTYPE, default 2G) mounted on node X at
+# $BED_VOL_X_DIR from $BED_VOL_X_DEV, and an unmounted loop device of the same image for each other node Y
+# ($BED_DEV_Y_X). Sets BED_VOL_X_IMG, BED_VOL_X_UUID too.
+bed_make_peer_volume() {
+	local x=$1 fstype=$2 img dev y
+	img=$BED_DIR/volume-$x-$fstype.img
+	bed_make_image "$img" "$fstype" "${3:-2G}" || return 1
+	dev=$(bed_attach "$img") || return 1
+	printf -v "BED_VOL_${x}_IMG" %s "$img"
+	printf -v "BED_VOL_${x}_DEV" %s "$dev"
+	printf -v "BED_VOL_${x}_DIR" %s "$BED_DIR/vol-$x"
+	printf -v "BED_VOL_${x}_UUID" %s "$(blkid -p -s UUID -o value "$dev")"
+	bed_mount "$dev" "$BED_DIR/vol-$x" || return 1
+	for y in "${BED_PEERS[@]}"; do
+		[[ $y != "$x" ]] || continue
+		dev=$(bed_attach "$img") || return 1
+		printf -v "BED_DEV_${y}_${x}" %s "$dev"
+		export "BED_DEV_${y}_${x}"
+	done
+	export "BED_VOL_${x}_IMG" "BED_VOL_${x}_DEV" "BED_VOL_${x}_DIR" "BED_VOL_${x}_UUID"
+	bed_save_env
+}
+
+# bed_start_peer_sshd X: an sshd in node X's namespace (all its addresses), host key of its own; the bed's one
+# client key ($BED_DIR/ssh/client_key, made once) may log in.
+bed_start_peer_sshd() {
+	local x=$1 d=$BED_DIR/ssh y pid
+	mkdir -p "$d" && chmod 700 "$d"
+	[[ -f $d/client_key ]] || { ssh-keygen -q -t ed25519 -N '' -f "$d/client_key" && cp "$d/client_key.pub" "$d/authorized_keys"; } || return 1
+	ssh-keygen -q -t ed25519 -N '' -f "$d/host_key_$x" || return 1
+	cat >"$d/sshd_config_$x" <<-CONF
+		ListenAddress 0.0.0.0:22
+		HostKey $d/host_key_$x
+		PidFile $d/sshd_$x.pid
+		AuthorizedKeysFile $d/authorized_keys
+		PermitRootLogin prohibit-password
+		PasswordAuthentication no
+		KbdInteractiveAuthentication no
+		UsePAM no
+		StrictModes no
+		Subsystem sftp internal-sftp
+	CONF
+	mkdir -p /run/sshd
+	nsenter --net="/run/netns/$(bed_peer_ns "$x")" /usr/sbin/sshd -D -e -f "$d/sshd_config_$x" </dev/null >"$d/sshd_$x.log" 2>&1 3>&- &
+	pid=$!
+	bed_record_pid "$pid" || bed_die "sshd on node $x exited at once: $(cat "$d/sshd_$x.log")" || return 1
+	y=$(bed_peer_other "$x")
+	bed_wait_port "$(bed_peer_ns "$y")" "$(bed_peer_addr "$x" "$y")" 22
+}
+
+# bed_mount_peer Y X: node Y's sshfs mount of volume X (from node X's sshd) at $BED_MNT_Y_X, caching as
+# bed_mount_client does.
+bed_mount_peer() {
+	local y=$1 x=$2 mnt=$BED_DIR/node-$1/$2 dir=BED_VOL_${2}_DIR
+	mkdir -p "$mnt"
+	bed_in_peer "$y" sshfs -o "IdentityFile=$BED_DIR/ssh/client_key,StrictHostKeyChecking=no,UserKnownHostsFile=/dev/null,LogLevel=ERROR" \
+		-o dir_cache=no -o dcache_timeout=1 -o attr_timeout=0 "root@$(bed_peer_addr "$x" "$y"):${!dir}" "$mnt" || return 1
+	bed_record fuse "$mnt"
+	printf -v "BED_MNT_${y}_${x}" %s "$mnt"
+	export "BED_MNT_${y}_${x}"
+	bed_save_env
+}
+
+# bed_start_peer_server X [extra serve args...]: node X's map server (node name nX) for volume X, on all of X's
+# addresses at $BED_PORT, master secret $BED_DIR/secret-X, every other node Y (node name nY) let write
+# (--role nY=rw), its key at $BED_KEY_Y_X; state in $BED_DIR/server-state-X, log in $BED_DIR/server-X.log.
+# Sets BED_SERVER_X_PID, and BED_SERVER_Y_X: X's HOST:PORT as node Y reaches it.
+bed_start_peer_server() {
+	local x=$1 secret=$BED_DIR/secret-$1 y roles=() pid tries=200 dir=BED_VOL_${1}_DIR
+	shift
+	[[ -f $secret ]] || { (umask 077 && openssl rand -hex 32 >"$secret") || return 1; }
+	mkdir -p "$BED_DIR/keys"
+	for y in "${BED_PEERS[@]}"; do
+		[[ $y != "$x" ]] || continue
+		roles+=(--role "n${y,,}=rw")
+		"$FUSED_BIN/fusedctl" key "n${y,,}" --secret-file "$secret" -o "$BED_DIR/keys/$y-for-$x.key" --force || return 1
+		printf -v "BED_KEY_${y}_${x}" %s "$BED_DIR/keys/$y-for-$x.key"
+		printf -v "BED_SERVER_${y}_${x}" %s "$(bed_peer_addr "$x" "$y"):$BED_PORT"
+		export "BED_KEY_${y}_${x}" "BED_SERVER_${y}_${x}"
+	done
+	nsenter --net="/run/netns/$(bed_peer_ns "$x")" "$FUSED_BIN/fusedctl" serve --listen "0.0.0.0:$BED_PORT" --volume "$x=${!dir}" \
+		--secret-file "$secret" --node "n${x,,}" --state-dir "$BED_DIR/server-state-$x" "${roles[@]}" "$@" \
+		</dev/null >>"$BED_DIR/server-$x.log" 2>&1 3>&- &
+	pid=$!
+	bed_record_pid "$pid" || bed_die "map server $x exited at once: $(tail -3 "$BED_DIR/server-$x.log")" || return 1
+	printf -v "BED_SERVER_${x}_PID" %s "$pid"
+	export "BED_SERVER_${x}_PID"
+	bed_save_env
+	# Reachable from another node (every node's link is up by now); bounded, and stops if it exits.
+	y=$(bed_peer_other "$x")
+	until nsenter --net="/run/netns/$(bed_peer_ns "$y")" nc -z -w 1 "$(bed_peer_addr "$x" "$y")" "$BED_PORT" 2>/dev/null; do
+		((tries-- > 0)) && bed_alive "$pid" || bed_die "map server $x not answering: $(tail -3 "$BED_DIR/server-$x.log")" || return 1
+		sleep 0.1
+	done
+}
+
+# bed_fuse_peer Y X [extra fuse args]: node Y fuses its mount of volume X to X's map server, on its own device
+# of X's image (named: every node's device of the image carries the UUID).
+bed_fuse_peer() {
+	local y=$1 x=$2 mnt=BED_MNT_${1}_${2} server=BED_SERVER_${1}_${2} key=BED_KEY_${1}_${2} dev=BED_DEV_${1}_${2}
+	shift 2
+	bed_in_peer "$y" "$FUSED_BIN/fusedctl" fuse "${!mnt}" --server "${!server}" --key-file "${!key}" --node "n${y,,}" --device "${!dev}" "$@"
+}
+
+# bed_make_scaleout FSTYPE_A FSTYPE_B [SIZE] [extra serve args...]: the whole peer bed: nodes, volume A (FSTYPE_A)
+# on node A and volume B (FSTYPE_B) on node B, both sshds, every other node's mounts of each volume, both map
+# servers; nothing fused yet.
+bed_make_scaleout() {
+	local fa=$1 fb=$2 size=${3:-2G} x y
+	shift 3 || shift $#
+	bed_make_peers &&
+		bed_make_peer_volume A "$fa" "$size" &&
+		bed_make_peer_volume B "$fb" "$size" || return 1
+	for x in A B; do
+		bed_start_peer_sshd "$x" || return 1
+		for y in "${BED_PEERS[@]}"; do
+			[[ $y == "$x" ]] || bed_mount_peer "$y" "$x" || return 1
+		done
+	done
+	bed_start_peer_server A "$@" && bed_start_peer_server B "$@"
+}
