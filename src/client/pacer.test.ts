@@ -103,6 +103,27 @@ test('unlimited: no waiting, and grants grow so there are few of them', async ()
   assert.ok(server.asked.every((a, i) => i === 0 || a.bytes >= server.asked[i - 1]!.bytes));
 });
 
+test('unlimited behind slow replies (a GRANT queued after a slow ALLOC): only the first grant is waited for', async () => {
+  const clock = new FakeClock();
+  const server = new FakeServer(clock, Infinity);
+  const slow: GrantSource = { grant: async (v, b, o) => { await clock.sleep(100); return server.grant(v, b, o); } };
+  const pacer = new Pacer(slow, 'media', clock);
+  // 4 MiB pieces, 10 ms of device time each (400 MiB/s): the budget runs out while the next GRANT is on its way.
+  const waitedAt: number[] = [];
+  for (let done = 0; done < 1024 * MiB; done += 4 * MiB) {
+    const t = clock.now();
+    await clock.settle(pacer.take(4 * MiB, 1));
+    if (clock.now() > t) waitedAt.push(done);
+    await clock.settle(clock.sleep(10));
+  }
+  assert.ok(pacer.stats.grants >= 3, `${pacer.stats.grants} grants`);
+  // Waits only while the grants are still small (the first ask is 16 MiB); none once they have grown.
+  assert.ok(waitedAt.every((at) => at < 64 * MiB), `waited for budget at ${waitedAt.map((a) => a / MiB)} MiB`);
+  assert.ok(pacer.stats.waitedMs <= 150, `waited ${pacer.stats.waitedMs} ms`);
+  // Every byte spent was granted, in the end: the credit is repaid.
+  assert.ok(pacer.stats.bytesGranted >= 1024 * MiB - server.asked.at(-1)!.granted);
+});
+
 test('a server from before GRANT (ERR UNKNOWN): one ask, then no more', async () => {
   const clock = new FakeClock();
   let asked = 0;

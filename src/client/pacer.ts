@@ -62,6 +62,10 @@ export class Pacer {
   private nextAt = 0;
   private lastAsk = 0;
   private lastFull = false;
+  /** The last grant was all that was asked with nothing to wait for (next=0: the node is unlimited or far under
+   *  its limit): the next take need not wait for the round trip of the GRANT under way; it may spend up to this
+   *  much ahead of it (the last grant's size), repaid from that grant. 0: no credit. */
+  private creditBytes = 0;
   /** Bytes and ops spent, for the achieved rate. */
   private readonly spent: { at: number; bytes: number; ops: number }[] = [];
   private queue: Promise<void> = Promise.resolve();
@@ -92,6 +96,9 @@ export class Pacer {
       for (;;) {
         if (this.unlimited) return;
         if (this.covers(bytes, ops)) return this.spend(bytes, ops);
+        // Open-ended grants: spend ahead of the GRANT in flight (its reply may queue behind a slow ALLOC's) rather
+        // than wait for it; the debt is bounded and the next grant repays it, so the long-run rate stays granted.
+        if (this.creditBytes > 0 && this.budgetBytes - bytes >= -this.creditBytes) return this.spend(bytes, ops);
         signal?.throwIfAborted();
         const wait = this.nextAt - this.clock.now();
         if (wait > 0) await this.clock.sleep(wait, signal);
@@ -177,6 +184,7 @@ export class Pacer {
       this.budgetOps += g.ops;
       this.lastAsk = want;
       this.lastFull = g.bytes >= want && g.ops >= wantOps;
+      this.creditBytes = this.lastFull && g.nextMs === 0 ? g.bytes : 0;
       this.nextAt = this.lastFull ? 0 : this.clock.now() + Math.min(MAX_NEXT_MS, Math.max(MIN_NEXT_MS, g.nextMs));
     })().finally(() => (this.asking = undefined));
     return this.asking;

@@ -142,5 +142,5 @@ async function writeStdin(destArg: string, opts: Opts, throttle: Throttle): Prom
 /** `; throttle: ...` for -v when anything was paced (totals so far over the command). */
 function paced(throttle: Throttle): string {
   const t = throttle.totals();
-  return t.waitedMs >= 1 || t.grants > 0 ? `; throttle so far: waited ${(t.waitedMs / 1000).toFixed(2)} s, ${t.grants} grant(s)` : '';
+  return t.waitedMs >= 10 ? `; throttle so far: waited ${(t.waitedMs / 1000).toFixed(2)} s, ${t.grants} grant(s)` : '';
 }

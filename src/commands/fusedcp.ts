@@ -203,7 +203,7 @@ function summary(results: FileResult[], seconds: number, throttle: Throttle): st
     `read ${humanBytes(direct)} direct, ${humanBytes(zero)} zeros (holes, unwritten), ${humanBytes(network)} through the network; ` +
     `wrote ${humanBytes(writtenDirect)} direct` +
     (small ? `, ${small} small file(s) through the network by choice` : '') +
-    (t.waitedMs >= 1 || t.grants > 0 ? `; throttle: waited ${(t.waitedMs / 1000).toFixed(2)} s, ${t.grants} grant(s) of ${humanBytes(t.bytesGranted)}` : '') +
+    (t.waitedMs >= 10 ? `; throttle: waited ${(t.waitedMs / 1000).toFixed(2)} s, ${t.grants} grant(s) of ${humanBytes(t.bytesGranted)}` : '') +
     (failed ? `; ${failed} failed` : '') +
     '\n'
   );
