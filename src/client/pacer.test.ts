@@ -53,7 +53,7 @@ class FakeServer implements GrantSource {
     const now = this.clock.now();
     if (this.rate === Infinity) {
       this.asked.push({ at: now, bytes, granted: bytes });
-      return { bytes, ops, nextMs: 0 };
+      return { bytes, ops, nextMs: 0, limited: false };
     }
     const cap = this.rate * 0.25;
     this.tokens = Math.min(cap, this.tokens + ((now - this.at) * this.rate) / 1000);
@@ -228,11 +228,15 @@ test('Throttle: one pacer per session and volume, totals over all, --limit on to
 
 test('Session.grant over a socket: the reply parsed; a server from before GRANT leaves the pacer unlimited', async () => {
   const { fakeServer, openFake } = await import('./fake-server.js');
-  const limited = await fakeServer({ grant: (volume, bytes, ops) => `OK GRANT bytes=${Math.min(bytes, 1000)} ops=${ops} next=${volume === 'media' ? 250 : 0}` });
+  const limited = await fakeServer({
+    grant: (volume, bytes, ops) => `OK GRANT bytes=${Math.min(bytes, 1000)} ops=${ops} next=${volume === 'media' ? 250 : 0}${volume === 'open' ? ' limited=0' : ''}`,
+  });
   const old = await fakeServer();
   try {
     const s = await openFake(limited);
-    assert.deepEqual(await s.grant('media', 5000, 3), { bytes: 1000, ops: 3, nextMs: 250 });
+    // No limited= field (a server from before it): limited.
+    assert.deepEqual(await s.grant('media', 5000, 3), { bytes: 1000, ops: 3, nextMs: 250, limited: true });
+    assert.deepEqual(await s.grant('open', 500, 1), { bytes: 500, ops: 1, nextMs: 0, limited: false });
     assert.ok(limited.got.includes('GRANT media 5000 3'));
     s.close();
     const o = await openFake(old);

@@ -16,7 +16,8 @@ export const realClock: Clock = {
 };
 
 /** A GRANT reply: what the server gives now (at most what was asked) and, when it fell short, when to ask again. */
-export interface Grant { bytes: number; ops: number; nextMs: number }
+/** `limited`: a limit bound the grant (a server that does not say counts as limited). */
+export interface Grant { bytes: number; ops: number; nextMs: number; limited?: boolean }
 
 /** What the pacer needs of a session (Session; tests pass fakes). Throws a refusal with code UNKNOWN when the server
  *  predates GRANT. */
@@ -62,9 +63,9 @@ export class Pacer {
   private nextAt = 0;
   private lastAsk = 0;
   private lastFull = false;
-  /** The last grant was all that was asked with nothing to wait for (next=0: the node is unlimited or far under
-   *  its limit): the next take need not wait for the round trip of the GRANT under way; it may spend up to this
-   *  much ahead of it (the last grant's size), repaid from that grant. 0: no credit. */
+  /** The last grant was all that was asked, no limit bound it (limited=0) and nothing is to wait for: the next
+   *  take need not wait for the round trip of the GRANT under way; it may spend up to this much ahead of it (the
+   *  last grant's size), repaid from that grant. 0: no credit (any limit keeps pacing strict). */
   private creditBytes = 0;
   /** Bytes and ops spent, for the achieved rate. */
   private readonly spent: { at: number; bytes: number; ops: number }[] = [];
@@ -184,7 +185,7 @@ export class Pacer {
       this.budgetOps += g.ops;
       this.lastAsk = want;
       this.lastFull = g.bytes >= want && g.ops >= wantOps;
-      this.creditBytes = this.lastFull && g.nextMs === 0 ? g.bytes : 0;
+      this.creditBytes = this.lastFull && g.nextMs === 0 && g.limited === false ? g.bytes : 0;
       this.nextAt = this.lastFull ? 0 : this.clock.now() + Math.min(MAX_NEXT_MS, Math.max(MIN_NEXT_MS, g.nextMs));
     })().finally(() => (this.asking = undefined));
     return this.asking;

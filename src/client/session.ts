@@ -312,9 +312,9 @@ export class Session extends EventEmitter<SessionEvents> {
   /** GRANT: a byte and operation budget for direct I/O on a volume, answered at once: at most what was asked
    *  (maybe nothing) and, when short, in how many ms asking again makes sense. A server without GRANT refuses
    *  with code UNKNOWN (ServerRefusal): it sets no limits. */
-  async grant(volume: string, bytes: number, ops: number): Promise<{ bytes: number; ops: number; nextMs: number }> {
+  async grant(volume: string, bytes: number, ops: number): Promise<{ bytes: number; ops: number; nextMs: number; limited: boolean }> {
     const { head } = await this.request({ verb: 'GRANT', volume, bytes, ops });
-    const g = { bytes: parseNumber(head.bytes ?? ''), ops: parseNumber(head.ops ?? ''), nextMs: parseNumber(head.next ?? '') };
+    const g = { bytes: parseNumber(head.bytes ?? ''), ops: parseNumber(head.ops ?? ''), nextMs: parseNumber(head.next ?? ''), limited: head.limited !== '0' };
     if (g.bytes > bytes || g.ops > ops) throw new FusedError('failure', `the map server granted more than was asked (bytes=${g.bytes} ops=${g.ops})`);
     return g;
   }

@@ -358,7 +358,7 @@ export class Connection implements LeaseHolder {
       case 'GRANT': {
         const v = server.volume(req.volume);
         const g = server.throttle.grant(this.node!, v.name, req.bytes, req.ops, this);
-        return this.send([formatOk('GRANT', { bytes: g.bytes, ops: g.ops, next: g.nextMs })]);
+        return this.send([formatOk('GRANT', { bytes: g.bytes, ops: g.ops, next: g.nextMs, limited: g.limited ? 1 : 0 })]);
       }
       case 'LIMITS':
         return this.send(server.throttle.list(server.nodeNames(), server.volumeNames()));

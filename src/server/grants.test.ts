@@ -66,8 +66,8 @@ function rate(c: Client, from: number, to: number): number {
 
 test('an unlimited node gets what it asks at once, and is counted', () => {
   const s = setup();
-  assert.deepEqual(s.table.grant('cli', 'vol', 64 * MiB, 16), { bytes: 64 * MiB, ops: 16, nextMs: 0 });
-  assert.deepEqual(s.table.grant('cli', 'vol', 0, 0), { bytes: 0, ops: 0, nextMs: 0 });
+  assert.deepEqual(s.table.grant('cli', 'vol', 64 * MiB, 16), { bytes: 64 * MiB, ops: 16, nextMs: 0, limited: false });
+  assert.deepEqual(s.table.grant('cli', 'vol', 0, 0), { bytes: 0, ops: 0, nextMs: 0, limited: false });
   const [n] = s.table.nodeStats();
   assert.equal(n!.node, 'cli');
   assert.equal(n!.total, 64 * MiB);
@@ -102,8 +102,8 @@ test('a grant that falls short says when to ask again, and that time is right', 
   s.limits.nodes.set('cli', { rate: 10 * MiB, iops: 0 });
   const burst = s.table.burstBytes(10 * MiB);
   assert.equal(burst, 2.5 * MiB);
-  assert.deepEqual(s.table.grant('cli', 'vol', 100 * MiB, 1), { bytes: burst, ops: 1, nextMs: 250 });
-  assert.deepEqual(s.table.grant('cli', 'vol', 100 * MiB, 1), { bytes: 0, ops: 0, nextMs: 250 });
+  assert.deepEqual(s.table.grant('cli', 'vol', 100 * MiB, 1), { bytes: burst, ops: 1, nextMs: 250, limited: true });
+  assert.deepEqual(s.table.grant('cli', 'vol', 100 * MiB, 1), { bytes: 0, ops: 0, nextMs: 250, limited: true });
   s.clock.set(1000 + 240);
   const early = s.table.grant('cli', 'vol', 100 * MiB, 1);
   assert.deepEqual([early.bytes, early.ops], [0, 0], 'too early');
@@ -112,7 +112,7 @@ test('a grant that falls short says when to ask again, and that time is right', 
   assert.equal(s.table.grant('cli', 'vol', 100 * MiB, 1).bytes, burst);
   // A small request is served from what the bucket holds, and the next one of that size needs no wait.
   s.clock.set(1000 + 350);
-  assert.deepEqual(s.table.grant('cli', 'vol', 512 * 1024, 1), { bytes: 512 * 1024, ops: 1, nextMs: 0 });
+  assert.deepEqual(s.table.grant('cli', 'vol', 512 * 1024, 1), { bytes: 512 * 1024, ops: 1, nextMs: 0, limited: true });
 });
 
 test('a volume cap is split evenly between two active nodes, and an idle node gives its share back within a second', () => {
@@ -189,7 +189,7 @@ test('a very low rate still grants at least the minimum grant, and says to wait 
   const small = s.table.grant('cli', 'vol', 100, 1);
   assert.equal(small.bytes, 0);
   s.limits.nodes.set('cli', { rate: 0, iops: 0 });
-  assert.deepEqual(s.table.grant('cli', 'vol', 100, 1), { bytes: 100, ops: 1, nextMs: 0 }, 'cleared: unlimited at once');
+  assert.deepEqual(s.table.grant('cli', 'vol', 100, 1), { bytes: 100, ops: 1, nextMs: 0, limited: false }, 'cleared: unlimited at once');
 });
 
 test('stats: current rate over the last second, totals since start, active only within the window', () => {

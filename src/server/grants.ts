@@ -24,6 +24,8 @@ export interface GrantAnswer {
   ops: number;
   /** Milliseconds until asking again would get a non-empty grant; 0: ask any time. */
   nextMs: number;
+  /** Whether any limit (the node's rate or iops, the volume's cap) bound this grant. */
+  limited: boolean;
 }
 
 export interface NodeStats {
@@ -227,7 +229,7 @@ export class GrantTable {
       ...(opsBucket ? [opsBucket.b.waitMs(opsBucket.rate, want.ops)] : []),
     );
     this.count(s, volume, bytes, ops, now);
-    return { bytes, ops, nextMs };
+    return { bytes, ops, nextMs, limited: own.rate > 0 || own.iops > 0 || Number.isFinite(share) };
   }
 
   private count(s: NodeState, volume: string, bytes: number, ops: number, now: number): void {

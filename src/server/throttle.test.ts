@@ -43,10 +43,10 @@ test('a cap on a volume not served is NOVOLUME; clearing one is allowed', async 
 
 test('a limit set applies to the next grant', async () => {
   const { p, tick } = policy();
-  assert.deepEqual(p.grant('cli', 'vol', 64 * MiB, 1), { bytes: 64 * MiB, ops: 1, nextMs: 0 });
+  assert.deepEqual(p.grant('cli', 'vol', 64 * MiB, 1), { bytes: 64 * MiB, ops: 1, nextMs: 0, limited: false });
   await p.change({ node: 'adm', access: 'admin' }, { op: 'SET', target: { node: 'cli' }, rate: 4 * MiB }, served);
   tick(1);
-  assert.deepEqual(p.grant('cli', 'vol', 64 * MiB, 1), { bytes: MiB, ops: 1, nextMs: 250 });
+  assert.deepEqual(p.grant('cli', 'vol', 64 * MiB, 1), { bytes: MiB, ops: 1, nextMs: 250, limited: true });
 });
 
 test('LIMITS: counted head, N lines for nodes known, V lines for volumes, END', async () => {

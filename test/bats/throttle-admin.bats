@@ -77,7 +77,7 @@ row() { jq -c --arg n "$2" --arg k "$3" '.[] | select(.kind == $k and (if $k == 
 
 @test "fusedthrottle show on a fused node finds the map server from its fuse, and shows the grants drawn" {
 	run -0 --separate-stderr proto cli 'GRANT vol 1048576 1' 'GRANT vol 1048576 1'
-	assert_line --index 0 'OK GRANT bytes=1048576 ops=1 next=0'
+	assert_line --index 0 'OK GRANT bytes=1048576 ops=1 next=0 limited=0'
 	run -0 --separate-stderr as_cli show --json
 	json=$output
 	row "$json" cli node
@@ -153,30 +153,30 @@ row() { jq -c --arg n "$2" --arg k "$3" '.[] | select(.kind == $k and (if $k == 
 
 @test "GRANT answers at once: all that was asked when unlimited, a quarter second of the rate under a limit, then when to ask again" {
 	run -0 --separate-stderr proto cli 'GRANT vol 104857600 25'
-	assert_output 'OK GRANT bytes=104857600 ops=25 next=0'
+	assert_output 'OK GRANT bytes=104857600 ops=25 next=0 limited=0'
 	run -0 --separate-stderr admin set 40MiB --node cli
 	# 40 MiB/s: a burst is 10 MiB; the second request finds the bucket empty and is told to wait about 250 ms.
 	run -0 --separate-stderr proto cli 'GRANT vol 104857600 25' 'GRANT vol 104857600 25' 'GRANT vol 0 0'
-	assert_line --index 0 'OK GRANT bytes=10485760 ops=25 next=250'
-	assert_line --index 1 --regexp '^OK GRANT bytes=0 ops=0 next=(2[0-4][0-9]|250)$'
-	assert_line --index 2 'OK GRANT bytes=0 ops=0 next=0'
+	assert_line --index 0 'OK GRANT bytes=10485760 ops=25 next=250 limited=1'
+	assert_line --index 1 --regexp '^OK GRANT bytes=0 ops=0 next=(2[0-4][0-9]|250) limited=1$'
+	assert_line --index 2 'OK GRANT bytes=0 ops=0 next=0 limited=1'
 	# An iops limit: 40/s is 10 operations a burst, and the bytes are cut in proportion.
 	run -0 --separate-stderr admin set --iops 40 --node cli
 	run -0 --separate-stderr admin set 0 --node cli
 	run -0 --separate-stderr proto cli 'GRANT vol 20971520 20'
-	assert_output 'OK GRANT bytes=10485760 ops=10 next=250'
+	assert_output 'OK GRANT bytes=10485760 ops=10 next=250 limited=1'
 	# A volume cap with one node active: it gets the whole cap (a burst of 100 MiB/s is 25 MiB).
 	run -0 --separate-stderr admin clear --node cli
 	run -0 --separate-stderr admin set 100MiB --volume vol
 	run -0 --separate-stderr proto cli 'GRANT vol 104857600 1'
-	assert_output 'OK GRANT bytes=26214400 ops=1 next=250'
+	assert_output 'OK GRANT bytes=26214400 ops=1 next=250 limited=1'
 }
 
 @test "LIMITS lists nodes and volumes in the documented shape" {
 	run -0 --separate-stderr admin set 50MiB --node cli
 	run -0 --separate-stderr admin set 100MiB --volume vol
 	run -0 --separate-stderr proto cli 'GRANT vol 4096 1' LIMITS
-	assert_line --index 0 'OK GRANT bytes=4096 ops=1 next=0'
+	assert_line --index 0 'OK GRANT bytes=4096 ops=1 next=0 limited=1'
 	assert_line --index 1 --regexp '^OK LIMITS count=[0-9]+ nodes=[0-9]+ volumes=1$'
 	assert_line --regexp '^N node=cli rate=52428800 iops=0 current=[0-9]+ total=[0-9]+ current_ops=[0-9]+ ops=[0-9]+ grants=[0-9]+ active=1 copies=[1-9][0-9]* volume=vol$'
 	assert_line --regexp '^V volume=vol rate=104857600 current=[0-9]+ total=[0-9]+ active=1$'
@@ -201,7 +201,7 @@ row() { jq -c --arg n "$2" --arg k "$3" '.[] | select(.kind == $k and (if $k == 
 	assert_equal "$(row "$output" vol volume | jq -c '.limit')" '104857600'
 	# And they are enforced: the first grant is a quarter second of 50 MiB/s.
 	run -0 --separate-stderr proto cli 'GRANT vol 104857600 1'
-	assert_output 'OK GRANT bytes=13107200 ops=1 next=250'
+	assert_output 'OK GRANT bytes=13107200 ops=1 next=250 limited=1'
 }
 
 @test "a server whose limits file is corrupt refuses to start, naming the file" {
