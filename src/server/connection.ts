@@ -67,6 +67,8 @@ export class Connection implements LeaseHolder {
   private endedAt: number | undefined;
   /** The client said QUIT. */
   private quit = false;
+  /** Replies to a batch of requests are being held in the socket (see onData). */
+  private corked = false;
 
   constructor(
     private readonly server: ConnectionHost,
@@ -165,14 +167,29 @@ export class Connection implements LeaseHolder {
   private onData(chunk: Buffer): void {
     if (this.closing) return;
     this.touch();
-    for (const ev of this.framer.push(chunk)) {
+    const events = this.framer.push(chunk);
+    // Requests that came together (a client pipelining RELEASE with its next MAP) are answered together: their
+    // replies wait in the socket (corked) until the last is written, one system call for all of them.
+    const batch = events.length > 1 && !this.corked;
+    if (batch) {
+      this.corked = true;
+      this.socket.cork();
+    }
+    for (const ev of events) {
       this.queue = this.queue.then(() => this.handleEvent(ev));
     }
     // Do not read more while requests wait: a flood of lines cannot grow the queue without bound.
     this.socket.pause();
     void this.queue.then(() => {
+      if (batch) this.uncork();
       if (!this.closing) this.socket.resume();
     });
+  }
+
+  private uncork(): void {
+    if (!this.corked) return;
+    this.corked = false;
+    this.socket.uncork();
   }
 
   private async handleEvent(ev: { line: string } | { error: ProtocolError }): Promise<void> {
@@ -229,6 +246,8 @@ export class Connection implements LeaseHolder {
   private write(data: string): Promise<void> {
     if (this.socket.destroyed) return Promise.resolve();
     if (this.socket.write(data, 'latin1')) return Promise.resolve();
+    // A full buffer drains only once it is handed to the kernel.
+    this.uncork();
     return new Promise((resolve) => {
       const done = () => {
         this.socket.off('drain', done);
