@@ -7,9 +7,10 @@ import {
   LineFramer,
   PROTOCOL_VERSION,
   ProtocolError,
+  MAX_X_LINE,
   clientProof,
+  encodeExtents,
   formatErr,
-  formatExtents,
   formatGreeting,
   formatOk,
   formatPush,
@@ -42,9 +43,16 @@ export interface ConnectionHost {
   roleOf(node: string): Access;
 }
 
-/** A large map reply goes out in pieces of about this many characters (X lines are at most ~70 each). */
-const MAP_CHUNK_CHARS = 65536;
+/** A large map reply goes out in pieces of this many extent lines (at most MAX_X_LINE bytes each), encoded into
+ *  buffers that are reused once the socket is done with them. */
 const MAP_CHUNK_EXTENTS = 1024;
+/** Room for the head line, a piece of extent lines and END. */
+const MAP_CHUNK_BYTES = LIMITS.maxLineBytes + MAP_CHUNK_EXTENTS * MAX_X_LINE + 4;
+/** Free chunk buffers kept for the next map reply (the rest is left to the garbage collector). */
+const MAP_CHUNKS_KEPT = 8;
+const freeChunks: Buffer[] = [];
+/** A reply this small takes a slice of Node's shared buffer pool instead of a chunk. */
+const SMALL_REPLY_BYTES = 4096;
 
 /** One client connection: handshake, then requests answered strictly in order. */
 export class Connection implements LeaseHolder {
@@ -245,7 +253,21 @@ export class Connection implements LeaseHolder {
    *  construction (every field is encoded), so latin1 (one byte per character) is exact and the cheapest. */
   private write(data: string): Promise<void> {
     if (this.socket.destroyed) return Promise.resolve();
-    if (this.socket.write(data, 'latin1')) return Promise.resolve();
+    return this.written(this.socket.write(data, 'latin1'));
+  }
+
+  /** Write bytes; `done` is called once the socket no longer needs them (sent, or the socket is gone). */
+  private writeBytes(data: Buffer, done?: () => void): Promise<void> {
+    if (this.socket.destroyed) {
+      done?.();
+      return Promise.resolve();
+    }
+    return this.written(this.socket.write(data, done && (() => done())));
+  }
+
+  /** What a socket write returned, as a promise that resolves at once or when a full buffer has drained. */
+  private written(ok: boolean): Promise<void> {
+    if (ok) return Promise.resolve();
     // A full buffer drains only once it is handed to the kernel.
     this.uncork();
     return new Promise((resolve) => {
@@ -405,20 +427,43 @@ export class Connection implements LeaseHolder {
     };
     if (answer.networkReason) head.network = answer.networkReason;
     const extents = answer.extents;
+    const n = extents.length;
+    // The head line is ASCII (every field is encoded): latin1 writes it byte for byte.
+    const headLine = formatOk(verb, head) + '\n';
     this.replying = true;
     try {
-      let text = formatOk(verb, head) + '\n';
-      for (let i = 0; i < extents.length; i += MAP_CHUNK_EXTENTS) {
-        text += formatExtents(extents, i, Math.min(i + MAP_CHUNK_EXTENTS, extents.length));
-        if (text.length >= MAP_CHUNK_CHARS) {
-          await this.write(text);
-          text = '';
-        }
+      const bound = headLine.length + n * MAX_X_LINE + 4;
+      if (bound <= SMALL_REPLY_BYTES) {
+        const buf = Buffer.allocUnsafe(bound);
+        let at = buf.write(headLine, 0, 'latin1');
+        at = encodeExtents(extents, 0, n, buf, at);
+        at += buf.write('END\n', at, 'latin1');
+        await this.writeBytes(buf.subarray(0, at));
+        return;
       }
-      await this.write(text + 'END\n');
+      let buf = freeChunks.pop() ?? Buffer.allocUnsafeSlow(MAP_CHUNK_BYTES);
+      let at = buf.write(headLine, 0, 'latin1');
+      for (let i = 0; i < n; i += MAP_CHUNK_EXTENTS) {
+        const to = Math.min(i + MAP_CHUNK_EXTENTS, n);
+        if (buf.length - at < (to - i) * MAX_X_LINE + 4) {
+          await this.writeChunk(buf, at);
+          buf = freeChunks.pop() ?? Buffer.allocUnsafeSlow(MAP_CHUNK_BYTES);
+          at = 0;
+        }
+        at = encodeExtents(extents, i, to, buf, at);
+      }
+      at += buf.write('END\n', at, 'latin1');
+      await this.writeChunk(buf, at);
     } finally {
       this.replied();
     }
+  }
+
+  /** Write the first `length` bytes of a chunk buffer; it goes back to the free list when the socket is done. */
+  private writeChunk(chunk: Buffer, length: number): Promise<void> {
+    return this.writeBytes(chunk.subarray(0, length), () => {
+      if (freeChunks.length < MAP_CHUNKS_KEPT) freeChunks.push(chunk);
+    });
   }
 
   /** The OK HELLO fields: who we are, and our proof that we know this node's key. */

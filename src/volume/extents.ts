@@ -92,7 +92,8 @@ export function buildMap(raw: RawExtent[], fileSize: number, purpose: Purpose): 
     if (state === 'DATA' && (e.logical % SECTOR !== 0 || e.physical % SECTOR !== 0)) state = 'NETWORK';
     pieces.push({ start: e.logical, end, physical: e.physical, state, flags: (e.flags & ~FIEMAP_FLAGS.LAST) >>> 0 });
   }
-  pieces.sort((a, b) => a.start - b.start || a.end - b.end);
+  // FIEMAP reports extents in logical order: sort only when they are not (the check costs less than the sort).
+  if (!inOrder(pieces)) pieces.sort((a, b) => a.start - b.start || a.end - b.end);
   // What FIEMAP gives: pieces in order, none overlapping. Then each piece is one range of the map (the gaps are
   // holes), so one linear walk builds it; the sweep below is for the overlaps no file system should report.
   if (disjoint(pieces)) return walkMap(pieces, fileSize);
@@ -127,6 +128,15 @@ export function buildMap(raw: RawExtent[], fileSize: number, purpose: Purpose): 
     appendMerged(out, piece);
   }
   return out;
+}
+
+function inOrder(pieces: readonly Piece[]): boolean {
+  for (let i = 1; i < pieces.length; i++) {
+    const a = pieces[i - 1]!;
+    const b = pieces[i]!;
+    if (a.start > b.start || (a.start === b.start && a.end > b.end)) return false;
+  }
+  return true;
 }
 
 function disjoint(pieces: readonly Piece[]): boolean {
