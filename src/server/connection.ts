@@ -43,16 +43,33 @@ export interface ConnectionHost {
   roleOf(node: string): Access;
 }
 
-/** A large map reply goes out in pieces of this many extent lines (at most MAX_X_LINE bytes each), encoded into
- *  buffers that are reused once the socket is done with them. */
-const MAP_CHUNK_EXTENTS = 1024;
-/** Room for the head line, a piece of extent lines and END. */
-const MAP_CHUNK_BYTES = LIMITS.maxLineBytes + MAP_CHUNK_EXTENTS * MAX_X_LINE + 4;
-/** Free chunk buffers kept for the next map reply (the rest is left to the garbage collector). */
-const MAP_CHUNKS_KEPT = 8;
-const freeChunks: Buffer[] = [];
-/** A reply this small takes a slice of Node's shared buffer pool instead of a chunk. */
+/** Map replies are encoded whole into one buffer and written at once; buffers the socket is done with are kept
+ *  for the next replies (a map of 10,000 extents is ~700 KB: a new buffer each time keeps the GC busy). */
+const REPLY_BUFFERS_KEPT = 4;
+const freeBuffers: Buffer[] = [];
+/** The most extent lines encoded into one buffer (about 4 MiB at most). */
+const MAP_PIECE_EXTENTS = 1 << 16;
+/** A reply this small takes a slice of Node's shared buffer pool instead. */
 const SMALL_REPLY_BYTES = 4096;
+
+/** A buffer of at least `bytes` for a map reply: a kept one if one is big enough, else a new one. */
+function replyBuffer(bytes: number): Buffer {
+  for (let i = freeBuffers.length - 1; i >= 0; i--) {
+    if (freeBuffers[i]!.length >= bytes) return freeBuffers.splice(i, 1)[0]!;
+  }
+  // Rounded up to a power of two, so that one buffer serves maps of about that size.
+  return Buffer.allocUnsafeSlow(2 ** Math.ceil(Math.log2(bytes)));
+}
+
+function keepReplyBuffer(buf: Buffer): void {
+  if (freeBuffers.length < REPLY_BUFFERS_KEPT) freeBuffers.push(buf);
+  else {
+    // Keep the larger ones.
+    let smallest = 0;
+    for (let i = 1; i < freeBuffers.length; i++) if (freeBuffers[i]!.length < freeBuffers[smallest]!.length) smallest = i;
+    if (freeBuffers[smallest]!.length < buf.length) freeBuffers[smallest] = buf;
+  }
+}
 
 /** One client connection: handshake, then requests answered strictly in order. */
 export class Connection implements LeaseHolder {
@@ -413,8 +430,8 @@ export class Connection implements LeaseHolder {
     }
   }
 
-  /** A map reply (MAP or ALLOC): the head, one X line per extent, END; written in one piece when it is small, in
-   *  pieces of about MAP_CHUNK_CHARS with back-pressure when it is large. */
+  /** A map reply (MAP or ALLOC): the head, one X line per extent, END; written at once (the socket buffers what the
+   *  kernel does not take yet), then the next request waits for the buffer to drain. */
   private async sendMap(verb: 'MAP' | 'ALLOC', answer: MapAnswer, first: Record<string, string>): Promise<void> {
     const head: Record<string, string | number> = {
       ...first,
@@ -441,29 +458,18 @@ export class Connection implements LeaseHolder {
         await this.writeBytes(buf.subarray(0, at));
         return;
       }
-      let buf = freeChunks.pop() ?? Buffer.allocUnsafeSlow(MAP_CHUNK_BYTES);
-      let at = buf.write(headLine, 0, 'latin1');
-      for (let i = 0; i < n; i += MAP_CHUNK_EXTENTS) {
-        const to = Math.min(i + MAP_CHUNK_EXTENTS, n);
-        if (buf.length - at < (to - i) * MAX_X_LINE + 4) {
-          await this.writeChunk(buf, at);
-          buf = freeChunks.pop() ?? Buffer.allocUnsafeSlow(MAP_CHUNK_BYTES);
-          at = 0;
-        }
+      // Up to MAP_PIECE_EXTENTS lines per write: a map of a million extents does not take one buffer of 70 MB.
+      for (let i = 0; i === 0 || i < n; i += MAP_PIECE_EXTENTS) {
+        const to = Math.min(i + MAP_PIECE_EXTENTS, n);
+        const buf = replyBuffer((i === 0 ? headLine.length : 0) + (to - i) * MAX_X_LINE + 4);
+        let at = i === 0 ? buf.write(headLine, 0, 'latin1') : 0;
         at = encodeExtents(extents, i, to, buf, at);
+        if (to === n) at += buf.write('END\n', at, 'latin1');
+        await this.writeBytes(buf.subarray(0, at), () => keepReplyBuffer(buf));
       }
-      at += buf.write('END\n', at, 'latin1');
-      await this.writeChunk(buf, at);
     } finally {
       this.replied();
     }
-  }
-
-  /** Write the first `length` bytes of a chunk buffer; it goes back to the free list when the socket is done. */
-  private writeChunk(chunk: Buffer, length: number): Promise<void> {
-    return this.writeBytes(chunk.subarray(0, length), () => {
-      if (freeChunks.length < MAP_CHUNKS_KEPT) freeChunks.push(chunk);
-    });
   }
 
   /** The OK HELLO fields: who we are, and our proof that we know this node's key. */
