@@ -43,12 +43,13 @@ export interface ConnectionHost {
   roleOf(node: string): Access;
 }
 
-/** Map replies are encoded whole into one buffer and written at once; buffers the socket is done with are kept
- *  for the next replies (a map of 10,000 extents is ~700 KB: a new buffer each time keeps the GC busy). */
-const REPLY_BUFFERS_KEPT = 4;
+/** Map replies are encoded into a few large buffers, each written at once; buffers the socket is done with are kept
+ *  for the next replies (a map of 10,000 extents is ~700 KB: new buffers each time keep the GC busy). */
+const REPLY_BUFFERS_KEPT = 2;
 const freeBuffers: Buffer[] = [];
-/** The most extent lines encoded into one buffer (about 4 MiB at most). */
-const MAP_PIECE_EXTENTS = 1 << 16;
+/** The most extent lines encoded into one buffer (under 2 MiB): what is kept stays small, and a map of a million
+ *  extents does not take one buffer of 70 MB. */
+const MAP_PIECE_EXTENTS = 1 << 14;
 /** A reply this small takes a slice of Node's shared buffer pool instead. */
 const SMALL_REPLY_BYTES = 4096;
 
@@ -458,7 +459,7 @@ export class Connection implements LeaseHolder {
         await this.writeBytes(buf.subarray(0, at));
         return;
       }
-      // Up to MAP_PIECE_EXTENTS lines per write: a map of a million extents does not take one buffer of 70 MB.
+      // Up to MAP_PIECE_EXTENTS lines per write.
       for (let i = 0; i === 0 || i < n; i += MAP_PIECE_EXTENTS) {
         const to = Math.min(i + MAP_PIECE_EXTENTS, n);
         const buf = replyBuffer((i === 0 ? headLine.length : 0) + (to - i) * MAX_X_LINE + 4);
