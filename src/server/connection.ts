@@ -187,6 +187,11 @@ export class Connection implements LeaseHolder {
       return;
     }
     this.socket.write(line + '\n');
+    // A push does not wait for the batch being answered: out now, behind the replies already written.
+    if (this.corked) {
+      this.socket.uncork();
+      this.socket.cork();
+    }
     queued?.(performance.now());
   }
 
