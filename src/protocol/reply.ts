@@ -74,21 +74,22 @@ export function formatExtent(e: WireExtent): string {
   return `X ${formatNumber(e.logical)} ${formatNumber(e.physical)} ${formatNumber(e.length)} ${e.state} 0x${e.flags.toString(16)}`;
 }
 
-// formatExtents writes into this scratch (reused: no Buffer per reply) and copies out one latin1 string per call.
 // The longest X line: "X " + 3 numbers of at most 16 digits + spaces + "NETWORK" + " 0x" + 8 hex digits + LF.
-const MAX_X_LINE = 2 + 3 * 17 + 7 + 3 + 8 + 1;
-const STATE_TEXT: Record<string, Buffer> = {
+export const MAX_X_LINE = 2 + 3 * 17 + 7 + 3 + 8 + 1;
+// ' STATE 0x' per state, as bytes (copied byte by byte: Buffer#copy costs more than a few stores).
+const STATE_TEXT: Record<string, Uint8Array> = {
   DATA: Buffer.from(' DATA 0x', 'latin1'),
   ZERO: Buffer.from(' ZERO 0x', 'latin1'),
   HOLE: Buffer.from(' HOLE 0x', 'latin1'),
   NETWORK: Buffer.from(' NETWORK 0x', 'latin1'),
 };
 const HEX = Buffer.from('0123456789abcdef', 'latin1');
+// "00".."99": two digits per division.
+const PAIRS = Buffer.from(Array.from({ length: 100 }, (_, i) => String(i).padStart(2, '0')).join(''), 'latin1');
 let scratch = Buffer.alloc(1024 * MAX_X_LINE);
 
-/** Extent lines `extents[from..to)` as formatExtent makes them, each with its LF, in one string: a map of many
- *  thousand extents is encoded byte by byte into a reused scratch buffer, without a string per field (the same
- *  checks as formatExtent, inlined). */
+/** Extent lines `extents[from..to)` as formatExtent makes them, each with its LF, in one string (see
+ *  encodeExtents). */
 export function formatExtents(extents: readonly WireExtent[], from = 0, to = extents.length): string {
   if (to - from > 1024) {
     let out = '';
@@ -96,8 +97,15 @@ export function formatExtents(extents: readonly WireExtent[], from = 0, to = ext
     return out;
   }
   if (scratch.length < (to - from) * MAX_X_LINE) scratch = Buffer.alloc((to - from) * MAX_X_LINE);
-  const buf = scratch;
-  let at = 0;
+  return scratch.toString('latin1', 0, encodeExtents(extents, from, to, scratch, 0));
+}
+
+/** Extent lines `extents[from..to)` as formatExtent makes them, each with its LF, written into `buf` at `at`
+ *  (room for MAX_X_LINE bytes per extent is the caller's to make); returns the position after them. A map of many
+ *  thousand extents is encoded byte by byte, without a string per field (the same checks as formatExtent,
+ *  inlined). */
+export function encodeExtents(extents: readonly WireExtent[], from: number, to: number, buf: Buffer, at: number): number {
+  if (buf.length - at < (to - from) * MAX_X_LINE) throw new RangeError('no room for the extent lines');
   for (let i = from; i < to; i++) {
     const { logical, physical, length, state, flags } = extents[i]!;
     const text = STATE_TEXT[state];
@@ -114,24 +122,33 @@ export function formatExtents(extents: readonly WireExtent[], from = 0, to = ext
     at = putDecimal(buf, at, physical);
     buf[at++] = 0x20;
     at = putDecimal(buf, at, length);
-    at += text.copy(buf, at);
+    for (let k = 0; k < text.length; k++) buf[at++] = text[k]!;
     let shift = 28;
     while (shift > 0 && (flags >>> shift) === 0) shift -= 4;
     for (; shift >= 0; shift -= 4) buf[at++] = HEX[(flags >>> shift) & 0xf]!;
     buf[at++] = 0x0a;
   }
-  return buf.toString('latin1', 0, at);
+  return at;
 }
 
 /** Write a non-negative safe integer in decimal at `at`; returns the position after it. */
 function putDecimal(buf: Buffer, at: number, n: number): number {
   let digits = 1;
-  for (let v = n; v >= 10; v = Math.floor(v / 10)) digits++;
+  for (let p = 10; n >= p; p *= 10) digits++; // (p stays exact: a safe integer has at most 16 digits)
   let v = n;
-  for (let k = at + digits - 1; k >= at; k--) {
-    const q = Math.floor(v / 10);
-    buf[k] = 0x30 + (v - q * 10);
+  let k = at + digits;
+  while (v >= 100) {
+    const q = Math.floor(v / 100);
+    const r = (v - q * 100) * 2;
+    buf[--k] = PAIRS[r + 1]!;
+    buf[--k] = PAIRS[r]!;
     v = q;
+  }
+  if (v >= 10) {
+    buf[--k] = PAIRS[v * 2 + 1]!;
+    buf[--k] = PAIRS[v * 2]!;
+  } else {
+    buf[--k] = 0x30 + v;
   }
   return at + digits;
 }

@@ -7,9 +7,10 @@ import {
   LineFramer,
   PROTOCOL_VERSION,
   ProtocolError,
+  MAX_X_LINE,
   clientProof,
+  encodeExtents,
   formatErr,
-  formatExtents,
   formatGreeting,
   formatOk,
   formatPush,
@@ -42,9 +43,34 @@ export interface ConnectionHost {
   roleOf(node: string): Access;
 }
 
-/** A large map reply goes out in pieces of about this many characters (X lines are at most ~70 each). */
-const MAP_CHUNK_CHARS = 65536;
-const MAP_CHUNK_EXTENTS = 1024;
+/** Map replies are encoded into a few large buffers, each written at once; buffers the socket is done with are kept
+ *  for the next replies (a map of 10,000 extents is ~700 KB: new buffers each time keep the GC busy). */
+const REPLY_BUFFERS_KEPT = 2;
+const freeBuffers: Buffer[] = [];
+/** The most extent lines encoded into one buffer (under 2 MiB): what is kept stays small, and a map of a million
+ *  extents does not take one buffer of 70 MB. */
+const MAP_PIECE_EXTENTS = 1 << 14;
+/** A reply this small takes a slice of Node's shared buffer pool instead. */
+const SMALL_REPLY_BYTES = 4096;
+
+/** A buffer of at least `bytes` for a map reply: a kept one if one is big enough, else a new one. */
+function replyBuffer(bytes: number): Buffer {
+  for (let i = freeBuffers.length - 1; i >= 0; i--) {
+    if (freeBuffers[i]!.length >= bytes) return freeBuffers.splice(i, 1)[0]!;
+  }
+  // Rounded up to a power of two, so that one buffer serves maps of about that size.
+  return Buffer.allocUnsafeSlow(2 ** Math.ceil(Math.log2(bytes)));
+}
+
+function keepReplyBuffer(buf: Buffer): void {
+  if (freeBuffers.length < REPLY_BUFFERS_KEPT) freeBuffers.push(buf);
+  else {
+    // Keep the larger ones.
+    let smallest = 0;
+    for (let i = 1; i < freeBuffers.length; i++) if (freeBuffers[i]!.length < freeBuffers[smallest]!.length) smallest = i;
+    if (freeBuffers[smallest]!.length < buf.length) freeBuffers[smallest] = buf;
+  }
+}
 
 /** One client connection: handshake, then requests answered strictly in order. */
 export class Connection implements LeaseHolder {
@@ -67,6 +93,8 @@ export class Connection implements LeaseHolder {
   private endedAt: number | undefined;
   /** The client said QUIT. */
   private quit = false;
+  /** Replies to a batch of requests are being held in the socket (see onData). */
+  private corked = false;
 
   constructor(
     private readonly server: ConnectionHost,
@@ -159,20 +187,40 @@ export class Connection implements LeaseHolder {
       return;
     }
     this.socket.write(line + '\n');
+    // A push does not wait for the batch being answered: out now, behind the replies already written.
+    if (this.corked) {
+      this.socket.uncork();
+      this.socket.cork();
+    }
     queued?.(performance.now());
   }
 
   private onData(chunk: Buffer): void {
     if (this.closing) return;
     this.touch();
-    for (const ev of this.framer.push(chunk)) {
+    const events = this.framer.push(chunk);
+    // Requests that came together (a client pipelining RELEASE with its next MAP) are answered together: their
+    // replies wait in the socket (corked) until the last is written, one system call for all of them.
+    const batch = events.length > 1 && !this.corked;
+    if (batch) {
+      this.corked = true;
+      this.socket.cork();
+    }
+    for (const ev of events) {
       this.queue = this.queue.then(() => this.handleEvent(ev));
     }
     // Do not read more while requests wait: a flood of lines cannot grow the queue without bound.
     this.socket.pause();
     void this.queue.then(() => {
+      if (batch) this.uncork();
       if (!this.closing) this.socket.resume();
     });
+  }
+
+  private uncork(): void {
+    if (!this.corked) return;
+    this.corked = false;
+    this.socket.uncork();
   }
 
   private async handleEvent(ev: { line: string } | { error: ProtocolError }): Promise<void> {
@@ -228,7 +276,23 @@ export class Connection implements LeaseHolder {
    *  construction (every field is encoded), so latin1 (one byte per character) is exact and the cheapest. */
   private write(data: string): Promise<void> {
     if (this.socket.destroyed) return Promise.resolve();
-    if (this.socket.write(data, 'latin1')) return Promise.resolve();
+    return this.written(this.socket.write(data, 'latin1'));
+  }
+
+  /** Write bytes; `done` is called once the socket no longer needs them (sent, or the socket is gone). */
+  private writeBytes(data: Buffer, done?: () => void): Promise<void> {
+    if (this.socket.destroyed) {
+      done?.();
+      return Promise.resolve();
+    }
+    return this.written(this.socket.write(data, done && (() => done())));
+  }
+
+  /** What a socket write returned, as a promise that resolves at once or when a full buffer has drained. */
+  private written(ok: boolean): Promise<void> {
+    if (ok) return Promise.resolve();
+    // A full buffer drains only once it is handed to the kernel.
+    this.uncork();
     return new Promise((resolve) => {
       const done = () => {
         this.socket.off('drain', done);
@@ -372,8 +436,8 @@ export class Connection implements LeaseHolder {
     }
   }
 
-  /** A map reply (MAP or ALLOC): the head, one X line per extent, END; written in one piece when it is small, in
-   *  pieces of about MAP_CHUNK_CHARS with back-pressure when it is large. */
+  /** A map reply (MAP or ALLOC): the head, one X line per extent, END; written at once (the socket buffers what the
+   *  kernel does not take yet), then the next request waits for the buffer to drain. */
   private async sendMap(verb: 'MAP' | 'ALLOC', answer: MapAnswer, first: Record<string, string>): Promise<void> {
     const head: Record<string, string | number> = {
       ...first,
@@ -386,17 +450,29 @@ export class Connection implements LeaseHolder {
     };
     if (answer.networkReason) head.network = answer.networkReason;
     const extents = answer.extents;
+    const n = extents.length;
+    // The head line is ASCII (every field is encoded): latin1 writes it byte for byte.
+    const headLine = formatOk(verb, head) + '\n';
     this.replying = true;
     try {
-      let text = formatOk(verb, head) + '\n';
-      for (let i = 0; i < extents.length; i += MAP_CHUNK_EXTENTS) {
-        text += formatExtents(extents, i, Math.min(i + MAP_CHUNK_EXTENTS, extents.length));
-        if (text.length >= MAP_CHUNK_CHARS) {
-          await this.write(text);
-          text = '';
-        }
+      const bound = headLine.length + n * MAX_X_LINE + 4;
+      if (bound <= SMALL_REPLY_BYTES) {
+        const buf = Buffer.allocUnsafe(bound);
+        let at = buf.write(headLine, 0, 'latin1');
+        at = encodeExtents(extents, 0, n, buf, at);
+        at += buf.write('END\n', at, 'latin1');
+        await this.writeBytes(buf.subarray(0, at));
+        return;
       }
-      await this.write(text + 'END\n');
+      // Up to MAP_PIECE_EXTENTS lines per write.
+      for (let i = 0; i === 0 || i < n; i += MAP_PIECE_EXTENTS) {
+        const to = Math.min(i + MAP_PIECE_EXTENTS, n);
+        const buf = replyBuffer((i === 0 ? headLine.length : 0) + (to - i) * MAX_X_LINE + 4);
+        let at = i === 0 ? buf.write(headLine, 0, 'latin1') : 0;
+        at = encodeExtents(extents, i, to, buf, at);
+        if (to === n) at += buf.write('END\n', at, 'latin1');
+        await this.writeBytes(buf.subarray(0, at), () => keepReplyBuffer(buf));
+      }
     } finally {
       this.replied();
     }

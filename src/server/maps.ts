@@ -15,6 +15,9 @@ import type { FileLease, LeaseHolder, LeaseTable } from './leases.js';
 import { Reply } from './reply.js';
 import type { Volume } from './volumes.js';
 
+/** The server's own uid: the owner of its reserve files. */
+const SERVER_UID = BigInt(process.getuid?.() ?? 0);
+
 /** Size of a probe file: one 4 KiB block at least, never inline data. */
 const PROBE_FILE_BYTES = 4096;
 
@@ -60,6 +63,10 @@ export class MapPolicy {
   private readonly writes = new WeakMap<FileLease, WriteState>();
   /** Per volume: its allocator, or why direct writes are off there (say, a hostile `.fused` in the volume). */
   private readonly allocators = new Map<string, Promise<Allocator | Error>>();
+  /** Per volume, once its allocator is made: the reserve it clones from (dev/ino), or null when it keeps none. The
+   *  allocator opens its reserve once, when it is made, and keeps that descriptor: this is the file it clones
+   *  from even if the path is changed later. */
+  private readonly reserves = new Map<string, { dev: bigint; ino: bigint } | null>();
 
   constructor(
     private readonly leases: LeaseTable,
@@ -71,10 +78,20 @@ export class MapPolicy {
     let a = this.allocators.get(volume.name);
     if (!a) {
       const log = (l: string) => this.opts.log(`volume ${volume.name}: ${l}`);
-      a = createAllocator(volume, { reserveBytes: this.opts.reserveBytes, log }).catch((err: unknown) => {
-        log(`direct writes are off: ${(err as Error).message}`);
-        return err instanceof Error ? err : new Error(String(err));
-      });
+      a = createAllocator(volume, { reserveBytes: this.opts.reserveBytes, log }).then(
+        (allocator) => {
+          try {
+            this.reserves.set(volume.name, this.reserveNow(volume));
+          } catch {
+            // not cached: reservedReason looks the path up
+          }
+          return allocator;
+        },
+        (err: unknown) => {
+          log(`direct writes are off: ${(err as Error).message}`);
+          return err instanceof Error ? err : new Error(String(err));
+        },
+      );
       this.allocators.set(volume.name, a);
     }
     return a;
@@ -102,8 +119,20 @@ export class MapPolicy {
 
   /** The server's own files (the reserve) are no client's business, whatever path leads to them. */
   private reservedReason(volume: Volume, st: BigIntStats): string | undefined {
+    const reason = 'the file belongs to the map server';
+    const kept = this.reserves.get(volume.name);
+    if (kept && kept.dev === st.dev && kept.ino === st.ino) return reason;
+    // The reserve is made, and kept, owned by the server and private to it (0600, see allocate.ts): only a file
+    // like that can be one, and only then is the reserve's path looked up (a stat per map otherwise).
+    if (st.uid !== SERVER_UID || (st.mode & 0o077n) !== 0n) return undefined;
+    const f = this.reserveNow(volume);
+    return f && f.dev === st.dev && f.ino === st.ino ? reason : undefined;
+  }
+
+  /** The file at the reserve's path now (null: none there). */
+  private reserveNow(volume: Volume): { dev: bigint; ino: bigint } | null {
     const f = statSync(join(volume.dir, RESERVE_DIR, RESERVE_FILE), { bigint: true, throwIfNoEntry: false });
-    return f && f.dev === st.dev && f.ino === st.ino ? 'the file belongs to the map server' : undefined;
+    return f ? { dev: f.dev, ino: f.ino } : null;
   }
 
   /** The kernel lease the server holds on the file this path names now, if any: looked up without opening the

@@ -80,19 +80,22 @@ interface Piece { start: number; end: number; physical: number; state: ExtentSta
  *  HOLE neighbours always merge. LAST is dropped from every piece: the map itself says where the file ends. */
 export function buildMap(raw: RawExtent[], fileSize: number, purpose: Purpose): MapExtent[] {
   if (!isCount(fileSize)) throw new RangeError(`file size ${fileSize} is not a non-negative safe integer`);
+  // What FIEMAP gives: extents in order, none overlapping; then the map is built in one walk, without a piece per
+  // extent. Anything else takes the general way below.
+  const walked = walkRaw(raw, fileSize, purpose);
+  if (walked) return walked;
   const pieces: Piece[] = [];
   for (let i = 0; i < raw.length; i++) {
     const e = raw[i]!;
-    if (!isCount(e.logical) || !isCount(e.physical) || !isCount(e.length) || !isFlags(e.flags)) {
-      throw new RangeError(`raw extent ${i} has a field that is not a non-negative safe integer`);
-    }
+    checkRaw(e, i);
     if (e.length === 0 || e.logical >= fileSize) continue;
     const end = Math.min(e.logical + e.length, fileSize);
     let state = classifyExtent(e.flags, purpose);
     if (state === 'DATA' && (e.logical % SECTOR !== 0 || e.physical % SECTOR !== 0)) state = 'NETWORK';
     pieces.push({ start: e.logical, end, physical: e.physical, state, flags: (e.flags & ~FIEMAP_FLAGS.LAST) >>> 0 });
   }
-  pieces.sort((a, b) => a.start - b.start || a.end - b.end);
+  // FIEMAP reports extents in logical order: sort only when they are not (the check costs less than the sort).
+  if (!inOrder(pieces)) pieces.sort((a, b) => a.start - b.start || a.end - b.end);
   // What FIEMAP gives: pieces in order, none overlapping. Then each piece is one range of the map (the gaps are
   // holes), so one linear walk builds it; the sweep below is for the overlaps no file system should report.
   if (disjoint(pieces)) return walkMap(pieces, fileSize);
@@ -127,6 +130,43 @@ export function buildMap(raw: RawExtent[], fileSize: number, purpose: Purpose): 
     appendMerged(out, piece);
   }
   return out;
+}
+
+/** Check one raw extent's fields (RangeError naming extent i). */
+function checkRaw(e: RawExtent, i: number): void {
+  if (!isCount(e.logical) || !isCount(e.physical) || !isCount(e.length) || !isFlags(e.flags)) {
+    throw new RangeError(`raw extent ${i} has a field that is not a non-negative safe integer`);
+  }
+}
+
+/** buildMap for raw extents that are in order and disjoint (each starts at or after the end of the one before):
+ *  the map, or undefined when they are not. */
+function walkRaw(raw: readonly RawExtent[], fileSize: number, purpose: Purpose): MapExtent[] | undefined {
+  const out: MapExtent[] = [];
+  let at = 0;
+  for (let i = 0; i < raw.length; i++) {
+    const e = raw[i]!;
+    checkRaw(e, i);
+    if (e.length === 0 || e.logical >= fileSize) continue;
+    if (e.logical < at) return undefined;
+    const end = Math.min(e.logical + e.length, fileSize);
+    let state = classifyExtent(e.flags, purpose);
+    if (state === 'DATA' && (e.logical % SECTOR !== 0 || e.physical % SECTOR !== 0)) state = 'NETWORK';
+    if (e.logical > at) appendMerged(out, { logical: at, physical: 0, length: e.logical - at, state: 'HOLE', flags: 0 });
+    appendMerged(out, { logical: e.logical, physical: e.physical, length: end - e.logical, state, flags: (e.flags & ~FIEMAP_FLAGS.LAST) >>> 0 });
+    at = end;
+  }
+  if (fileSize > at) appendMerged(out, { logical: at, physical: 0, length: fileSize - at, state: 'HOLE', flags: 0 });
+  return out;
+}
+
+function inOrder(pieces: readonly Piece[]): boolean {
+  for (let i = 1; i < pieces.length; i++) {
+    const a = pieces[i - 1]!;
+    const b = pieces[i]!;
+    if (a.start > b.start || (a.start === b.start && a.end > b.end)) return false;
+  }
+  return true;
 }
 
 function disjoint(pieces: readonly Piece[]): boolean {

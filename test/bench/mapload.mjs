@@ -1,5 +1,6 @@
 // Map-server load generator for test/bench/mapload: CONNS authenticated connections, each sending MAP (read) of
-// its files in turn, then RELEASE of the lease it got, for SECONDS; prints one JSON line of figures.
+// its files in turn, then RELEASE of the lease it got (sent with the next MAP, in one write, unless
+// MAPLOAD_PIPELINE=0), for SECONDS; prints one JSON line of figures.
 // Usage: node mapload.mjs HOST:PORT KEYFILE NODE VOLUME SECONDS CONNS PATH...
 // Connection i maps PATH[i % n], PATH[(i + 1) % n], ...; latency is that of MAP (request sent to END read).
 import { createHmac, randomBytes } from 'node:crypto';
@@ -15,6 +16,8 @@ const [host, port] = [server.slice(0, server.lastIndexOf(':')), Number(server.sl
 const key = readFileSync(keyFile, 'latin1').trimEnd();
 const seconds = Number(secondsArg);
 const conns = Number(connsArg);
+// MAPLOAD_PIPELINE=0: each RELEASE in a write of its own, its reply awaited before the next MAP.
+const pipeline = process.env.MAPLOAD_PIPELINE !== '0';
 const hmac = (msg) => createHmac('sha256', key).update(msg).digest('hex');
 // Paths as the protocol encodes them (percent-encoding for anything but plain bytes).
 const wirePath = (p) => Buffer.from(p).toString('latin1').replace(/[^A-Za-z0-9._\/-]/g, (c) => '%' + c.charCodeAt(0).toString(16).padStart(2, '0'));
@@ -84,9 +87,22 @@ function run(index, go, lat, authed) {
       let errors = 0;
       let k = index;
       const wire = paths.map(wirePath);
+      // The lease of the last map, released in the same write as the next MAP (pipelined: one packet each way).
+      let held = null;
+      const release = async () => {
+        const rel = await line();
+        if (!rel.startsWith('OK RELEASE')) throw new Error(rel);
+      };
       while (performance.now() < deadline) {
         const t0 = performance.now();
-        send(`MAP ${volume} ${wire[k++ % wire.length]} read`);
+        const map = `MAP ${volume} ${wire[k++ % wire.length]} read`;
+        if (held !== null && pipeline) {
+          send(`RELEASE ${held}\n${map}`);
+          held = null;
+          await release();
+        } else {
+          send(map);
+        }
         const head = await line();
         if (!head.startsWith('OK MAP')) {
           errors++;
@@ -99,10 +115,17 @@ function run(index, go, lat, authed) {
         if (f.network !== undefined) throw new Error(`NETWORK map: ${head}`);
         if (Number(f.extents) !== n) throw new Error(`extents=${f.extents} but ${n} X lines`);
         extents = n;
-        send(`RELEASE ${f.lease}`);
-        const rel = await line();
-        if (!rel.startsWith('OK RELEASE')) throw new Error(rel);
+        held = f.lease;
+        if (!pipeline) {
+          send(`RELEASE ${held}`);
+          held = null;
+          await release();
+        }
         maps++;
+      }
+      if (held !== null) {
+        send(`RELEASE ${held}`);
+        await release();
       }
       send('QUIT');
       await line();
@@ -139,4 +162,5 @@ console.log(JSON.stringify({
   p99ms: Number(pct(99).toFixed(2)),
   maxms: Number(lat[lat.length - 1].toFixed(2)),
   errors: results.reduce((s, r) => s + r.errors, 0),
+  pipelined: pipeline,
 }));
