@@ -56,7 +56,7 @@ export interface ReadReport {
 export type DeviceReader = Pick<Device, 'path' | 'info' | 'fsSize' | 'readInto' | 'close' | 'outside'>;
 
 /** What the reader needs of the fuse client (FuseClient; tests pass fakes). */
-export type MapSource = Pick<FuseClient, 'resolve' | 'map'>;
+export type MapSource = Pick<FuseClient, 'resolve' | 'map'> & Partial<Pick<FuseClient, 'warm'>>;
 
 export interface ReaderOptions {
   networkOnly?: boolean;
@@ -169,6 +169,8 @@ export class FileReader {
     if (!fused) return { reason: 'not on a fused mount' };
     const small = this.opts.smallFile ?? DEFAULT_SMALL_FILE;
     if (wanted < small) return { reason: `small read (${wanted} bytes < ${small}): the network is cheaper than a map round trip`, choice: true };
+    // The session and the device's proof go on while our pages are flushed (the map itself must wait for that).
+    this.client.warm?.(fused.fuse);
     // Our own dirty pages of the file reach the server before it maps the file (safety rule 4).
     await fh.datasync().catch(() => {});
     let got;
@@ -178,7 +180,16 @@ export class FileReader {
       return { reason: `map server: ${errorMessage(err)}` };
     }
     const { map, session } = got;
-    const release = () => session.release(map.lease).catch(() => {});
+    const proven = got.device;
+    // The proven device is opened while the file is looked at again through the mount; closed unless it is used.
+    const opening = 'path' in proven
+      ? (this.opts.openDevice ?? Device.open)(proven.path, fused.fuse.uuid).then((device) => ({ device }), (err: unknown) => ({ err }))
+      : undefined;
+    const release = async () => {
+      const o = await opening;
+      if (o && 'device' in o) await o.device.close();
+      await session.release(map.lease).catch(() => {});
+    };
     // The map must be of the file we opened: the path may have been renamed over meanwhile, and the map must
     // describe that file as the mount shows it (inode and nanoseconds where the mount passes them through).
     const now = await stat(file, { bigint: true }).catch(() => undefined);
@@ -205,21 +216,20 @@ export class FileReader {
       return { reason: map.networkReason ?? networkReasons(map.extents), version: async () => (await version()) === map.change ? map.change : undefined };
     }
     // The device proven by its content for this session (rule 7), found by its identity: never just the recorded path.
-    if ('reason' in got.device) {
+    if (!opening) {
       await release();
-      return { reason: got.device.reason };
+      return { reason: (proven as { reason: string }).reason };
     }
-    let device: DeviceReader;
-    try {
-      device = await (this.opts.openDevice ?? Device.open)(got.device.path, fused.fuse.uuid);
-    } catch (err) {
+    const o = await opening;
+    if ('err' in o) {
       await release();
+      const err = o.err;
       return { reason: err instanceof FusedError && err.subject ? `${err.subject}: ${err.message}` : `device: ${errorMessage(err)}` };
     }
+    const device = o.device;
     // Every DATA extent must lie inside the device and its file system (never another volume's bytes).
     const outside = device.outside(map.extents);
     if (outside) {
-      await device.close();
       await release();
       return { reason: outside };
     }
