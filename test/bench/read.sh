@@ -7,6 +7,8 @@
 # drift in the machine's load hits every contender alike; medians are reported, with ratios to fio.
 # Content: a `fusedcat | sha256sum` (untimed) and every fusedcp copy are compared with the source's sha256.
 # Usage (root): test/bench/read.sh [SIZE_MIB] [ROUNDS]      defaults: 1024 MiB, 3 rounds (median reported)
+# With BASELINE=DIR (another built checkout of fused, e.g. an older commit), its fusedcat and fusedcp are timed in
+# the same rounds too, for a before/after comparison in one run.
 # The commands run without NODE_EXTRA_CA_CERTS and NODE_OPTIONS (Node reads the extra CA file at every start: a cost
 # of this environment, tens of ms, not of fused).
 set -euo pipefail
@@ -26,6 +28,14 @@ bed_make_nodes 1gbit
 bed_start_sshd
 bed_mount_client
 bed_start_server
+if [[ -n ${BASELINE:-} ]]; then
+	[[ -f $BASELINE/bin/fusedcat.cjs ]] || { echo "read.sh: BASELINE=$BASELINE is not a fused checkout" >&2; exit 2; }
+	mkdir -p "$BED_DIR/base-bin"
+	for cmd in fusedcat fusedcp; do
+		printf '#!/bin/sh\nexec node %q "$@"\n' "$BASELINE/bin/$cmd.cjs" >"$BED_DIR/base-bin/$cmd"
+		chmod +x "$BED_DIR/base-bin/$cmd"
+	done
+fi
 bed_in_client "$FUSED_BIN/fusedctl" fuse "$BED_CLI_DIR" --server "$BED_SERVER" --key-file "$BED_KEY" --node cli >/dev/null
 
 file=bench.bin
@@ -59,19 +69,20 @@ run_fio() {
 	jq '.jobs[0].read.runtime / 1000' "$out" >>"$BED_DIR/fio-times"
 	echo "$t"
 }
+# run_fusedcat [BIN_DIR], run_fusedcp [BIN_DIR]: the commands of BIN_DIR (default this checkout's).
 run_fusedcat() {
-	local t0 t
+	local t0 t bin=${1:-$FUSED_BIN}
 	t0=$(now)
-	bed_in_client "$FUSED_BIN/fusedcat" -v "$BED_CLI_DIR/$file" >/dev/null 2>"$BED_DIR/cat.err"
+	bed_in_client "$bin/fusedcat" -v "$BED_CLI_DIR/$file" >/dev/null 2>"$BED_DIR/cat.err"
 	t=$(elapsed "$t0")
 	grep -Eq ": direct($|;)" "$BED_DIR/cat.err" || { echo "fusedcat did not read direct: $(cat "$BED_DIR/cat.err")" >&2; exit 1; }
 	echo "$t"
 }
 run_fusedcp() {
-	local t0 t out=$BED_DIR/copy.json
+	local t0 t out=$BED_DIR/copy.json bin=${1:-$FUSED_BIN}
 	rm -f "$dest"
 	t0=$(now)
-	bed_in_client "$FUSED_BIN/fusedcp" --json "$BED_CLI_DIR/$file" "$dest" >"$out"
+	bed_in_client "$bin/fusedcp" --json "$BED_CLI_DIR/$file" "$dest" >"$out"
 	t=$(elapsed "$t0")
 	[[ $(jq -r '.[0].path' "$out") == direct ]] || { echo "fusedcp did not read direct: $(cat "$out")" >&2; exit 1; }
 	[[ $(sha256sum <"$dest" | cut -d' ' -f1) == "$want" ]] || { echo "fusedcp copy differs from the source" >&2; exit 1; }
@@ -94,14 +105,31 @@ got=$(bed_in_client "$FUSED_BIN/fusedcat" "$BED_CLI_DIR/$file" | sha256sum | cut
 : >"$BED_DIR/fio-times"
 declare -A times
 for ((r = 1; r <= rounds; r++)); do
-	times[fio]+="$(run_fio) "
-	times[fusedcat]+="$(run_fusedcat) "
-	times[fusedcp]+="$(run_fusedcp) "
-	[[ $r == 1 ]] && times[cp]+="$(run_cp) " # through a 1 Gbit link: one round is plenty
-	echo "round $r done" >&2
+	declare -A t=()
+	t[fio]=$(run_fio)
+	if [[ -n ${BASELINE:-} ]] && ((r % 2 == 0)); then
+		# Every other round the baseline goes first: neither build always follows the same contender.
+		t[base_fusedcat]=$(run_fusedcat "$BED_DIR/base-bin")
+		t[base_fusedcp]=$(run_fusedcp "$BED_DIR/base-bin")
+	fi
+	t[fusedcat]=$(run_fusedcat)
+	t[fusedcp]=$(run_fusedcp)
+	if [[ -n ${BASELINE:-} ]] && ((r % 2 == 1)); then
+		t[base_fusedcat]=$(run_fusedcat "$BED_DIR/base-bin")
+		t[base_fusedcp]=$(run_fusedcp "$BED_DIR/base-bin")
+	fi
+	[[ $r == 1 ]] && t[cp]=$(run_cp) # through a 1 Gbit link: one round is plenty
+	line="round $r (s):"
+	for k in "${!t[@]}"; do
+		times[$k]+="${t[$k]} "
+		line+=" $k ${t[$k]}"
+	done
+	echo "$line; fio's own clock $(tail -1 "$BED_DIR/fio-times")" >&2
 done
 declare -A rate
-for k in fio fusedcat fusedcp cp; do
+keys=(fio fusedcat fusedcp cp)
+[[ -z ${BASELINE:-} ]] || keys+=(base_fusedcat base_fusedcp)
+for k in "${keys[@]}"; do
 	m=$(tr ' ' '\n' <<<"${times[$k]}" | grep . | median)
 	rate[$k]=$(mbps "$m")
 done
@@ -111,6 +139,14 @@ printf '%-52s %8s MB/s\n' "fio read bs=4M iodepth=8 libaio (fio's own clock)" "$
 	"fusedcat FILE >/dev/null (whole command)" "${rate[fusedcat]}" \
 	"fusedcp FILE local-disk-file (whole command, fsync)" "${rate[fusedcp]}" \
 	"cp through the sshfs mount (1 Gbit veth)" "${rate[cp]}"
+if [[ -n ${BASELINE:-} ]]; then
+	printf '%-52s %8s MB/s\n' "baseline fusedcat >/dev/null ($BASELINE)" "${rate[base_fusedcat]}" \
+		"baseline fusedcp local-disk-file" "${rate[base_fusedcp]}"
+	awk -v o="${rate[fio_own]}" -v f="${rate[base_fusedcat]}" -v p="${rate[base_fusedcp]}" 'BEGIN {
+		printf "baseline ratio fusedcat/fio (own clock):  %.2f\n", f / o
+		printf "baseline ratio fusedcp(file)/fio:         %.2f\n", p / o
+	}'
+fi
 awk -v o="${rate[fio_own]}" -v w="${rate[fio]}" -v f="${rate[fusedcat]}" -v p="${rate[fusedcp]}" -v c="${rate[cp]}" 'BEGIN {
 	printf "ratio fusedcat/fio (own clock):  %.2f\n", f / o
 	printf "ratio fusedcat/fio (whole fio):  %.2f\n", f / w
