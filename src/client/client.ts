@@ -82,13 +82,23 @@ export class FuseClient {
     return proof;
   }
 
+  /** Start the session to a fuse's server and the proof of its device now, so that they overlap other work (a
+   *  later map() uses them); failures wait for map() to report them. */
+  warm(fuse: FuseRecord): void {
+    this.session(fuse).then((session) => this.device(fuse, session)).catch(() => {});
+  }
+
   /** Ask the server for a file's map (read, or write: one writer under a write lease), and check it tiles the file
    *  before anyone trusts it. With the map, the device proven for this session (or why there is none). */
   async map(file: FusedFile, mode: MapMode = 'read'): Promise<{ map: FileMap; session: Session; device: ProvenDevice }> {
     const session = await this.session(file.fuse);
-    const device = await this.device(file.fuse, session);
-    // A write map taken in vain would hold the file up for others: no proven device, no write map.
-    if (mode === 'write' && 'reason' in device) throw new FusedError('failure', device.reason);
+    const proving = this.device(file.fuse, session);
+    // A write map taken in vain would hold the file up for others: no proven device, no write map. A read map is
+    // asked for while the device is being proven (the reader uses no device byte before the proof is done).
+    if (mode === 'write') {
+      const proven = await proving;
+      if ('reason' in proven) throw new FusedError('failure', proven.reason);
+    }
     let map: FileMap;
     try {
       map = await session.map(file.fuse.volume, file.rel, mode);
@@ -101,7 +111,7 @@ export class FuseClient {
       await session.release(map.lease).catch(() => {});
       throw new FusedError('failure', `map server sent an invalid ${mode} map: ${problem}`);
     }
-    return { map, session, device };
+    return { map, session, device: await proving };
   }
 
   async close(): Promise<void> {

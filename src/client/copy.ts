@@ -7,6 +7,7 @@ import { sha256File } from './hash.js';
 import { FileReader, type Chunk, type ReadReport, type Sink } from './reader.js';
 import { totalsSince, type Throttle, type ThrottleTotals } from './pacer.js';
 import { MountTarget, WriteRestart, type DirectWriter, type WriteReport, type WriteTarget } from './writer.js';
+import { fadvise } from '../native/index.js';
 
 const SLASH = 0x2f;
 
@@ -282,6 +283,7 @@ export class Copier {
     let target: WriteTarget;
     try {
       target = stream || !this.writer ? MountTarget.over(fh, undefined, kind) : await this.writer.open(path, st.size, fh, overwrite);
+      if (kind === 'file' && target instanceof MountTarget && st.size >= WRITE_BEHIND) target = new WriteBehind(target, fh.fd);
     } catch (err) {
       await fh.close().catch(() => {});
       if (temporary(path)) {
@@ -466,6 +468,63 @@ export class Slots {
 
 function knownType(e: Dirent<Buffer>): boolean {
   return e.isFile() || e.isDirectory() || e.isSymbolicLink() || e.isFIFO() || e.isSocket() || e.isCharacterDevice() || e.isBlockDevice();
+}
+
+/** Bytes of a new file written through the page cache between two steps of WriteBehind (and the least size for it). */
+const WRITE_BEHIND = 32 * 1024 * 1024;
+
+/**
+ * A large new file written through the page cache (a local disk, or a network mount where the direct path is not
+ * taken), with the disk kept busy behind the writes: every WRITE_BEHIND bytes, the step just written is sent on its
+ * way to the disk (POSIX_FADV_DONTNEED starts writeback of dirty pages) and the step before it, written back by
+ * then, leaves the cache. Without it a 1 GiB copy only fills the page cache (well under the kernel's dirty limits)
+ * and the closing fsync then writes all of it, after the reads instead of beside them; and the copy pushes other
+ * pages out of the cache. Advice only: errors are ignored.
+ */
+class WriteBehind implements WriteTarget {
+  /** Writeback was started below this. */
+  private started = 0;
+  /** Dropped from the cache below this. */
+  private dropped = 0;
+  /** The advice given last (one at a time, on the pool). */
+  private advising: Promise<void> = Promise.resolve();
+
+  constructor(private readonly inner: WriteTarget, private readonly fd: number) {}
+
+  get report(): WriteReport {
+    return this.inner.report;
+  }
+
+  async write(offset: number, data: Buffer, zero: boolean, buf?: Buffer): Promise<boolean> {
+    const kept = await this.inner.write(offset, data, zero, buf);
+    const end = offset + data.length;
+    if (end - this.started >= WRITE_BEHIND) {
+      const [dropFrom, dropTo, startFrom] = [this.dropped, this.started, this.started];
+      this.dropped = this.started;
+      this.started = end;
+      this.advising = this.advising.then(async () => {
+        if (dropTo > dropFrom) await fadvise(this.fd, dropFrom, dropTo - dropFrom, 'dontneed').catch(() => {});
+        await fadvise(this.fd, startFrom, end - startFrom, 'dontneed').catch(() => {});
+      });
+    }
+    return kept;
+  }
+
+  async finish(size: number): Promise<void> {
+    await this.advising;
+    await this.inner.finish(size);
+  }
+
+  async restart(): Promise<void> {
+    await this.advising;
+    this.started = this.dropped = 0;
+    await this.inner.restart();
+  }
+
+  async abort(): Promise<void> {
+    await this.advising;
+    await this.inner.abort();
+  }
 }
 
 /** Copies of a file that keeps changing while it is read, before fusedcp gives up on it. */

@@ -150,11 +150,11 @@ test('no device read starts after the deadline', async (t) => {
   const { dir, file, fake, session } = await setup(t, 24);
   fake.pingDelay = 3_000;
   let deadline = Infinity;
-  // 8 reads served one at a time, 300 ms each: the deadline (about 1 s after the map) passes part-way.
+  // 8 reads served one at a time, 300 ms each, 4 in flight: the deadline (about 1 s after the map) passes part-way.
   const device = new FakeDevice(file.image, () => 300, true);
   const reader = new FileReader(
     { ...source(session, dir), map: async (f) => { const got = await source(session, dir).map(f); deadline = session.deadline(got.map.lease); return got; } },
-    { openDevice: async () => device },
+    { openDevice: async () => device, depth: 4 },
   );
   const { sink, result } = collector(true);
   const r = await reader.read(Buffer.from(file.path), sink);
@@ -167,7 +167,8 @@ test('no device read starts after the deadline', async (t) => {
 test('a recall mid-read: RETURN once the reads in flight are done, the copy restarts through the mount', async (t) => {
   const { dir, file, fake, session } = await setup(t);
   const device = new FakeDevice(file.image, (i) => (i === 0 ? 200 : 0));
-  const reader = new FileReader(source(session, dir), { openDevice: async () => device });
+  // One read in flight (two read ahead): reads are still to be issued when the recall comes.
+  const reader = new FileReader(source(session, dir), { openDevice: async () => device, depth: 1 });
   const { sink, result } = collector(true);
   const reading = reader.read(Buffer.from(file.path), sink);
   await sleep(100);
@@ -178,6 +179,25 @@ test('a recall mid-read: RETURN once the reads in flight are done, the copy rest
   assert.match(r.reason ?? '', /recalled/);
   assert.ok(fake.got.includes(`RETURN ${lease}`), fake.got.join('\n'));
   assert.ok(result().equals(file.bytes));
+});
+
+test('a slow read does not hold up the reads behind it: the device stays busy while the head is awaited', async (t) => {
+  const { dir, file, session } = await setup(t, 24);
+  // The first read takes 500 ms, the others none: reads past the first `depth` are issued while it is awaited.
+  let headDone = Infinity;
+  const device = new FakeDevice(file.image, (i) => (i === 0 ? 500 : 0));
+  const slowHead = device.readInto.bind(device);
+  device.readInto = async (scratch, position, length) => {
+    const data = await slowHead(scratch, position, length);
+    if (position === P0) headDone = performance.now();
+    return data;
+  };
+  const reader = new FileReader(source(session, dir), { openDevice: async () => device, depth: 2 });
+  const { sink } = collector(true);
+  await reader.read(Buffer.from(file.path), sink);
+  const beforeHead = device.reads.filter((x) => x.at < headDone).length;
+  // The window of 4 chunks: the slow head, the second data chunk, the zeros, the first chunk of the tail.
+  assert.equal(beforeHead, 3, `${beforeHead} reads started before the first one completed (depth 2, window 4)`);
 });
 
 test('a map whose DATA reaches past the file system is refused: nothing is read from the device', async (t) => {

@@ -1,13 +1,25 @@
 #!/usr/bin/env bash
-# Read benchmark (not a test): fusedcp over the direct path vs `dd iflag=direct` on the same device and vs
-# `cp` through the network mount, all in one run on the two-node bed, printing MB/s and ratios.
+# Read benchmark (not a test): the direct read path against the device's limit, all in one run on the two-node bed.
+# The limit is fio reading the file's own region of the client's device (offset = the file's first physical byte,
+# size = the file; O_DIRECT, libaio, 4 MiB requests, 8 in flight). Against it: `fusedcat FILE >/dev/null` (the
+# whole command, wall time), `fusedcp FILE` to a local file on the machine's disk (whole command, fsync included:
+# fusedcp makes its copy durable before the rename) and `cp` through the sshfs mount. Rounds are interleaved, so
+# drift in the machine's load hits every contender alike; medians are reported, with ratios to fio.
+# Content: a `fusedcat | sha256sum` (untimed) and every fusedcp copy are compared with the source's sha256.
 # Usage (root): test/bench/read.sh [SIZE_MIB] [ROUNDS]      defaults: 1024 MiB, 3 rounds (median reported)
+# With BASELINE=DIR (another built checkout of fused, e.g. an older commit), its fusedcat and fusedcp are timed in
+# the same rounds too, for a before/after comparison in one run.
+# The commands run without NODE_EXTRA_CA_CERTS and NODE_OPTIONS (Node reads the extra CA file at every start: a cost
+# of this environment, tens of ms, not of fused).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 size_mib=${1:-1024}
 rounds=${2:-3}
 [[ $(id -u) == 0 ]] || { echo "read.sh: must run as root (loop devices, namespaces)" >&2; exit 2; }
-npx tsc -p tsconfig.json
+command -v fio >/dev/null || apt-get install -y -q fio >/dev/null
+command -v fio >/dev/null || { echo "read.sh: fio is missing and could not be installed" >&2; exit 2; }
+unset NODE_EXTRA_CA_CERTS NODE_OPTIONS
+npm run --silent build # tsc and the one-file bundles the commands start from
 source test/lib/bed.bash
 bed_init "bench$$"
 trap bed_teardown EXIT
@@ -16,6 +28,14 @@ bed_make_nodes 1gbit
 bed_start_sshd
 bed_mount_client
 bed_start_server
+if [[ -n ${BASELINE:-} ]]; then
+	[[ -f $BASELINE/bin/fusedcat.cjs ]] || { echo "read.sh: BASELINE=$BASELINE is not a fused checkout" >&2; exit 2; }
+	mkdir -p "$BED_DIR/base-bin"
+	for cmd in fusedcat fusedcp; do
+		printf '#!/bin/sh\nexec node %q "$@"\n' "$BASELINE/bin/$cmd.cjs" >"$BED_DIR/base-bin/$cmd"
+		chmod +x "$BED_DIR/base-bin/$cmd"
+	done
+fi
 bed_in_client "$FUSED_BIN/fusedctl" fuse "$BED_CLI_DIR" --server "$BED_SERVER" --key-file "$BED_KEY" --node cli >/dev/null
 
 file=bench.bin
@@ -25,75 +45,111 @@ bytes=$((size_mib * 1024 * 1024))
 map=$(bed_in_client "$FUSED_BIN/fusedmap" --json "$BED_CLI_DIR/$file")
 phys=$(jq '.[0].extents[0].physical' <<<"$map")
 extents=$(jq '.[0].extents | length' <<<"$map")
+# The region fio reads is exactly the file's blocks when they are one run on the device; else say how far apart.
+span=$(jq '.[0].extents | (.[-1].physical + .[-1].length) - .[0].physical' <<<"$map")
 want=$(sha256sum <"$BED_SRV_DIR/$file" | cut -d' ' -f1)
-echo "file: $size_mib MiB in $extents extent(s); device $BED_DEV_B; $(nproc) cores" >&2
+dest=$BED_DIR/copy.out # a local file on the machine's disk (the bed lives under ${TMPDIR:-/tmp})
+echo "file: $size_mib MiB in $extents extent(s) spanning $span bytes of $BED_DEV_B from $phys; $(nproc) cores;" \
+	"destination of fusedcp: $(df --output=source,fstype "$BED_DIR" | tail -1)" >&2
 
 now() { date +%s.%N; }
+elapsed() { awk -v a="$1" -v b="$(now)" 'BEGIN { print b - a }'; }
 # mbps SECONDS -> MB/s for $bytes
 mbps() { awk -v b="$bytes" -v s="$1" 'BEGIN { printf "%.0f", b / s / 1e6 }'; }
-drop_caches() { sync; echo 3 >/proc/sys/vm/drop_caches; }
-
-run_dd() {
-	local t0 t1
-	t0=$(now)
-	# The same bytes the direct path reads: the file's first extent onward (the file is near-contiguous).
-	dd if="$BED_DEV_B" iflag=direct,skip_bytes skip="$phys" bs=4M count=$((size_mib / 4)) of=/dev/null status=none
-	t1=$(now)
-	awk -v a="$t0" -v b="$t1" 'BEGIN { print b - a }'
-}
-run_fusedcp() {
-	local t0 t1 out
-	out=$BED_DIR/copy-direct.json
-	t0=$(now)
-	bed_in_client "$FUSED_BIN/fusedcp" --json "$BED_CLI_DIR/$file" /dev/null >"$out"
-	t1=$(now)
-	[[ $(jq -r '.[0].path' "$out") == direct ]] || { echo "fusedcp did not take the direct path: $(cat "$out")" >&2; exit 1; }
-	# The copy's own time, without process start-up, session and map: fusedcp's --json seconds.
-	jq -r '.[0].seconds' "$out" >>"$BED_DIR/inner-times"
-	awk -v a="$t0" -v b="$t1" 'BEGIN { print b - a }'
-}
-run_fusedcp_file() {
-	local t0 t1
-	rm -f "$BED_DIR/copy.out"
-	t0=$(now)
-	bed_in_client "$FUSED_BIN/fusedcp" -q "$BED_CLI_DIR/$file" "$BED_DIR/copy.out"
-	t1=$(now)
-	[[ $(sha256sum <"$BED_DIR/copy.out" | cut -d' ' -f1) == "$want" ]] || { echo "fusedcp copy differs from the source" >&2; exit 1; }
-	awk -v a="$t0" -v b="$t1" 'BEGIN { print b - a }'
-}
-run_cp() {
-	local t0 t1
-	drop_caches
-	t0=$(now)
-	bed_in_client cp "$BED_CLI_DIR/$file" /dev/null
-	t1=$(now)
-	awk -v a="$t0" -v b="$t1" 'BEGIN { print b - a }'
-}
 median() { sort -g | awk '{ a[NR] = $1 } END { print a[int((NR + 1) / 2)] }'; }
 
+# fio over the file's region of the client's device: whole command (wall) on stdout, fio's own clock to fio-times.
+run_fio() {
+	local t0 t out=$BED_DIR/fio.json
+	t0=$(now)
+	fio --name=read --filename="$BED_DEV_B" --offset="$phys" --size="$bytes" --direct=1 --rw=read --bs=4M \
+		--iodepth=8 --ioengine=libaio --output-format=json >"$out"
+	t=$(elapsed "$t0")
+	[[ $(jq '.jobs[0].read.io_bytes' "$out") == "$bytes" ]] || { echo "fio read $(jq '.jobs[0].read.io_bytes' "$out") bytes" >&2; exit 1; }
+	jq '.jobs[0].read.runtime / 1000' "$out" >>"$BED_DIR/fio-times"
+	echo "$t"
+}
+# run_fusedcat [BIN_DIR], run_fusedcp [BIN_DIR]: the commands of BIN_DIR (default this checkout's).
+run_fusedcat() {
+	local t0 t bin=${1:-$FUSED_BIN}
+	t0=$(now)
+	bed_in_client "$bin/fusedcat" -v "$BED_CLI_DIR/$file" >/dev/null 2>"$BED_DIR/cat.err"
+	t=$(elapsed "$t0")
+	grep -Eq ": direct($|;)" "$BED_DIR/cat.err" || { echo "fusedcat did not read direct: $(cat "$BED_DIR/cat.err")" >&2; exit 1; }
+	echo "$t"
+}
+run_fusedcp() {
+	local t0 t out=$BED_DIR/copy.json bin=${1:-$FUSED_BIN}
+	rm -f "$dest"
+	t0=$(now)
+	bed_in_client "$bin/fusedcp" --json "$BED_CLI_DIR/$file" "$dest" >"$out"
+	t=$(elapsed "$t0")
+	[[ $(jq -r '.[0].path' "$out") == direct ]] || { echo "fusedcp did not read direct: $(cat "$out")" >&2; exit 1; }
+	[[ $(sha256sum <"$dest" | cut -d' ' -f1) == "$want" ]] || { echo "fusedcp copy differs from the source" >&2; exit 1; }
+	rm -f "$dest"
+	echo "$t"
+}
+run_cp() {
+	local t0 t
+	sync
+	echo 3 >/proc/sys/vm/drop_caches
+	t0=$(now)
+	bed_in_client cp "$BED_CLI_DIR/$file" /dev/null
+	elapsed "$t0"
+}
+
+# Content first (untimed): what fusedcat writes to a pipe is the file.
+got=$(bed_in_client "$FUSED_BIN/fusedcat" "$BED_CLI_DIR/$file" | sha256sum | cut -d' ' -f1)
+[[ $got == "$want" ]] || { echo "fusedcat output differs from the source" >&2; exit 1; }
+
+: >"$BED_DIR/fio-times"
 declare -A times
 for ((r = 1; r <= rounds; r++)); do
-	# Interleaved, so drift in the machine's load hits every contender alike.
-	times[dd]+="$(run_dd) "
-	times[fusedcp]+="$(run_fusedcp) "
-	times[fusedcp_file]+="$(run_fusedcp_file) "
-	[[ $r == 1 ]] && times[cp]+="$(run_cp) " # through a 1 Gbit link: one round is plenty
-	echo "round $r done" >&2
+	declare -A t=()
+	t[fio]=$(run_fio)
+	if [[ -n ${BASELINE:-} ]] && ((r % 2 == 0)); then
+		# Every other round the baseline goes first: neither build always follows the same contender.
+		t[base_fusedcat]=$(run_fusedcat "$BED_DIR/base-bin")
+		t[base_fusedcp]=$(run_fusedcp "$BED_DIR/base-bin")
+	fi
+	t[fusedcat]=$(run_fusedcat)
+	t[fusedcp]=$(run_fusedcp)
+	if [[ -n ${BASELINE:-} ]] && ((r % 2 == 1)); then
+		t[base_fusedcat]=$(run_fusedcat "$BED_DIR/base-bin")
+		t[base_fusedcp]=$(run_fusedcp "$BED_DIR/base-bin")
+	fi
+	[[ $r == 1 ]] && t[cp]=$(run_cp) # through a 1 Gbit link: one round is plenty
+	line="round $r (s):"
+	for k in "${!t[@]}"; do
+		times[$k]+="${t[$k]} "
+		line+=" $k ${t[$k]}"
+	done
+	echo "$line; fio's own clock $(tail -1 "$BED_DIR/fio-times")" >&2
 done
 declare -A rate
-for k in dd fusedcp fusedcp_file cp; do
+keys=(fio fusedcat fusedcp cp)
+[[ -z ${BASELINE:-} ]] || keys+=(base_fusedcat base_fusedcp)
+for k in "${keys[@]}"; do
 	m=$(tr ' ' '\n' <<<"${times[$k]}" | grep . | median)
 	rate[$k]=$(mbps "$m")
 done
-rate[inner]=$(mbps "$(median <"$BED_DIR/inner-times")")
-printf '%-42s %8s MB/s\n' "dd iflag=direct bs=4M (device)" "${rate[dd]}" \
-	"fusedcp direct -> /dev/null (whole command)" "${rate[fusedcp]}" \
-	"  the same, copy only (--json seconds)" "${rate[inner]}" \
-	"fusedcp direct -> file (page cache)" "${rate[fusedcp_file]}" \
+rate[fio_own]=$(mbps "$(median <"$BED_DIR/fio-times")")
+printf '%-52s %8s MB/s\n' "fio read bs=4M iodepth=8 libaio (fio's own clock)" "${rate[fio_own]}" \
+	"  the same, whole fio command (wall)" "${rate[fio]}" \
+	"fusedcat FILE >/dev/null (whole command)" "${rate[fusedcat]}" \
+	"fusedcp FILE local-disk-file (whole command, fsync)" "${rate[fusedcp]}" \
 	"cp through the sshfs mount (1 Gbit veth)" "${rate[cp]}"
-awk -v f="${rate[fusedcp]}" -v d="${rate[dd]}" -v ff="${rate[fusedcp_file]}" -v c="${rate[cp]}" -v i="${rate[inner]}" 'BEGIN {
-	printf "ratio fusedcp/dd:            %.2f\n", f / d
-	printf "ratio fusedcp(copy only)/dd: %.2f\n", i / d
-	printf "ratio fusedcp(file)/dd:      %.2f\n", ff / d
-	printf "ratio fusedcp/cp(network):   %.1f\n", f / c
+if [[ -n ${BASELINE:-} ]]; then
+	printf '%-52s %8s MB/s\n' "baseline fusedcat >/dev/null ($BASELINE)" "${rate[base_fusedcat]}" \
+		"baseline fusedcp local-disk-file" "${rate[base_fusedcp]}"
+	awk -v o="${rate[fio_own]}" -v f="${rate[base_fusedcat]}" -v p="${rate[base_fusedcp]}" 'BEGIN {
+		printf "baseline ratio fusedcat/fio (own clock):  %.2f\n", f / o
+		printf "baseline ratio fusedcp(file)/fio:         %.2f\n", p / o
+	}'
+fi
+awk -v o="${rate[fio_own]}" -v w="${rate[fio]}" -v f="${rate[fusedcat]}" -v p="${rate[fusedcp]}" -v c="${rate[cp]}" 'BEGIN {
+	printf "ratio fusedcat/fio (own clock):  %.2f\n", f / o
+	printf "ratio fusedcat/fio (whole fio):  %.2f\n", f / w
+	printf "ratio fusedcp(file)/fio:         %.2f\n", p / o
+	printf "ratio fusedcat/cp(network):      %.1f\n", f / c
 }'
