@@ -12,17 +12,17 @@ link_mbps=$(awk -v l="$link" 'BEGIN { n = l + 0; u = substr(l, length(n) + 1)
 jq -r '.results[] | [.direction, .method, (.mbps | round), (.ratio * 100 | round / 100), .label] | @tsv' <<<"$report" |
 	awk -F'\t' -v title="$title" -v link="$link" -v link_mbps="$link_mbps" '
 	function esc(s) { gsub(/&/, "\\&amp;", s); gsub(/</, "\\&lt;", s); gsub(/>/, "\\&gt;", s); return s }
-	{ n++; dir[n] = $1; meth[n] = $2; mbps[n] = $3; ratio[n] = $4; label[n] = $5; if ($3 > max) max = $3
+	{ n++; dir[n] = $1; slot[n] = ++count[$1]; if (count[$1] > nslots) nslots = count[$1]; meth[n] = $2; mbps[n] = $3; ratio[n] = $4; label[n] = $5; if ($3 > max) max = $3
 	  if (!(($2) in seen)) { seen[$2] = 1; order[++nm] = $2; lab[$2] = $5 } }
 	END {
-		color["fio"] = "#6b6b6b"; color["fusedcp"] = "#1f77b4"; color["sshfs"] = "#ff7f0e"; color["nfs"] = "#2ca02c"
+		color["fio"] = "#6b6b6b"; color["fusedcp"] = "#1f77b4"; color["fusedcat"] = "#9ecae1"; color["sshfs"] = "#ff7f0e"; color["nfs"] = "#2ca02c"
 		bw = 64; gap = 10; ggap = 70; left = 70; top = 60; h = 260
 		# a round top for the axis: 1, 2 or 5 times a power of ten
 		step = 1; while (step * 10 <= max) step *= 10
 		split("1 1.5 2 2.5 3 4 5 6 8 10", nice, " ")
 		for (k = 1; k <= 10; k++) { top_v = nice[k] * step; if (top_v >= max * 1.1) break }
 		ngroups = 0; for (i = 1; i <= n; i++) if (!(dir[i] in g)) { g[dir[i]] = ++ngroups; gname[ngroups] = dir[i] }
-		gw = nm * bw + (nm - 1) * gap
+		gw = nslots * bw + (nslots - 1) * gap
 		width = left + ngroups * gw + (ngroups - 1) * ggap + 40
 		legend_y = top + h + 50
 		height = legend_y + 24 * nm + 30
@@ -36,7 +36,7 @@ jq -r '.results[] | [.direction, .method, (.mbps | round), (.ratio * 100 | round
 			printf "<text x=\"%d\" y=\"%.1f\" text-anchor=\"end\" fill=\"#555\">%g</text>\n", left - 6, y + 4, v
 		}
 		for (i = 1; i <= n; i++) {
-			gi = g[dir[i]]; for (m = 1; m <= nm; m++) if (order[m] == meth[i]) mi = m
+			gi = g[dir[i]]; mi = slot[i]
 			x = left + (gi - 1) * (gw + ggap) + (mi - 1) * (bw + gap)
 			bh = h * mbps[i] / top_v; y = top + h - bh
 			c = (meth[i] in color) ? color[meth[i]] : "#999"
