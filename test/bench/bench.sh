@@ -42,7 +42,7 @@ for c in "${need[@]}"; do
 	apt-get install -y -q fio jq nfs-ganesha nfs-ganesha-vfs rpcbind libnfs-utils >/dev/null || true
 	command -v "$c" >/dev/null || { echo "bench.sh: $c is missing and could not be installed" >&2; exit 2; }
 done
-[[ -e dist/cli/run.js ]] || npx tsc -p tsconfig.json
+npm run -s build >/dev/null # measure the tree as it is: the TypeScript and the bundles each command starts from
 
 bytes=$((size_mib * 1024 * 1024))
 gib=$((1024 * 1024 * 1024))
@@ -148,7 +148,8 @@ timed_cat() {
 	((lb * 1024 < bytes)) || fail "fusedcat: $lb bytes crossed the link: not the direct path"
 }
 # timed_write NAME CMD...: CMD copies the local source to NAME on the volume (source in the page cache); checked on
-# the server, then removed.
+# the server, then removed. A fresh NAME each round: ganesha caches directory entries, so a name removed on the
+# server can still exist for nfs-cp's exclusive create (NFS3ERR_EXIST).
 timed_write() {
 	local name=$1 t0 l0 t
 	shift
@@ -185,9 +186,9 @@ for ((r = 1; r <= rounds; r++)); do
 	runs[read_sshfs]+="$(timed_read cp "$BED_CLI_DIR/$file" "$out");"
 	((nfs)) && runs[read_nfs]+="$(timed_read nfs-cp "$BED_NFS_URL/$file" "$out");"
 	runs[write_fio]+="$(fio_run write "$scratch" 0);"
-	runs[write_fusedcp]+="$(timed_write w-fused.bin bash -c 'fusedcp_checked "$@"' - .write.path "$src" "$BED_CLI_DIR/w-fused.bin");"
-	runs[write_sshfs]+="$(timed_write w-sshfs.bin cp "$src" "$BED_CLI_DIR/w-sshfs.bin");"
-	((nfs)) && runs[write_nfs]+="$(timed_write w-nfs.bin nfs-cp "$src" "$BED_NFS_URL/w-nfs.bin");"
+	runs[write_fusedcp]+="$(timed_write w-fused-$r.bin bash -c 'fusedcp_checked "$@"' - .write.path "$src" "$BED_CLI_DIR/w-fused-$r.bin");"
+	runs[write_sshfs]+="$(timed_write w-sshfs-$r.bin cp "$src" "$BED_CLI_DIR/w-sshfs-$r.bin");"
+	((nfs)) && runs[write_nfs]+="$(timed_write w-nfs-$r.bin nfs-cp "$src" "$BED_NFS_URL/w-nfs-$r.bin");"
 	echo "bench: round $r of $rounds done" >&2
 done
 
