@@ -481,3 +481,62 @@ bed_make_scaleout() {
 	done
 	bed_start_peer_server A "$@" && bed_start_peer_server B "$@"
 }
+
+# bed_start_nfs [DIR]: a real NFSv3 server (nfs-ganesha, VFS FSAL) in the server namespace exporting DIR (default
+# the server's volume) read-write without root squash, with its rpcbind (libnfs 4.0's nfs-cp finds the ports
+# only through the portmapper). Both run in a private mount namespace (slave: the host's unmounts still reach it)
+# with a tmpfs on /run, so this rpcbind's socket and ganesha's /run/ganesha are the bed's own and clash with no
+# rpcbind on the host. Sets BED_NFS_URL (nfs://ADDR/DIR, for nfs-cp and nfs-cat from the client namespace).
+# Needs the Debian packages nfs-ganesha, nfs-ganesha-vfs, rpcbind (and libnfs-utils for the client tools).
+bed_start_nfs() {
+	local dir=${1:-$BED_SRV_DIR} d=$BED_DIR/nfs tries=100
+	mkdir -p "$d"
+	cat >"$d/ganesha.conf" <<-CONF
+		NFS_CORE_PARAM {
+			Protocols = 3;
+			NFS_Port = 2049;
+			MNT_Port = 20048;
+			Bind_addr = $BED_SRV_ADDR;
+			Enable_NLM = false;
+			Enable_RQUOTA = false;
+		}
+		NFS_KRB5 { Active_krb5 = false; }
+		EXPORT {
+			Export_Id = 1;
+			Path = $dir;
+			Pseudo = /vol;
+			Access_Type = RW;
+			Squash = No_Root_Squash;
+			Protocols = 3;
+			Transports = TCP;
+			SecType = sys;
+			FSAL { Name = VFS; }
+		}
+		LOG { Default_Log_Level = EVENT; }
+	CONF
+	cat >"$d/run.sh" <<-SH
+		mount -t tmpfs -o mode=755 fused-bed-run /run || exit 1
+		mkdir -p /run/ganesha /run/rpcbind
+		rpcbind -f -w & echo \$! >$d/rpcbind.pid
+		for i in 1 2 3 4 5 6 7 8 9 10 11 12 13 14 15 16 17 18 19 20; do [ -S /run/rpcbind.sock ] && break; sleep 0.1; done
+		exec ganesha.nfsd -F -f $d/ganesha.conf -L $d/ganesha.log -p $d/ganesha.pid
+	SH
+	# nsenter and unshare exec (no fork), and run.sh execs ganesha: $! is ganesha itself.
+	nsenter --net="/run/netns/$BED_SRV_NS" unshare -m --propagation slave sh "$d/run.sh" </dev/null >"$d/run.log" 2>&1 3>&- &
+	BED_NFS_PID=$!
+	bed_record_pid "$BED_NFS_PID" || bed_die "ganesha exited at once: $(cat "$d/run.log")" || return 1
+	until [[ -s $d/rpcbind.pid ]] && bed_in_client rpcinfo -T tcp "$BED_SRV_ADDR" 100005 3 >/dev/null 2>&1; do
+		((tries-- > 0)) && bed_alive "$BED_NFS_PID" ||
+			bed_die "NFS server not answering: $(cat "$d/run.log"; tail -3 "$d/ganesha.log" 2>/dev/null)" || return 1
+		sleep 0.1
+	done
+	bed_record_pid "$(cat "$d/rpcbind.pid")"
+	BED_NFS_URL=nfs://$BED_SRV_ADDR$dir
+	export BED_NFS_PID BED_NFS_URL
+	bed_save_env
+}
+
+# bed_link_bytes: bytes that crossed the veth link so far, both directions (the client end's rx + tx).
+bed_link_bytes() {
+	ip -n "$BED_CLI_NS" -s -j link show dev "vc-$BED_ID" | jq '.[0].stats64.rx.bytes + .[0].stats64.tx.bytes'
+}
