@@ -151,17 +151,14 @@ bed_record_pid() {
 	bed_record pid "$1" "$start"
 }
 
-# bed_start_sshd: an sshd in the server namespace with its own host key and a client key in the state dir.
-bed_start_sshd() {
-	local d=$BED_DIR/ssh
-	mkdir -p "$d" && chmod 700 "$d"
-	ssh-keygen -q -t ed25519 -N '' -f "$d/host_key" && ssh-keygen -q -t ed25519 -N '' -f "$d/client_key" || return 1
-	cp "$d/client_key.pub" "$d/authorized_keys"
-	cat >"$d/sshd_config" <<-CONF
-		ListenAddress $BED_SRV_ADDR:22
-		HostKey $d/host_key
-		PidFile $d/sshd.pid
-		AuthorizedKeysFile $d/authorized_keys
+# bed_sshd_config FILE LISTEN HOST_KEY PID_FILE AUTHORIZED_KEYS: an sshd configuration for the bed: key logins
+# only (root by key), no PAM, sftp served in-process.
+bed_sshd_config() {
+	cat >"$1" <<-CONF
+		ListenAddress $2
+		HostKey $3
+		PidFile $4
+		AuthorizedKeysFile $5
 		PermitRootLogin prohibit-password
 		PasswordAuthentication no
 		KbdInteractiveAuthentication no
@@ -169,6 +166,15 @@ bed_start_sshd() {
 		StrictModes no
 		Subsystem sftp internal-sftp
 	CONF
+}
+
+# bed_start_sshd: an sshd in the server namespace with its own host key and a client key in the state dir.
+bed_start_sshd() {
+	local d=$BED_DIR/ssh
+	mkdir -p "$d" && chmod 700 "$d"
+	ssh-keygen -q -t ed25519 -N '' -f "$d/host_key" && ssh-keygen -q -t ed25519 -N '' -f "$d/client_key" || return 1
+	cp "$d/client_key.pub" "$d/authorized_keys"
+	bed_sshd_config "$d/sshd_config" "$BED_SRV_ADDR:22" "$d/host_key" "$d/sshd.pid" "$d/authorized_keys"
 	# sshd needs its privilege-separation directory; it is a system path, created if absent and left.
 	mkdir -p /run/sshd
 	# nsenter execs the program (no subshell in between), so $! is sshd itself.
@@ -390,18 +396,7 @@ bed_start_peer_sshd() {
 	mkdir -p "$d" && chmod 700 "$d"
 	[[ -f $d/client_key ]] || { ssh-keygen -q -t ed25519 -N '' -f "$d/client_key" && cp "$d/client_key.pub" "$d/authorized_keys"; } || return 1
 	ssh-keygen -q -t ed25519 -N '' -f "$d/host_key_$x" || return 1
-	cat >"$d/sshd_config_$x" <<-CONF
-		ListenAddress 0.0.0.0:22
-		HostKey $d/host_key_$x
-		PidFile $d/sshd_$x.pid
-		AuthorizedKeysFile $d/authorized_keys
-		PermitRootLogin prohibit-password
-		PasswordAuthentication no
-		KbdInteractiveAuthentication no
-		UsePAM no
-		StrictModes no
-		Subsystem sftp internal-sftp
-	CONF
+	bed_sshd_config "$d/sshd_config_$x" 0.0.0.0:22 "$d/host_key_$x" "$d/sshd_$x.pid" "$d/authorized_keys"
 	mkdir -p /run/sshd
 	nsenter --net="/run/netns/$(bed_peer_ns "$x")" /usr/sbin/sshd -D -e -f "$d/sshd_config_$x" </dev/null >"$d/sshd_$x.log" 2>&1 3>&- &
 	pid=$!
