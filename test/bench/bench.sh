@@ -198,13 +198,8 @@ sf_kib=64
 declare -A sf=()
 if ((files)); then
 	tree=$BED_SRV_DIR/tree
-	for ((d = 0; d < 10; d++)); do
-		mkdir -p "$tree/d$d"
-		for ((f = d; f < files; f += 10)); do head -c "$((sf_kib * 1024))" /dev/urandom >"$tree/d$d/f$f"; done
-	done
-	sync
-	sums() { (cd "$1" && find . -type f -print0 | sort -z | xargs -0 -r sha256sum); }
-	sums "$tree" >"$BED_DIR/want.sums"
+	bed_make_tree "$tree" "$files" "$sf_kib"
+	bed_tree_sums "$tree" >"$BED_DIR/want.sums"
 	timed_tree() {
 		local t0 l0 t
 		rm -rf "$BED_DIR/tree-out" && mkdir "$BED_DIR/tree-out"
@@ -214,7 +209,7 @@ if ((files)); then
 		bed_in_client "$@" "$BED_CLI_DIR/tree" "$BED_DIR/tree-out/" >"$BED_DIR/last.log" 2>&1 || fail "$*: $(tail -3 "$BED_DIR/last.log")"
 		t=$(elapsed "$t0")
 		echo "$t $(($(bed_link_bytes) - l0))"
-		sums "$BED_DIR/tree-out/tree" | cmp -s - "$BED_DIR/want.sums" || fail "$*: the tree copy differs from the source"
+		bed_tree_sums "$BED_DIR/tree-out/tree" | cmp -s - "$BED_DIR/want.sums" || fail "$*: the tree copy differs from the source"
 		rm -rf "$BED_DIR/tree-out"
 	}
 	for ((r = 1; r <= rounds; r++)); do

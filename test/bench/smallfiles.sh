@@ -27,14 +27,8 @@ bed_in_client "$FUSED_BIN/fusedctl" fuse "$BED_CLI_DIR" --server "$BED_SERVER" -
 
 # The tree: 10 directories of files/10 files each, random bytes, written on the server.
 src=$BED_SRV_DIR/tree
-for ((d = 0; d < 10; d++)); do
-	mkdir -p "$src/d$d"
-	for ((f = d; f < files; f += 10)); do head -c "$((size_kib * 1024))" /dev/urandom >"$src/d$d/f$f"; done
-done
-sync
-# sums DIR: "sha256  ./relative/path" for every file under DIR, sorted by path.
-sums() { (cd "$1" && find . -type f -print0 | sort -z | xargs -0 sha256sum); }
-sums "$src" >"$BED_DIR/want.sums"
+bed_make_tree "$src" "$files" "$size_kib"
+bed_tree_sums "$src" >"$BED_DIR/want.sums"
 echo "tree: $files files of $size_kib KiB; $(nproc) cores" >&2
 
 now() { date +%s.%N; }
@@ -48,7 +42,7 @@ timed() {
 	t0=$(now)
 	bed_in_client "$@" "$BED_CLI_DIR/tree" "$BED_DIR/out/" >"$BED_DIR/last.out" 2>&1 || { echo "$name failed: $(tail -5 "$BED_DIR/last.out")" >&2; exit 1; }
 	t1=$(now)
-	sums "$BED_DIR/out/tree" | cmp -s - "$BED_DIR/want.sums" || { echo "$name: the copy differs from the source" >&2; exit 1; }
+	bed_tree_sums "$BED_DIR/out/tree" | cmp -s - "$BED_DIR/want.sums" || { echo "$name: the copy differs from the source" >&2; exit 1; }
 	awk -v a="$t0" -v b="$t1" 'BEGIN { print b - a }'
 }
 median() { sort -g | awk '{ a[NR] = $1 } END { print a[int((NR + 1) / 2)] }'; }

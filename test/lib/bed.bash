@@ -477,6 +477,20 @@ bed_make_scaleout() {
 	bed_start_peer_server A "$@" && bed_start_peer_server B "$@"
 }
 
+# bed_make_tree DIR FILES KIB: a tree of FILES files of KIB KiB of random bytes in 10 directories under DIR (the
+# small-files benchmarks' shape).
+bed_make_tree() {
+	local d f
+	for ((d = 0; d < 10; d++)); do
+		mkdir -p "$1/d$d"
+		for ((f = d; f < $2; f += 10)); do head -c "$(($3 * 1024))" /dev/urandom >"$1/d$d/f$f"; done
+	done
+	sync
+}
+
+# bed_tree_sums DIR: "sha256  ./relative/path" for every file under DIR, sorted by path.
+bed_tree_sums() { (cd "$1" && find . -type f -print0 | sort -z | xargs -0 -r sha256sum); }
+
 # bed_start_nfs [DIR]: a real NFSv3 server (nfs-ganesha, VFS FSAL) in the server namespace exporting DIR (default
 # the server's volume) read-write without root squash, with its rpcbind (libnfs 4.0's nfs-cp finds the ports
 # only through the portmapper). Both run in a private mount namespace (slave: the host's unmounts still reach it)
