@@ -5,6 +5,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { mkdtempSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { open } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { performance } from 'node:perf_hooks';
@@ -211,4 +212,50 @@ test('a map whose DATA reaches past the file system is refused: nothing is read 
   assert.match(r.reason ?? '', /outside the volume/);
   assert.equal(device.reads.length, 0);
   assert.ok(result().equals(file.bytes));
+});
+
+/** Opens the file read-only like the reader does, with datasync replaced by `flush` (events recorded in order). */
+function watchedOpen(events: string[], flush: () => Promise<void>) {
+  return async (f: Buffer) => {
+    const fh = await open(f, 'r');
+    fh.datasync = async () => {
+      events.push('flush');
+      await flush();
+    };
+    return fh;
+  };
+}
+
+test('this node\'s writes are flushed through the mount before the map is asked for', async (t) => {
+  const { dir, file, session } = await setup(t);
+  const events: string[] = [];
+  const src = source(session, dir);
+  const map = src.map;
+  src.map = async (f) => (events.push('map'), map(f));
+  const device = new FakeDevice(file.image);
+  const reader = new FileReader(src, { openDevice: async () => device, openMount: watchedOpen(events, async () => {}) });
+  const { sink, result } = collector(true);
+  const r = await reader.read(Buffer.from(file.path), sink);
+  assert.equal(r.path, 'direct');
+  assert.deepEqual(events, ['flush', 'map']);
+  assert.ok(result().equals(file.bytes));
+});
+
+test('a flush that fails sends the file through the mount, saying why; a mount without fsync is no reason', async (t) => {
+  const { dir, file, session } = await setup(t);
+  const failing = (code: string) => async () => {
+    throw Object.assign(new Error(`${code}: flush failed`), { code });
+  };
+  const device = new FakeDevice(file.image);
+  const reader = new FileReader(source(session, dir), { openDevice: async () => device, openMount: watchedOpen([], failing('EIO')) });
+  const eio = collector(true);
+  const r = await reader.read(Buffer.from(file.path), eio.sink);
+  assert.equal(r.path, 'network');
+  assert.match(r.reason ?? '', /flushing this node's writes .* failed/);
+  assert.equal(device.reads.length, 0);
+  assert.ok(eio.result().equals(file.bytes));
+  const nosys = new FileReader(source(session, dir), { openDevice: async () => device, openMount: watchedOpen([], failing('ENOSYS')) });
+  const ok = collector(true);
+  assert.equal((await nosys.read(Buffer.from(file.path), ok.sink)).path, 'direct');
+  assert.ok(ok.result().equals(file.bytes));
 });

@@ -69,6 +69,8 @@ export interface ReaderOptions {
   throttle?: Throttle;
   /** Device reads in flight (default DEPTH). Up to twice as many chunks may be read and waiting for delivery. */
   depth?: number;
+  /** Opens the file through the mount (default fs/promises open, read-only); tests watch the handle with it. */
+  openMount?: (file: Buffer) => Promise<FileHandle>;
 }
 
 /** How one read is paced: its session's budget on the volume, and the signal a recall or lost connection aborts. */
@@ -93,7 +95,8 @@ export class FileReader {
   /** Read [offset, offset+length) of `file` (a path through the network mount) into `sink`, in order. */
   async read(file: Buffer, sink: Sink, range: { offset?: number; length?: number } = {}): Promise<ReadReport> {
     // Open through the mount first: the network file system's own permission checks apply (safety rule 5).
-    const fh = await open(file, 'r');
+    const openMount = this.opts.openMount ?? ((f: Buffer) => open(f, 'r'));
+    const fh = await openMount(file);
     try {
       const initial = await fh.stat({ bigint: true });
       const size = Number(initial.size);
@@ -129,7 +132,7 @@ export class FileReader {
       report.fallback = true;
       report.reason = lost;
       report.path = 'mixed';
-      const again = await open(file, 'r');
+      const again = await openMount(file);
       try {
         const now = await again.stat({ bigint: true });
         if (sink.restart) {
@@ -171,8 +174,16 @@ export class FileReader {
     if (wanted < small) return { reason: `small read (${wanted} bytes < ${small}): the network is cheaper than a map round trip`, choice: true };
     // The session and the device's proof go on while our pages are flushed (the map itself must wait for that).
     this.client.warm?.(fused.fuse);
-    // Our own dirty pages of the file reach the server before it maps the file (safety rule 4).
-    await fh.datasync().catch(() => {});
+    // Our own dirty pages of the file reach the server before it maps the file (safety rule 4). A mount that
+    // cannot flush at all (no fsync in the protocol) has nothing of ours to flush: writes went straight out.
+    try {
+      await fh.datasync();
+    } catch (err) {
+      const code = (err as NodeJS.ErrnoException).code;
+      if (code !== 'ENOSYS' && code !== 'EINVAL' && code !== 'EOPNOTSUPP' && code !== 'ENOTSUP') {
+        return { reason: `flushing this node's writes to the file through the mount failed (${errorMessage(err)}): the device may not hold them yet` };
+      }
+    }
     let got;
     try {
       got = await this.client.map(fused);
