@@ -9,6 +9,8 @@ Greeting and handshake replies go to stderr, then "server proof: ok" or "server 
 handshake goes on either way: this is a test client, it lets the server have its say); replies to the
 requests go to stdout, one line each.
 When the server closes the connection, prints CLOSED and stops. Exit 0, or 1 on a reply timeout.
+--no-wait sends the requests and closes the connection without reading their replies (a client that leaves
+while its requests are being answered); --repeat N does the whole connection N times, one after another.
 """
 import argparse, codecs, hashlib, hmac, os, socket, sys, urllib.parse
 
@@ -26,8 +28,15 @@ def main():
     ap.add_argument("--no-auth", action="store_true")
     ap.add_argument("--node", default="cli")
     ap.add_argument("--timeout", type=float, default=10)
+    ap.add_argument("--no-wait", action="store_true")
+    ap.add_argument("--repeat", type=int, default=1)
     ap.add_argument("requests", nargs="*")
     a = ap.parse_intermixed_args()
+    for _ in range(a.repeat):
+        connection(a)
+
+
+def connection(a):
     host, port = a.server.rsplit(":", 1)
     sock = socket.create_connection((host, int(port)), timeout=a.timeout)
     rf = sock.makefile("rb")
@@ -103,8 +112,9 @@ def main():
             return
     for req in a.requests:
         send(codecs.decode(req, "unicode_escape").encode("latin-1"))
-        if reply(sys.stdout) is None:
+        if not a.no_wait and reply(sys.stdout) is None:
             return
+    sock.close()
 
 
 if __name__ == "__main__":
