@@ -181,3 +181,18 @@ os.fsync(fd); os.close(fd)"
 	assert_output '[true,0]'
 	rm -f "$file"
 }
+
+@test "a direct read whose reader stalls longer than the lease time keeps its lease by pinging and stays direct" {
+	local file=$BED_SRV_DIR/longread.bin out=$BATS_TEST_TMPDIR/out.sha err=$BATS_TEST_TMPDIR/cat.err before
+	dd if=/dev/urandom of="$file" bs=1M count=96 conv=fsync status=none
+	before=$(bed_sectors_read "$BED_DEV_B")
+	# The reader takes nothing for 6 s (twice the lease time): fusedcat fills the pipe and its window, then only
+	# its pings renew the lease; what it reads after the stall must still come from the device.
+	bed_in_client "$FUSED_BIN/fusedcat" -v "$BED_CLI_DIR/longread.bin" 2>"$err" | { sleep $((2 * LEASE)); sha256sum; } >"$out"
+	assert_equal "$(cat "$out")" "$(sha256sum <"$file")"
+	run -0 cat "$err"
+	assert_output --regexp ': direct$'
+	local read=$(($(bed_sectors_read "$BED_DEV_B") - before))
+	((read >= 96 * 2048)) || fail "the client's device read $read sectors, less than the file's $((96 * 2048))"
+	rm -f "$file"
+}
