@@ -83,7 +83,7 @@ export function build(ctx: CommandContext): Command {
     .description('Serve volumes to fused clients, and fuse network mounts to their local block devices.')
     .version(process.env.npm_package_version ?? '0.1.0')
     .helpCommand(true)
-    .addHelpText('after', `\nExit status: 0 ok, 1 failure, 2 usage, 5 refused for safety, 6 server unreachable or authentication failed.\nSee fusedctl(1).`);
+    .addHelpText('after', `\nExit status: 0 ok, 1 failure, 2 usage, 4 doctor found warnings only, 5 refused for safety, 6 server unreachable or authentication failed.\nSee fusedctl(1).`);
 
   program
     .command('serve')
