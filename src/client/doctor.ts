@@ -9,7 +9,7 @@ import { readIdentity } from '../sys/blockdev.js';
 import { Device } from './device.js';
 import { isBlockDevice } from './devices.js';
 import { loadKey, openSession } from './fuse.js';
-import { describeThreat, findMountThreats, guardOf } from './guard.js';
+import { describeThreat, findMountThreats, guardOf, udevApplied } from './guard.js';
 import { deviceIdentity } from './identity.js';
 import { checkProbeOnDevice } from './proof.js';
 import type { FuseRecord } from './registry.js';
@@ -122,11 +122,13 @@ export async function fuseChecks(record: FuseRecord, opts: FuseCheckOptions): Pr
 
   // The device: present, the volume's UUID, the identity recorded at fuse.
   let deviceOk = false;
+  let label = '';
   if (!(await isBlockDevice(dev))) {
     rows.push(row('device', mp, 'fail', `${dev}: missing or not a block device`));
   } else {
     try {
       const id = await readIdentity(dev);
+      label = id?.label ?? '';
       const now = record.deviceId ? await deviceIdentity(dev) : undefined;
       if (id?.uuid !== record.uuid) rows.push(row('device', mp, 'fail', `${dev}: file-system UUID is ${id?.uuid || 'none'}, not the volume's ${record.uuid}`));
       else if (record.deviceId && now !== record.deviceId) rows.push(row('device', mp, 'fail', `${dev}: identity is now ${now ?? 'none'} (fused as ${record.deviceId})`));
@@ -192,12 +194,15 @@ export async function fuseChecks(record: FuseRecord, opts: FuseCheckOptions): Pr
   }
 
   const guard = await guardOf(record.uuid, opts.rulesDir);
-  rows.push(guard
-    ? row('guard', mp, 'ok', `${guard.file}`)
-    : row('guard', mp, 'warn', `no mount guard: this node's OS may mount the shared volume (fusedctl guard ${dev})`));
+  const applied = guard && deviceOk ? await udevApplied(dev) : undefined;
+  rows.push(!guard
+    ? row('guard', mp, 'warn', `no mount guard: this node's OS may mount the shared volume (fusedctl guard ${dev})`)
+    : applied === false
+      ? row('guard', mp, 'warn', `${guard.file} is in place, but udev has not applied it to ${dev} (udevadm trigger --action=change ${dev})`)
+      : row('guard', mp, 'ok', `${guard.file}${applied ? ', applied by udev' : ''}`));
 
   try {
-    const threats = await findMountThreats({ uuid: record.uuid, label: '', devices: [dev] }, opts.fstab, opts.unitDirs);
+    const threats = await findMountThreats({ uuid: record.uuid, label, devices: [dev] }, opts.fstab, opts.unitDirs);
     const auto = threats.filter((t) => !t.noauto);
     rows.push(threats.length === 0
       ? row('fstab', mp, 'ok', 'no fstab line or mount unit mounts the volume')

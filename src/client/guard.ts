@@ -214,6 +214,17 @@ export async function udevRunning(): Promise<boolean> {
 
 const run = promisify(execFile);
 
+/** Whether udev's database shows the guard's keys on DEVICE; undefined when udevd does not run (no database to ask). */
+export async function udevApplied(device: string): Promise<boolean | undefined> {
+  if (!(await udevRunning())) return undefined;
+  try {
+    const { stdout } = await run('udevadm', ['info', '--query=property', `--name=${device}`], { timeout: 10_000 });
+    return /^UDISKS_IGNORE=1$/m.test(stdout);
+  } catch {
+    return undefined;
+  }
+}
+
 /** Make udev read the rules again and re-run them for DEVICE, when udevd runs; what happened, in words. */
 async function reloadUdev(device: string): Promise<string> {
   if (!(await udevRunning())) return 'udev is not running: it reads the rules when it starts';
