@@ -43,7 +43,11 @@ export function identityMatch(identity: string): string | undefined {
   let value = identity.slice(colon + 1);
   let part: string | undefined;
   const m = /^(.*)-part(\d+)$/.exec(value);
-  if (m && kind !== 'by-id') [, value, part] = m as unknown as [string, string, string];
+  // A by-id link names the partition itself; the others are the disk's identity plus the partition number.
+  if (m && kind !== 'by-id') {
+    value = m[1]!;
+    part = m[2]!;
+  }
   if (!value || UNSAFE_VALUE.test(value)) return undefined;
   const onPart = part ? `ATTR{partition}=="${part}", ` : '';
   switch (kind) {
