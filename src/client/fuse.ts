@@ -10,6 +10,7 @@ import { findMount } from '../volume/mountinfo.js';
 import { Device } from './device.js';
 import { findVolumeDevice, isBlockDevice } from './devices.js';
 import { deviceIdentity } from './identity.js';
+import { guardOf } from './guard.js';
 import { checkProbeOnDevice, type Probe } from './proof.js';
 import { DEFAULT_KEY_FILE, canonicalMountpoint, updateFuses, type FuseRecord } from './registry.js';
 import type { MountFidelity } from './mapcheck.js';
@@ -170,6 +171,8 @@ export interface FuseStatus extends FuseRecord {
    *  the server was not reached). */
   allocation: string | null;
   reserveBytes: number | null;
+  /** Whether a mount guard (fusedctl guard) keeps this node's OS from mounting the volume. */
+  guarded: boolean;
   problem: string | null;
 }
 
@@ -217,8 +220,9 @@ export async function fuseStatus(record: FuseRecord, timeoutMs = 2000): Promise<
     deviceIdMatches = now === record.deviceId;
     if (devicePresent && !deviceIdMatches) problems.push(`device identity is now ${now ?? 'none'} (fused as ${record.deviceId})`);
   }
+  const guarded = (await guardOf(record.uuid)) !== undefined;
   return {
-    ...record, ...(access ? { access } : {}), serverReachable, devicePresent, uuidMatches, deviceIdMatches, allocation, reserveBytes,
+    ...record, ...(access ? { access } : {}), serverReachable, devicePresent, uuidMatches, deviceIdMatches, allocation, reserveBytes, guarded,
     problem: problems.length ? problems.join('; ') : null,
   };
 }

@@ -12,6 +12,9 @@ import { DEFAULT_STATE_DIR, LimitStore } from '../server/limits.js';
 import { readFileSync } from 'node:fs';
 import { openVolume, parseVolumeSpec, type Volume } from '../server/volumes.js';
 import type { CommandContext } from './context.js';
+import { registerGuard } from './guard.js';
+import { registerDoctor } from './doctor.js';
+import { unguardedWarning } from '../client/guard.js';
 import { renderTable, rowsToJson, selectColumns, type Column } from '../ui/columns.js';
 import { humanBytes, jsonOut } from '../ui/messages.js';
 import { parseCount, parseSize } from '../ui/options.js';
@@ -70,6 +73,7 @@ const STATUS_COLUMNS: Column<FuseStatus>[] = [
   { id: 'deviceIdMatches', header: 'ID-OK', help: 'device at the recorded path still has the recorded identity (- when none was recorded)', align: 'left', text: (r) => (r.deviceIdMatches === null ? '-' : yesNo(r.deviceIdMatches)), json: (r) => r.deviceIdMatches },
   { id: 'allocation', header: 'ALLOC', help: "how the server allocates for direct writes (reflink, zero-fill, write-zeroes)", align: 'left', text: (r) => r.allocation ?? '-', json: (r) => r.allocation },
   { id: 'reserveBytes', header: 'RESERVE', help: "the server's reserve of zeros for direct writes on the volume", align: 'right', text: (r) => (r.reserveBytes === null ? '-' : humanBytes(r.reserveBytes)), json: (r) => r.reserveBytes },
+  { id: 'guarded', header: 'GUARD', help: "a udev rule keeps this node's OS from mounting the volume (fusedctl guard)", align: 'left', text: (r) => yesNo(r.guarded), json: (r) => r.guarded },
   { id: 'problem', header: 'PROBLEM', help: 'what is wrong, if anything', align: 'left', text: (r) => r.problem ?? '-', json: (r) => r.problem },
 ];
 const yesNo = (b: boolean) => (b ? 'yes' : 'no');
@@ -79,7 +83,7 @@ export function build(ctx: CommandContext): Command {
     .description('Serve volumes to fused clients, and fuse network mounts to their local block devices.')
     .version(process.env.npm_package_version ?? '0.1.0')
     .helpCommand(true)
-    .addHelpText('after', `\nExit status: 0 ok, 1 failure, 2 usage, 5 refused for safety, 6 server unreachable or authentication failed.\nSee fusedctl(1).`);
+    .addHelpText('after', `\nExit status: 0 ok, 1 failure, 2 usage, 4 doctor found warnings only, 5 refused for safety, 6 server unreachable or authentication failed.\nSee fusedctl(1).`);
 
   program
     .command('serve')
@@ -174,6 +178,8 @@ export function build(ctx: CommandContext): Command {
         ...(opts.volume ? { volume: opts.volume } : {}),
         ...(opts.device ? { device: opts.device } : {}),
       });
+      const unguarded = await unguardedWarning(record.uuid, record.device);
+      if (unguarded) process.stderr.write(`fusedctl: ${record.device}: ${unguarded}\n`);
       process.stdout.write(
         opts.json
           ? jsonOut(record)
@@ -213,7 +219,7 @@ export function build(ctx: CommandContext): Command {
     .option('-n, --noheadings', 'no header line')
     .addOption(new Option('--timeout <SECONDS>', 'how long to wait for each server').default('2'))
     .action(async (opts: { json?: boolean; output?: string; noheadings?: boolean; timeout: string }) => {
-      const cols = selectColumns(STATUS_COLUMNS, opts.output ?? (opts.json ? undefined : 'mountpoint,volume,server,device,deviceId,access,serverReachable,devicePresent,uuidMatches,deviceIdMatches'));
+      const cols = selectColumns(STATUS_COLUMNS, opts.output ?? (opts.json ? undefined : 'mountpoint,volume,server,device,deviceId,access,serverReachable,devicePresent,uuidMatches,deviceIdMatches,guarded'));
       const timeoutMs = parseCount(opts.timeout, '--timeout', 1, 600) * 1000;
       const rows = await Promise.all((await loadFuses()).map((r) => fuseStatus(r, timeoutMs)));
       if (opts.json) {
@@ -225,5 +231,7 @@ export function build(ctx: CommandContext): Command {
       }
     });
 
+  registerGuard(program, ctx);
+  registerDoctor(program, ctx);
   return program;
 }
