@@ -1,7 +1,8 @@
 // The commands by name, each module imported only when that command runs (bin/start.cjs without a bundle).
 import { main, type CommandModule } from './run.js';
 
-const COMMANDS: Record<string, () => Promise<CommandModule>> = {
+/** Every command: what `fusedctl completion` describes, and the dispatch without a bundle. */
+export const COMMANDS: Record<string, () => Promise<CommandModule>> = {
   fusedctl: () => import('../commands/fusedctl.js'),
   fusedmap: () => import('../commands/fusedmap.js'),
   fusedcat: () => import('../commands/fusedcat.js'),

@@ -12,6 +12,7 @@ import { DEFAULT_STATE_DIR, LimitStore } from '../server/limits.js';
 import { readFileSync } from 'node:fs';
 import { openVolume, parseVolumeSpec, type Volume } from '../server/volumes.js';
 import type { CommandContext } from './context.js';
+import { completionCommand } from './completion.js';
 import { renderTable, rowsToJson, selectColumns, type Column } from '../ui/columns.js';
 import { humanBytes, jsonOut } from '../ui/messages.js';
 import { parseCount, parseSize } from '../ui/options.js';
@@ -80,6 +81,7 @@ export function build(ctx: CommandContext): Command {
     .version(process.env.npm_package_version ?? '0.1.0')
     .helpCommand(true)
     .addHelpText('after', `\nExit status: 0 ok, 1 failure, 2 usage, 5 refused for safety, 6 server unreachable or authentication failed.\nSee fusedctl(1).`);
+  program.addCommand(completionCommand());
 
   program
     .command('serve')
