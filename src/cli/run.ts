@@ -35,14 +35,19 @@ export async function main(name: string, load: (() => Promise<CommandModule>) | 
   process.on('unhandledRejection', (err) => finish(name, err));
   try {
     if (!load) throw new FusedError('usage', 'unknown command', name);
-    const program = (await load()).build(ctx);
-    if (program.version() === undefined) program.version(VERSION); // every command answers --version
+    const program = withDefaults((await load()).build(ctx));
     configure(program, name);
     await program.parseAsync(process.argv);
   } catch (err) {
     return finish(name, err);
   }
   return flushAndExit(exitCode);
+}
+
+/** What every command has whether its module says so or not: --version. (Completion describes the same.) */
+export function withDefaults(program: Command): Command {
+  if (program.version() === undefined) program.version(VERSION);
+  return program;
 }
 
 /** Commander: help on stdout, misuse as one line plus a hint, never its own process.exit. */

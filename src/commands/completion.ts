@@ -1,8 +1,7 @@
 // fusedctl completion bash|zsh: the shell completion script for every fused command, from their own definitions.
 import { Argument, Command } from 'commander';
-import { COMMANDS } from '../cli/commands.js';
+import { definitions } from '../cli/commands.js';
 import { bashScript, commandSpec, zshScript } from '../cli/completion.js';
-import type { CommandContext } from './context.js';
 
 const SHELLS = { bash: bashScript, zsh: zshScript } as const;
 
@@ -17,9 +16,6 @@ bash: source <(fusedctl completion bash), or save it as
 zsh:  source <(fusedctl completion zsh), or save it as _fused in a directory of $fpath
       (make install: /usr/local/share/zsh/site-functions).`)
     .action(async (shell: keyof typeof SHELLS) => {
-      // Each command's definition as its own binary builds it (the context is unused while only defining).
-      const ctx: CommandContext = { name: 'completion', exit: () => {} };
-      const programs = await Promise.all(Object.values(COMMANDS).map(async (load) => (await load()).build(ctx)));
-      process.stdout.write(SHELLS[shell](programs.map((p) => commandSpec(p))));
+      process.stdout.write(SHELLS[shell]((await definitions()).map((p) => commandSpec(p))));
     });
 }
