@@ -24,6 +24,7 @@ function onTerminal(env: Record<string, string>): string {
     const prog = join(dir, 'p.mjs');
     writeFileSync(prog, `const { Progress } = await import(${JSON.stringify(mod)});
 const p = await Progress.create(true, 1000);
+await new Promise((r) => setTimeout(r, 250)); // update() draws at most every 200 ms, counted from the start
 p.update(500, 'clip.mov');
 p.stop();\n`);
     const r = spawnSync('script', ['-qec', `stty cols 100; ${JSON.stringify(process.execPath)} ${prog}`, '/dev/null'], {
