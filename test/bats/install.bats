@@ -52,6 +52,13 @@ export TRACE
 	run -0 grep "fused_native.node" "$TRACE"
 	assert_output --partial "\"$PREFIX/lib/fused/build/Release/fused_native.node\""
 	run -1 grep -e "\"$ROOT" -e node_modules "$TRACE"
+	# Nor could a command that was not run here: the bundles require nothing but Node's own modules.
+	run -0 node -e '
+		const { builtinModules } = require("node:module");
+		for (const f of process.argv.slice(1)) for (const [, m] of require("node:fs").readFileSync(f, "utf8").matchAll(/\brequire\("([^"]+)"\)/g))
+			if (!m.startsWith("node:") && !builtinModules.includes(m)) console.log(`${f}: ${m}`);
+	' "$PREFIX"/lib/fused/dist/bundle/*.cjs
+	assert_output ''
 }
 
 @test "man finds every installed page, the protocol in section 7" {
