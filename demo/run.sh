@@ -6,7 +6,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 [[ $(id -u) == 0 ]] || { echo "demo: run as root (loop devices, mounts, namespaces): sudo bash demo/run.sh" >&2; exit 2; }
 keep=${1:-}
-step() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
+step() { if [[ -t 1 && -z ${NO_COLOR:-} ]]; then printf '\n\033[1m== %s\033[0m\n' "$*"; else printf '\n== %s\n' "$*"; fi; }
 
 step "installing Debian packages and npm dependencies (builds the native addon and the TypeScript)"
 bash .ci/deps >/dev/null

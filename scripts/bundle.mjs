@@ -37,7 +37,8 @@ if (process.argv[2] === '--code-cache') {
     target: 'node20',
     outfile: bundleOf(name),
     // The addon is loaded relative to import.meta.url (native/addon.ts); dist/bundle/ is as deep as dist/native/.
-    define: { 'import.meta.url': '__fused_module_url' },
+    // The version is the package's, fixed at build time: an installed bundle has no package.json to read.
+    define: { 'import.meta.url': '__fused_module_url', __FUSED_VERSION__: JSON.stringify(pkg.version) },
     banner: { js: `const __fused_module_url = require('node:url').pathToFileURL(__filename).href;` },
     external: ['*.node'],
     sourcemap: true,

@@ -1,7 +1,9 @@
 // The commands by name, each module imported only when that command runs (bin/start.cjs without a bundle).
-import { main, type CommandModule } from './run.js';
+import type { Command } from 'commander';
+import { main, withDefaults, type CommandModule } from './run.js';
 
-const COMMANDS: Record<string, () => Promise<CommandModule>> = {
+/** Every command: what `fusedctl completion` describes, and the dispatch without a bundle. */
+export const COMMANDS: Record<string, () => Promise<CommandModule>> = {
   fusedctl: () => import('../commands/fusedctl.js'),
   fusedmap: () => import('../commands/fusedmap.js'),
   fusedcat: () => import('../commands/fusedcat.js'),
@@ -11,4 +13,10 @@ const COMMANDS: Record<string, () => Promise<CommandModule>> = {
 
 export function start(name: string): Promise<void> {
   return main(name, Object.hasOwn(COMMANDS, name) ? COMMANDS[name] : undefined);
+}
+
+/** Every command's program as its binary defines it, to describe (completion, tests), never to run. */
+export function definitions(): Promise<Command[]> {
+  const ctx = { name: 'definitions', exit: () => {} };
+  return Promise.all(Object.values(COMMANDS).map(async (load) => withDefaults((await load()).build(ctx))));
 }

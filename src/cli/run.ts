@@ -1,10 +1,18 @@
 // Entry for every command: parse argv, run the command, one exit handler for all outcomes.
 import { Command, CommanderError } from 'commander';
+import { createRequire } from 'node:module';
 import { EXIT_CODES, FusedError, describeError } from '../errors.js';
 import { formatError } from '../ui/messages.js';
 import type { CommandContext, CommandModule } from '../commands/context.js';
 
 export type { CommandContext, CommandModule } from '../commands/context.js';
+
+// The package's version: put into the bundle by scripts/bundle.mjs (an installed bundle has no package.json beside
+// it), read from package.json when the command runs from dist/ without one.
+declare const __FUSED_VERSION__: string | undefined;
+export const VERSION: string = typeof __FUSED_VERSION__ === 'string'
+  ? __FUSED_VERSION__
+  : (createRequire(import.meta.url)('../../package.json') as { version: string }).version;
 
 /**
  * Run command NAME, its module given by LOAD (undefined: no such command). The dispatch by name lives in
@@ -27,13 +35,19 @@ export async function main(name: string, load: (() => Promise<CommandModule>) | 
   process.on('unhandledRejection', (err) => finish(name, err));
   try {
     if (!load) throw new FusedError('usage', 'unknown command', name);
-    const program = (await load()).build(ctx);
+    const program = withDefaults((await load()).build(ctx));
     configure(program, name);
     await program.parseAsync(process.argv);
   } catch (err) {
     return finish(name, err);
   }
   return flushAndExit(exitCode);
+}
+
+/** What every command has whether its module says so or not: --version. (Completion describes the same.) */
+export function withDefaults(program: Command): Command {
+  if (program.version() === undefined) program.version(VERSION);
+  return program;
 }
 
 /** Commander: help on stdout, misuse as one line plus a hint, never its own process.exit. */

@@ -15,6 +15,7 @@ import type { CommandContext } from './context.js';
 import { registerGuard } from './guard.js';
 import { registerDoctor } from './doctor.js';
 import { unguardedWarning } from '../client/guard.js';
+import { completionCommand } from './completion.js';
 import { renderTable, rowsToJson, selectColumns, type Column } from '../ui/columns.js';
 import { humanBytes, jsonOut } from '../ui/messages.js';
 import { parseCount, parseSize } from '../ui/options.js';
@@ -84,6 +85,7 @@ export function build(ctx: CommandContext): Command {
     .version(process.env.npm_package_version ?? '0.1.0')
     .helpCommand(true)
     .addHelpText('after', `\nExit status: 0 ok, 1 failure, 2 usage, 4 doctor found warnings only, 5 refused for safety, 6 server unreachable or authentication failed.\nSee fusedctl(1).`);
+  program.addCommand(completionCommand());
 
   program
     .command('serve')

@@ -1,5 +1,6 @@
 // Progress on stderr, only on a terminal: bytes, rate, ETA (ora spinner).
 import type { Ora } from 'ora';
+import { colorWanted } from './color.js';
 import { humanBytes } from './messages.js';
 
 export class Progress {
@@ -17,7 +18,8 @@ export class Progress {
       // Loaded only when shown: it costs start-up time every other run would pay for nothing.
       const { default: ora } = await import('ora');
       // isEnabled: the decision is ours (a terminal, --no-progress); ora would also turn itself off under CI=.
-      p.spinner = ora({ stream: process.stderr, discardStdin: false, isEnabled: true }).start();
+      // NO_COLOR: the spinner still turns, uncoloured (ora's chalk does not read NO_COLOR itself).
+      p.spinner = ora({ stream: process.stderr, discardStdin: false, isEnabled: true, color: colorWanted() ? 'cyan' : false }).start();
     }
     return p;
   }
