@@ -2,9 +2,11 @@
 import { createHash, randomBytes } from 'node:crypto';
 import { mkdir, readFile, readdir, rename, unlink, writeFile } from 'node:fs/promises';
 import { hostname } from 'node:os';
-import { readFileSync } from 'node:fs';
+import { readFileSync, type Dirent } from 'node:fs';
 import { FusedError, errnoCode } from '../errors.js';
-import type { Checksum } from './hash.js';
+import { Slots } from './copy.js';
+import { StreamHash, type Checksum, type HashType } from './hash.js';
+import type { FileReader, ReadReport } from './reader.js';
 
 export const MHL_FOLDER = 'ascmhl';
 export const CHAIN_FILE = 'ascmhl_chain.xml';
@@ -221,7 +223,7 @@ const PREFERENCE = ['xxh64', 'md5', 'sha1', 'xxh128', 'xxh3', 'xxh32', 'c4'];
 export async function readHistory(root: Buffer): Promise<History> {
   const folder = join(root, MHL_FOLDER);
   const generations = await readChain(root);
-  if (generations.length === 0) throw new FusedError('failure', `no ASC MHL manifest (${MHL_FOLDER}/${CHAIN_FILE}) here`);
+  if (generations.length === 0) throw new FusedError('failure', `no ASC MHL manifest here (${MHL_FOLDER}/${CHAIN_FILE})`, root.toString());
   const files = new Map<string, RecordedHash & { generation: number }>();
   const broken: { file: string; reason: string }[] = [];
   for (const g of [...generations].sort((a, b) => a.sequence - b.sequence)) {
@@ -245,4 +247,81 @@ export async function readHistory(root: Buffer): Promise<History> {
     for (const [p, h] of byPath) files.set(p, { ...h, generation: g.sequence });
   }
   return { generations, files, broken };
+}
+
+export type CheckStatus = 'ok' | 'mismatch' | 'missing' | 'new' | 'failed';
+
+export interface CheckResult {
+  /** Relative to the root, as recorded (or, for a new file, as found). */
+  path: string;
+  status: CheckStatus;
+  type?: string;
+  expected?: string;
+  actual?: string;
+  /** How the bytes were read (direct, network, mixed). */
+  read?: ReadReport;
+  error?: unknown;
+}
+
+/** Hash formats fusedcp can check (the others are reported as failed: not checkable here). */
+const CHECKABLE: readonly string[] = ['xxh64', 'md5'];
+
+/**
+ * Check the tree under `root` against its manifest: every file the manifest records is read (through `reader`:
+ * direct where the tree is on a fused mount) and hashed in the recorded format; files not there are missing; files
+ * the manifest does not know are reported as new. Results by path (ascmhl/ itself excluded).
+ */
+export async function checkTree(root: Buffer, reader: FileReader, history: History, jobs = 1): Promise<CheckResult[]> {
+  const results: CheckResult[] = [];
+  const slots = new Slots(Math.max(1, jobs));
+  const pending: Promise<void>[] = [];
+  for (const [path, rec] of [...history.files].sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0))) {
+    const base = { path, type: rec.type, expected: rec.value };
+    if (path.startsWith('/') || path.split('/').includes('..')) {
+      results.push({ ...base, status: 'failed', error: new FusedError('failure', 'the manifest names a path outside its tree (not read)') });
+      continue;
+    }
+    if (!CHECKABLE.includes(rec.type)) {
+      results.push({ ...base, status: 'failed', error: new FusedError('failure', `cannot check ${rec.type} hashes (fusedcp checks ${CHECKABLE.join(', ')})`) });
+      continue;
+    }
+    const { done } = await slots.start(async () => {
+      const hash = new StreamHash(rec.type as HashType);
+      try {
+        const read = await reader.read(join(root, path), {
+          write: async (chunk) => hash.update(chunk.data),
+          restart: async () => hash.reset(),
+        });
+        if (read.changed) throw new FusedError('failure', `changed while being read (${read.reason})`);
+        const actual = (await hash.digest()).value;
+        results.push({ ...base, status: actual === rec.value ? 'ok' : 'mismatch', actual, read });
+      } catch (err) {
+        hash.close();
+        results.push({ ...base, status: errnoCode(err) === 'ENOENT' ? 'missing' : 'failed', ...(errnoCode(err) === 'ENOENT' ? {} : { error: err }) });
+      }
+    });
+    pending.push(done);
+  }
+  await Promise.all(pending);
+  for (const path of await filesUnder(root)) {
+    if (!history.files.has(path)) results.push({ path, status: 'new' });
+  }
+  return results.sort((a, b) => (a.path < b.path ? -1 : a.path > b.path ? 1 : 0));
+}
+
+/** Regular files under `root` (relative, '/'-separated), without the ascmhl/ folder at the top. Names that are
+ *  not text are left out: a manifest could not have recorded them. */
+async function filesUnder(root: Buffer, rel = ''): Promise<string[]> {
+  const out: string[] = [];
+  const dir = rel ? join(root, rel) : root;
+  const entries = (await readdir(dir, { encoding: 'buffer', withFileTypes: true })) as unknown as Dirent<Buffer>[];
+  for (const e of entries) {
+    if (unrecordable(e.name)) continue;
+    const name = e.name.toString('utf8');
+    const path = rel ? `${rel}/${name}` : name;
+    if (!rel && name === MHL_FOLDER) continue;
+    if (e.isDirectory()) out.push(...(await filesUnder(root, path)));
+    else if (e.isFile()) out.push(path);
+  }
+  return out;
 }
