@@ -50,7 +50,7 @@ export function build(ctx: CommandContext): Command {
     .option('--small-file <SIZE>', 'files smaller than this go through the mount', String(DEFAULT_SMALL_FILE))
     .option('-j, --jobs <N>', 'copy up to N files of a tree at once (1: one after another); output stays in walk order', String(DEFAULT_JOBS))
     .option('--no-progress', 'no progress display (it is shown only on a terminal anyway)')
-    .addHelpText('after', '\nExit status: 0 ok, 1 failure, 2 usage, 3 verification mismatch, 4 some files failed;\n130 or 143 when interrupted by SIGINT or SIGTERM (no temporary file is left).\nWith --mhl-verify: 3 when a file differs from the manifest or is missing (or a generation was changed),\n4 when some could not be read.\nSee fusedcp(1).')
+    .addHelpText('after', '\nExit status: 0 ok, 1 failure, 2 usage, 3 verification mismatch, 4 some files failed;\n130 or 143 when interrupted by SIGINT or SIGTERM (no temporary file is left).\nWith --mhl-verify: 3 when a file differs from the manifest or is missing, or a generation\nwas changed; 4 when some files could not be read.\nSee fusedcp(1).')
     .action(async (args: string[], opts: Opts) => {
       if (opts.mhlVerify) return mhlVerify(ctx, args, opts);
       if (args.length < 2) throw new FusedError('usage', `missing destination file operand after '${args[0]}'`);
