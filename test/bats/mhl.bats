@@ -4,6 +4,7 @@
 # chain, --mhl-verify finding a changed and a deleted file; fusedmap --summary against the map, --svg well formed.
 
 load helpers
+source "$FUSED_LIB/readcases.bash"
 
 XSD=$BATS_TEST_DIRNAME/../fixtures/ascmhl
 
@@ -72,6 +73,7 @@ PY
 	run --separate-stderr bed_in_client "$FUSED_BIN/fusedcp" --checksum xxh64 --json "$BED_DIR/vec" "$BED_DIR/vec.copy"
 	assert_success
 	[[ $(jq -r '.[0].checksum.value' <<<"$output") == "$(py 'print(xxh64(bytes(range(256)) * 3))')" ]]
+	[[ $(rc_sha "$BED_DIR/vec") == "$(rc_sha "$BED_DIR/vec.copy")" ]]
 }
 
 @test "fusedcp -r --mhl onto the fused mount: the tree, an ASC MHL generation valid against the XSDs, xxh64 of every file" {
@@ -117,6 +119,7 @@ print(len(files))' "$BED_DIR/A001" "${mhl[0]}"
 	xmllint --noout --schema "$XSD/ASCMHLDirectory.xsd" "$dir/ascmhl_chain.xml"
 	[[ $(grep -o '<md5 action="original"[^>]*>[0-9a-f]*' "${gen2[0]}" | sed 's/.*>//') == "$(md5sum <"$BED_DIR/A002/second.mov" | cut -d' ' -f1)" ]]
 	grep -q '<path size="600000" [^>]*>A002/second.mov</path>' "${gen2[0]}"
+	[[ $(rc_sha "$BED_DIR/A002/second.mov") == "$(rc_sha "$BED_SRV_DIR/A001/A002/second.mov")" ]]
 	run py '
 chain, folder = ET.parse(sys.argv[1]).getroot(), os.path.dirname(sys.argv[1])
 for g in chain.iterfind("d:hashlist", NS):
@@ -127,17 +130,18 @@ for g in chain.iterfind("d:hashlist", NS):
 	assert_output $'1 0001_A001\n2 0002_A001'
 }
 
-@test "--checksum md5 and sha256 equal md5sum and sha256sum, read direct off the fused mount; --verify reads the copy back" {
+@test "--checksum md5 and sha256 equal md5sum's and openssl's, read direct off the fused mount; --verify reads the copy back" {
 	local clip=$BED_CLI_DIR/A001/CLIPS/"A001C001 & <x>.mov"
 	run --separate-stderr bed_in_client "$FUSED_BIN/fusedcp" --checksum sha256 --verify --json "$clip" "$BED_DIR/clip.sha"
 	assert_success
 	[[ $(jq -r '.[0].path' <<<"$output") == direct ]]
 	[[ $(jq -r '.[0].verified' <<<"$output") == true ]]
-	[[ $(jq -r '.[0].checksum | "\(.type) \(.value)"' <<<"$output") == "sha256 $(sha256sum <"$BED_DIR/A001/CLIPS/A001C001 & <x>.mov" | cut -d' ' -f1)" ]]
+	[[ $(jq -r '.[0].checksum | "\(.type) \(.value)"' <<<"$output") == "sha256 $(rc_sha "$BED_DIR/A001/CLIPS/A001C001 & <x>.mov")" ]]
+	[[ $(rc_sha "$BED_DIR/clip.sha") == "$(rc_sha "$BED_DIR/A001/CLIPS/A001C001 & <x>.mov")" ]]
 	run --separate-stderr bed_in_client "$FUSED_BIN/fusedcp" -v --checksum md5 "$clip" "$BED_DIR/clip.md5"
 	assert_success
 	[[ $stderr == *"md5:$(md5sum <"$BED_DIR/A001/CLIPS/A001C001 & <x>.mov" | cut -d' ' -f1)"* ]]
-	cmp "$BED_DIR/clip.md5" "$BED_DIR/A001/CLIPS/A001C001 & <x>.mov"
+	[[ $(rc_sha "$BED_DIR/clip.md5") == "$(rc_sha "$BED_DIR/A001/CLIPS/A001C001 & <x>.mov")" ]]
 	run --separate-stderr bed_in_client "$FUSED_BIN/fusedcp" --mhl --checksum sha256 "$clip" "$BED_DIR/"
 	assert_failure 2
 	[[ $stderr == *"sha256 is not an ASC MHL v2.0 hash format"* ]]
