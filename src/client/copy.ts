@@ -303,8 +303,11 @@ export class Copier {
       let end = 0;
       const sink = {
         write: async (chunk: Chunk) => {
-          // Chunks come in file order; the hash takes its copy of the bytes while the write goes on.
-          const [kept] = await Promise.all([target.write(chunk.offset, chunk.data, chunk.kind === 'zero', chunk.buf), hash?.update(chunk.data)]);
+          // Chunks come in file order; the hash takes its copy of the bytes while the write goes on. A failed
+          // write still waits for the hash to take them, so a reset after it cannot come before them.
+          const hashing = hash?.update(chunk.data);
+          const kept = await target.write(chunk.offset, chunk.data, chunk.kind === 'zero', chunk.buf).finally(() => hashing?.catch(() => {}));
+          await hashing;
           written += chunk.data.length;
           end = Math.max(end, chunk.offset + chunk.data.length);
           this.events.progress?.(src, written, st.size);
