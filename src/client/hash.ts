@@ -1,6 +1,7 @@
 // Checksums off the main thread (JS hashing on the main thread caps the copy rate): whole files, and the bytes of a
 // copy as they pass (StreamHash), in xxh64 (xxhash-wasm), md5 or sha256 (node:crypto).
 import { createRequire } from 'node:module';
+import { availableParallelism } from 'node:os';
 import { Worker } from 'node:worker_threads';
 import xxhash, { type XXHash, type XXHashAPI } from 'xxhash-wasm';
 import { FusedError } from '../errors.js';
@@ -65,7 +66,7 @@ export function parseHashType(value: string, option: string): HashType {
   return t as HashType;
 }
 
-/** One worker hashes every stream of the process, in the order their pieces were given. The bytes go through a
+/** A worker hashes the streams given to it, in the order their pieces were given. The bytes go through a
  *  fixed ring of shared slots (copied in: the caller's buffer is reused at once; a memcpy costs a fraction of
  *  any hash), so memory stays bounded and a hash that falls behind holds the copy back instead of piling up. */
 const STREAM_WORKER = `
@@ -92,13 +93,15 @@ parentPort.on('message', (m) => ready.then(() => {
 }));
 `;
 
-const SLOTS = 6;
+/** Hash workers at most: several files hashed at once (-j) use the cores the copy leaves (the main thread's). */
+const MAX_WORKERS = Math.max(1, Math.min(4, availableParallelism() - 1));
+const SLOTS = 4;
 const SLOT_BYTES = 4 * 1024 * 1024;
 
 interface WorkerMessage { op: 'free' | 'digest' | 'error'; slot?: number; id?: number; hex?: string; message?: string }
 
 class HashWorker {
-  private static shared: HashWorker | undefined;
+  private static pool: HashWorker[] = [];
   private readonly worker: Worker;
   private readonly ring = new SharedArrayBuffer(SLOTS * SLOT_BYTES);
   private readonly view = new Uint8Array(this.ring);
@@ -109,9 +112,17 @@ class HashWorker {
   private open = 0;
   private failed: Error | undefined;
 
-  static get(): HashWorker {
-    if (!HashWorker.shared || HashWorker.shared.failed) HashWorker.shared = new HashWorker();
-    return HashWorker.shared;
+  /** A worker for a new stream: an idle one, else a new one while there are cores to spare, else the least busy. */
+  static forStream(): HashWorker {
+    const live = (HashWorker.pool = HashWorker.pool.filter((w) => !w.failed));
+    const idle = live.find((w) => w.open === 0);
+    if (idle) return idle;
+    if (live.length < MAX_WORKERS) {
+      const w = new HashWorker();
+      live.push(w);
+      return w;
+    }
+    return live.reduce((a, b) => (b.open < a.open ? b : a));
   }
 
   private constructor() {
@@ -192,7 +203,7 @@ export class StreamHash {
   constructor(readonly type: HashType) {
     if (type === 'xxh64') this.local = loadXxhash().then((api) => api.create64());
     else {
-      this.worker = HashWorker.get();
+      this.worker = HashWorker.forStream();
       this.id = this.worker.openStream(type);
     }
   }
