@@ -3,6 +3,7 @@
 
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
+import { createHash } from 'node:crypto';
 import { mkdir, mkdtemp, readFile, readdir, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -163,4 +164,26 @@ test('-j 4 copies a tree several files at once, reports every file once in walk 
     // No temporary left anywhere.
     const left = (await readdir(join(dir, 'dst'), { recursive: true })).filter((n) => n.includes('.fused-'));
     assert.deepEqual(left, []);
+  }));
+
+test('--checksum: the checksum is of the bytes as copied; a restart starts it again; --verify reads the copy back', () =>
+  withDir(async (dir) => {
+    const reader = {
+      async read(_file: Buffer, sink: Sink): Promise<ReadReport> {
+        await sink.write({ offset: 0, data: Buffer.from('stale bytes '), kind: 'direct' });
+        await sink.restart!(); // recalled: everything again, through the mount
+        await sink.write({ offset: 0, data: Buffer.from('fresh '), kind: 'network' });
+        await sink.write({ offset: 6, data: Buffer.alloc(10), kind: 'zero' });
+        return { size: 16, path: 'network', reason: 'recalled', fallback: true, bytesDirect: 0, bytesZero: 10, bytesNetwork: 6, interrupted: true, changed: false };
+      },
+    } as unknown as FileReader;
+    const src = join(dir, 'src');
+    await writeFile(src, 'whatever');
+    const results: FileResult[] = [];
+    const copier = new Copier(reader, { ...OPTS, verify: true, checksum: 'md5' }, { file: (r) => results.push(r) });
+    await copier.run([Buffer.from(src)], Buffer.from(join(dir, 'dst')));
+    const expected = createHash('md5').update(Buffer.concat([Buffer.from('fresh '), Buffer.alloc(10)])).digest('hex');
+    assert.equal(results[0]?.status, 'copied', String(results[0]?.error));
+    assert.deepEqual(results[0]?.checksum, { type: 'md5', value: expected });
+    assert.equal(results[0]?.verified, true);
   }));

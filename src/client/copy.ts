@@ -3,7 +3,7 @@ import { randomBytes } from 'node:crypto';
 import { chmod, chown, lstat, mkdir, open, readdir, readlink, realpath, rename, stat, symlink, unlink, utimes, type FileHandle } from 'node:fs/promises';
 import { unlinkSync, type Dirent, type Stats } from 'node:fs';
 import { FusedError, describeError, errnoCode } from '../errors.js';
-import { sha256File } from './hash.js';
+import { StreamHash, hashFile, sha256File, type Checksum, type HashType } from './hash.js';
 import { FileReader, type Chunk, type ReadReport, type Sink } from './reader.js';
 import { totalsSince, type Throttle, type ThrottleTotals } from './pacer.js';
 import { MountTarget, WriteRestart, type DirectWriter, type WriteReport, type WriteTarget } from './writer.js';
@@ -40,6 +40,8 @@ export interface CopyOptions {
   inplace?: boolean;
   /** Files of a tree copied at once (default 1: one after another). Results are reported in walk order anyway. */
   jobs?: number;
+  /** Checksum the bytes as they are copied (--checksum); with verify, the copy is read back and compared to it. */
+  checksum?: HashType;
 }
 
 /** Files copied at once by default (-j): enough to overlap the network mount's round trips of small files. */
@@ -56,6 +58,8 @@ export interface FileResult {
   write?: WriteReport;
   seconds: number;
   verified?: boolean;
+  /** Of the bytes as they were copied (CopyOptions.checksum). */
+  checksum?: Checksum;
   /** Pacing of this file: time waited for budget (grants, --limit) and grants drawn while it was copied. */
   throttle?: ThrottleTotals;
   error?: unknown;
@@ -293,12 +297,17 @@ export class Copier {
       throw err;
     }
     let done = false;
+    const hash = this.opts.checksum ? new StreamHash(this.opts.checksum) : undefined;
     try {
       let written = 0;
       let end = 0;
       const sink = {
         write: async (chunk: Chunk) => {
-          const kept = await target.write(chunk.offset, chunk.data, chunk.kind === 'zero', chunk.buf);
+          // Chunks come in file order; the hash takes its copy of the bytes while the write goes on. A failed
+          // write still waits for the hash to take them, so a reset after it cannot come before them.
+          const hashing = hash?.update(chunk.data);
+          const kept = await target.write(chunk.offset, chunk.data, chunk.kind === 'zero', chunk.buf).finally(() => hashing?.catch(() => {}));
+          await hashing;
           written += chunk.data.length;
           end = Math.max(end, chunk.offset + chunk.data.length);
           this.events.progress?.(src, written, st.size);
@@ -309,6 +318,7 @@ export class Copier {
           : {
               restart: async () => {
                 await target.restart();
+                hash?.reset();
                 written = 0;
                 end = 0;
               },
@@ -322,6 +332,7 @@ export class Copier {
         // What went to the device cannot be kept: the whole file again, through the mount.
         await target.abort();
         target = await MountTarget.open(path, { reason: err.message, fallback: true }, undefined, kind);
+        hash?.reset();
         written = 0;
         end = 0;
         report = await this.copyOnce(src, sink);
@@ -333,9 +344,15 @@ export class Copier {
         if (!overwrite) await chmod(path, this.opts.preserve ? st.mode & 0o7777 : st.mode & 0o777 & ~this.umask);
       }
       done = true;
+      const checksum = await hash?.digest();
       let verified: boolean | undefined;
       // In place, the file is compared after it has been overwritten (there is no temporary to keep it from).
-      if (this.opts.verify && !stream) {
+      if (this.opts.verify && !stream && checksum) {
+        // The source's bytes were hashed as they were copied: only the copy is read again.
+        const back = await hashFile(path, checksum.type);
+        verified = back.hex === checksum.value;
+        if (!verified) throw new FusedError('mismatch', `verification failed: ${checksum.type} of the copy ${back.hex} differs from the bytes copied ${checksum.value}`);
+      } else if (this.opts.verify && !stream) {
         const [a, b] = await Promise.all([sha256File(path), sha256File(src)]);
         verified = a.hex === b.hex;
         if (!verified) throw new FusedError('mismatch', `verification failed: sha256 of the copy ${a.hex} differs from the source through the mount ${b.hex}`);
@@ -349,9 +366,10 @@ export class Copier {
       }
       return {
         source: src, destination: dst, status: kept ? 'failed' : 'copied', report, write: target.report,
-        ...(verified !== undefined ? { verified } : {}), ...(kept ? { error: kept } : {}),
+        ...(verified !== undefined ? { verified } : {}), ...(checksum ? { checksum } : {}), ...(kept ? { error: kept } : {}),
       };
     } catch (err) {
+      hash?.close();
       if (!done) await target.abort();
       // A file overwritten in place stays, old and new bytes mixed: that is what in place means.
       if (temporary(path)) {
