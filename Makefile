@@ -26,7 +26,7 @@ MAN7 := $(wildcard man/*.7)
 COMPLETIONS := dist/completion/fused.bash dist/completion/_fused
 SOURCES := $(shell find src -name '*.ts' ! -name '*.test.ts') tsconfig.json package.json scripts/bundle.mjs
 
-.PHONY: all install uninstall check demo clean
+.PHONY: all install uninstall check demo clean deps
 
 all: $(BUNDLES) $(ADDON) $(COMPLETIONS)
 
@@ -69,7 +69,11 @@ uninstall:
 	rm -f $(MAN1:man/%=$(DESTDIR)$(MANDIR)/man1/%) $(MAN7:man/%=$(DESTDIR)$(MANDIR)/man7/%)
 	rm -rf $(DESTDIR)$(LIBDIR)
 
-check: all
+# The Debian packages the test bed needs (.ci/deps: a no-op when they are there), then unit tests and bats suites.
+deps:
+	bash .ci/deps
+
+check: deps all
 	bash test/run.sh
 
 demo:
