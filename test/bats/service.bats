@@ -9,13 +9,7 @@ SVC_METRICS_PORT=9447
 MiB=1048576
 
 setup_file() {
-	requires_root
-	bed_init || return 1
-	echo "$BED_DIR" >"$BATS_FILE_TMPDIR/bed_dir"
-	bed_make_nodes &&
-		bed_make_volume ext4-4k 256M &&
-		bed_start_sshd &&
-		bed_mount_client || return 1
+	bed_setup_file ext4-4k 256M --no-server || return 1
 	SVC_CONF=$BED_DIR/fused.conf
 	export SVC_CONF
 	mkdir -p "$BED_SRV_DIR/sub2"
@@ -201,6 +195,28 @@ proto() { bed_in_client python3 "$FUSED_LIB/fusedproto.py" "$@"; }
 	assert_regex "${lines[3]}" "^ERR NOVOLUME "
 	run -0 --separate-stderr bed_in_client "$FUSED_BIN/fusedctl" status -o access --noheadings
 	assert_output rw
+}
+
+@test "without --config, the options alone serve as before, with text log lines" {
+	local log=$BATS_TEST_TMPDIR/serve.log pid
+	nsenter --net="/run/netns/$BED_SRV_NS" "$FUSED_BIN/fusedctl" serve --volume "vol=$BED_SRV_DIR" --listen "$BED_SRV_ADDR:7998" --secret-file "$BED_SECRET" \
+		--node srv2 --role cli=admin </dev/null >"$log" 2>&1 3>&- &
+	pid=$!
+	bed_record_pid "$pid"
+	bed_wait_port "$BED_CLI_NS" "$BED_SRV_ADDR" 7998 || fail "$(cat "$log")"
+	run -0 --separate-stderr proto "$BED_SRV_ADDR:7998" --secret-file "$BED_SECRET" --node cli VOLUMES
+	assert_equal "${lines[0]}" "OK VOLUMES count=1"
+	# SIGHUP with no file to read changes nothing and says so.
+	kill -HUP "$pid"
+	local tries=50
+	until grep -q 'reload: refused' "$log"; do ((tries-- > 0)) || fail "no reload line"; sleep 0.1; done
+	bed_alive "$pid" || fail "SIGHUP ended the server"
+	bed_kill_pid "$pid"
+	grep -qx "fusedctl: reload: refused: no --config file to read; the running configuration stays" "$log" || fail "$(cat "$log")"
+	grep -qx "fusedctl: roles: cli=admin; any other node ro" "$log" || fail "$(cat "$log")"
+	grep -qx "fusedctl: listening on $BED_SRV_ADDR:7998; lease time 10 s" "$log" || fail "$(cat "$log")"
+	grep -q "^fusedctl: $BED_CLI_ADDR:[0-9]*: node cli authenticated (admin)$" "$log" || fail "$(cat "$log")"
+	! grep -q '^{' "$log" || fail "JSON lines in a text log"
 }
 
 @test "the packaged systemd unit passes systemd-analyze verify and runs serve --config with a small semi-space" {
