@@ -186,7 +186,13 @@ export function build(ctx: CommandContext): Command {
         try {
           next = resolveServe(args, readConfig(configFile));
           nextSecret = loadSecret(next.secretFile);
-          for (const v of next.volumes) if (!current.has(v.name)) added.push(await openServedVolume(v));
+          for (const v of next.volumes) {
+            if (current.has(v.name)) continue;
+            const volume = await openServedVolume(v);
+            const problem = running.addProblem(volume);
+            if (problem) throw new FusedError('usage', problem, v.where);
+            added.push(volume);
+          }
         } catch (err) {
           return refuse(reasonOf(err));
         }

@@ -34,6 +34,8 @@ export class MapServer implements ConnectionHost {
   readonly throttle: ThrottlePolicy;
   private readonly volumes = new Map<string, Volume>();
   private readonly mapOptions: MapPolicyOptions;
+  /** Volumes taken out of service by a reload, and their directories: the map policy keeps their allocators. */
+  private readonly retired = new Map<string, string>();
 
   constructor(options: ServerOptions) {
     this.opts = {
@@ -102,6 +104,13 @@ export class MapServer implements ConnectionHost {
     return v;
   }
 
+  /** Why a volume cannot be added by a reload, if it cannot: a name served before from another directory (its
+   *  allocator, made for that directory, lives as long as the server). */
+  addProblem(v: Volume): string | undefined {
+    const was = this.retired.get(v.name);
+    return was !== undefined && was !== v.dir ? `volume ${v.name} was served from ${was}: serving it from ${v.dir} needs a restart` : undefined;
+  }
+
   /** Take a reloaded configuration: new settings for what comes next (sessions stay), volumes added, and volumes
    *  taken out of service, whose maps are recalled (resolves once those are returned or revoked). */
   async reconfigure(live: LiveSettings, add: Volume[], remove: string[]): Promise<void> {
@@ -109,7 +118,10 @@ export class MapServer implements ConnectionHost {
     this.mapOptions.maxExtents = live.maxExtents;
     for (const v of add) this.volumes.set(v.name, v);
     const gone = remove.map((n) => this.volumes.get(n)).filter((v): v is Volume => v !== undefined);
-    for (const v of gone) this.volumes.delete(v.name);
+    for (const v of gone) {
+      this.volumes.delete(v.name);
+      this.retired.set(v.name, v.dir);
+    }
     await this.maps.start(add);
     // Leases know their file (dev:ino), not the volume it was mapped through: every map on the file system of a
     // removed volume is recalled, which may include another volume's on the same one (a recall is always safe).
