@@ -186,10 +186,28 @@ proto() { bed_in_client python3 "$FUSED_LIB/fusedproto.py" "$@"; }
 	cp "$BATS_TEST_TMPDIR/good.conf" "$SVC_CONF"
 }
 
-@test "a volume removed on SIGHUP is no longer served; a role restored applies at once" {
+@test "a volume removed on SIGHUP: a read in flight is recalled, returns its map (no revocation) and ends with the right bytes; new requests get NOVOLUME" {
+	local d=$BATS_TEST_TMPDIR mnt=$BED_DIR/client-vol2 pid from
+	head -c $((12 * MiB)) /dev/urandom >"$BED_SRV_DIR/sub2/r.bin"
+	sync
+	bed_mount_client "$BED_SRV_DIR/sub2" "$mnt"
+	run -0 --separate-stderr fuse_client "$mnt" --volume vol2
+	from=$(($(wc -l <"$BED_DIR/server.log") + 1))
+	# 12 MiB at 4 MiB/s: 3 s; the volume goes a second in.
+	bed_in_client "$FUSED_BIN/fusedcat" -v --limit 4MiB "$mnt/r.bin" >"$d/r.out" 2>"$d/r.err" &
+	pid=$!
+	sleep 1
 	svc_conf >"$SVC_CONF"
 	run -0 svc_reload
 	assert_regex "$(jq -r .reason <<<"$output")" 'volumes vol \(-vol2\); roles: cli=rw'
+	kill -0 "$pid" 2>/dev/null || fail "the read was over before the reload: not a test of a recall"
+	wait "$pid" || fail "fusedcat failed: $(cat "$d/r.err")"
+	assert_equal "$(sha256sum <"$d/r.out")" "$(sha256sum <"$BED_SRV_DIR/sub2/r.bin")"
+	run -0 bash -c "tail -n +$from '$BED_DIR/server.log' | jq -cR 'fromjson | select(.event == \"recall\" or .event == \"revoke\") | [.event, .node, .reason]'"
+	assert_output '["recall","cli","volume-removed"]'
+	run -0 svc_events '.event == "volume" and (.msg | test("vol2 out of service"))'
+	assert_output --partial 'their maps are returned or revoked'
+	run -0 --separate-stderr bed_in_client "$FUSED_BIN/fusedctl" unfuse "$mnt"
 	run -0 --separate-stderr proto "$BED_SERVER" --secret-file "$BED_SECRET" --node cli VOLUMES "MAP vol2 x"
 	assert_equal "${lines[0]}" "OK VOLUMES count=1"
 	assert_regex "${lines[3]}" "^ERR NOVOLUME "
