@@ -18,7 +18,7 @@ import { openVolume, type Volume } from '../server/volumes.js';
 import type { CommandContext } from './context.js';
 import { ROLE_HELP, SERVE_DEFAULTS, resolveServe, type ServeArgs, type ServeConfig } from './serve-config.js';
 import { renderTable, rowsToJson, selectColumns, type Column } from '../ui/columns.js';
-import { humanBytes, jsonOut } from '../ui/messages.js';
+import { formatError, humanBytes, jsonOut } from '../ui/messages.js';
 import { parseCount } from '../ui/options.js';
 
 const collect = (v: string, prev: string[]) => [...prev, v];
@@ -116,7 +116,15 @@ export function build(ctx: CommandContext): Command {
       }
       const args: ServeArgs = { given, volumes: opts.volume, roles: opts.role };
       const configFile = opts.config;
-      let cfg = resolveServe(args, configFile === undefined ? undefined : readConfig(configFile));
+      let cfg: ServeConfig;
+      try {
+        cfg = resolveServe(args, configFile === undefined ? undefined : readConfig(configFile));
+      } catch (err) {
+        // A mistake in the file is not a misuse of the command line: one line naming FILE:LINE, no "Try --help".
+        if (configFile === undefined || !(err instanceof FusedError) || !err.subject?.startsWith(configFile)) throw err;
+        process.stderr.write(`${formatError(ctx.name, err)}\n`);
+        return ctx.exit(EXIT_CODES.usage);
+      }
       const leaseProblem = leaseTimeProblem(cfg.leaseTimeMs, () => readFileSync(LEASE_BREAK_TIME_FILE, 'utf8'));
       if (leaseProblem) throw new FusedError('failure', leaseProblem, '--lease-time');
       let secret = loadSecret(cfg.secretFile);

@@ -85,12 +85,12 @@ proto() { bed_in_client python3 "$FUSED_LIB/fusedproto.py" "$@"; }
 	local bad=$BATS_TEST_TMPDIR/bad.conf
 	svc_conf 'lease-time = soon' | sed "s/:$BED_PORT/:7999/" >"$bad"
 	run -2 --separate-stderr bed_in_server "$FUSED_BIN/fusedctl" serve --config "$bad"
-	assert_equal "${stderr_lines[0]}" "fusedctl: $bad:8: lease-time: expected a whole number, got 'soon'"
+	assert_equal "$stderr" "fusedctl: $bad:8: lease-time: expected a whole number, got 'soon'"
 	assert_equal "$output" ""
 	run -1 bed_in_client nc -z -w 1 "$BED_SRV_ADDR" 7999
 	printf 'listen = 127.0.0.1:7999\nlisten_addr = x\n' >"$bad"
 	run -2 --separate-stderr bed_in_server "$FUSED_BIN/fusedctl" serve --config "$bad"
-	assert_equal "${stderr_lines[0]}" "fusedctl: $bad:2: expected 'key = value', got 'listen_addr = x'"
+	assert_equal "$stderr" "fusedctl: $bad:2: expected 'key = value', got 'listen_addr = x'"
 	# A volume that cannot be served is named by its line too.
 	svc_conf | sed "s/:$BED_PORT/:7999/; s|^path = .*|path = /proc|" >"$bad"
 	run -1 --separate-stderr bed_in_server "$FUSED_BIN/fusedctl" serve --config "$bad"
