@@ -245,12 +245,10 @@ export function build(ctx: CommandContext): Command {
           event: 'reload', result: 'ok',
           reason: `${configFile}: volumes ${running.volumeNames().join(',')}${change ? ` (${change})` : ''}; ${describeRoles(cfg)}; log format ${cfg.logFormat}`,
         });
-        if (removed.length > 0) {
-          await recalled;
-          logger.line(`volume(s) ${removed.join(',')} out of service: their maps are returned or revoked`, 'volume');
-        } else {
-          await recalled;
-        }
+        // The recalls take up to the lease time; the next reload need not wait for them.
+        void recalled.then(() => {
+          if (removed.length > 0) logger.line(`volume(s) ${removed.join(',')} out of service: their maps are returned or revoked`, 'volume');
+        });
       };
       // One reload at a time, in the order the signals came.
       let reloading = Promise.resolve();
