@@ -14,6 +14,7 @@ LIBDIR ?= $(PREFIX)/lib/fused
 MANDIR ?= $(PREFIX)/share/man
 BASHCOMPDIR ?= $(PREFIX)/share/bash-completion/completions
 ZSHCOMPDIR ?= $(PREFIX)/share/zsh/site-functions
+UNITDIR ?= $(PREFIX)/lib/systemd/system
 INSTALL ?= install
 NODE ?= node
 NPM ?= npm
@@ -22,6 +23,7 @@ COMMANDS := fusedctl fusedcp fusedcat fusedmap fusedthrottle
 BUNDLES := $(COMMANDS:%=dist/bundle/%.cjs)
 ADDON := build/Release/fused_native.node
 MAN1 := $(wildcard man/*.1)
+MAN5 := $(wildcard man/*.5)
 MAN7 := $(wildcard man/*.7)
 COMPLETIONS := dist/completion/fused.bash dist/completion/_fused
 SOURCES := $(shell find src -name '*.ts' ! -name '*.test.ts') tsconfig.json package.json scripts/bundle.mjs
@@ -52,22 +54,28 @@ dist/completion/_fused: $(BUNDLES)
 # -p keeps each code cache's time at or after its bundle's: bin/start.cjs offers V8 only a cache made after the bundle.
 install: all
 	$(INSTALL) -d $(DESTDIR)$(LIBDIR)/bin $(DESTDIR)$(LIBDIR)/dist/bundle $(DESTDIR)$(LIBDIR)/build/Release \
-		$(DESTDIR)$(BINDIR) $(DESTDIR)$(MANDIR)/man1 $(DESTDIR)$(MANDIR)/man7 $(DESTDIR)$(BASHCOMPDIR) $(DESTDIR)$(ZSHCOMPDIR)
+		$(DESTDIR)$(BINDIR) $(DESTDIR)$(MANDIR)/man1 $(DESTDIR)$(MANDIR)/man5 $(DESTDIR)$(MANDIR)/man7 $(DESTDIR)$(BASHCOMPDIR) $(DESTDIR)$(ZSHCOMPDIR)
 	$(INSTALL) -p -m 755 bin/start.cjs $(COMMANDS:%=bin/%.cjs) $(DESTDIR)$(LIBDIR)/bin/
 	$(INSTALL) -p -m 644 $(BUNDLES) $(DESTDIR)$(LIBDIR)/dist/bundle/
 	$(INSTALL) -p -m 644 $(BUNDLES:%=%.cache) $(DESTDIR)$(LIBDIR)/dist/bundle/
 	$(INSTALL) -p -m 755 $(ADDON) $(DESTDIR)$(LIBDIR)/build/Release/
 	for c in $(COMMANDS); do ln -sfn $(LIBDIR)/bin/$$c.cjs $(DESTDIR)$(BINDIR)/$$c; done
 	$(INSTALL) -p -m 644 $(MAN1) $(DESTDIR)$(MANDIR)/man1/
+	$(INSTALL) -p -m 644 $(MAN5) $(DESTDIR)$(MANDIR)/man5/
 	$(INSTALL) -p -m 644 $(MAN7) $(DESTDIR)$(MANDIR)/man7/
 	$(INSTALL) -p -m 644 dist/completion/fused.bash $(DESTDIR)$(BASHCOMPDIR)/fusedctl
 	for c in $(filter-out fusedctl,$(COMMANDS)); do ln -sfn fusedctl $(DESTDIR)$(BASHCOMPDIR)/$$c; done
 	$(INSTALL) -p -m 644 dist/completion/_fused $(DESTDIR)$(ZSHCOMPDIR)/_fused
+	$(INSTALL) -d $(DESTDIR)$(UNITDIR) $(DESTDIR)$(PREFIX)/share/doc/fused
+	sed 's|/usr/lib/fused/|$(LIBDIR)/|g' packaging/fused-server.service > $(DESTDIR)$(UNITDIR)/fused-server.service
+	chmod 644 $(DESTDIR)$(UNITDIR)/fused-server.service
+	$(INSTALL) -p -m 644 packaging/fused.conf $(DESTDIR)$(PREFIX)/share/doc/fused/fused.conf.example
 
 uninstall:
 	rm -f $(COMMANDS:%=$(DESTDIR)$(BINDIR)/%) $(COMMANDS:%=$(DESTDIR)$(BASHCOMPDIR)/%) $(DESTDIR)$(ZSHCOMPDIR)/_fused
-	rm -f $(MAN1:man/%=$(DESTDIR)$(MANDIR)/man1/%) $(MAN7:man/%=$(DESTDIR)$(MANDIR)/man7/%)
-	rm -rf $(DESTDIR)$(LIBDIR)
+	rm -f $(MAN1:man/%=$(DESTDIR)$(MANDIR)/man1/%) $(MAN5:man/%=$(DESTDIR)$(MANDIR)/man5/%) $(MAN7:man/%=$(DESTDIR)$(MANDIR)/man7/%)
+	rm -f $(DESTDIR)$(UNITDIR)/fused-server.service
+	rm -rf $(DESTDIR)$(LIBDIR) $(DESTDIR)$(PREFIX)/share/doc/fused
 
 # The Debian packages the test bed needs (.ci/deps: a no-op when they are there), then unit tests and bats suites.
 deps:

@@ -1,45 +1,48 @@
 // fusedctl: run the map server (serve), make node keys (key), fuse and unfuse network mounts, show fuses (status).
 import { Command, Option } from 'commander';
+import { spawn } from 'node:child_process';
+import { readFileSync } from 'node:fs';
 import { open } from 'node:fs/promises';
-import { EXIT_CODES, FusedError, errnoCode, errorMessage } from '../errors.js';
+import { EXIT_CODES, FusedError, errnoCode, errorMessage, reasonOf } from '../errors.js';
 import { DEFAULT_KEY_FILE, DEFAULT_SECRET_FILE, defaultNode, fuse, fuseStatus, loadSecret, unfuse, type FuseStatus } from '../client/fuse.js';
 import { loadFuses } from '../client/registry.js';
-import { formatServerAddress, parseServerAddress } from '../client/session.js';
-import { ACCESS_LEVELS, DEFAULT_PORT, LIMITS, isAccess, isNodeName, nodeKey, type Access } from '../protocol/index.js';
-import { MapServer } from '../server/server.js';
+import { formatServerAddress, parseServerAddress, type ServerAddress } from '../client/session.js';
+import { isNodeName, nodeKey } from '../protocol/index.js';
+import { GLOBAL_KEYS, readConfig, type GlobalKey } from '../server/config.js';
 import { LEASE_BREAK_TIME_FILE, leaseTimeProblem } from '../server/leases.js';
-import { DEFAULT_STATE_DIR, LimitStore } from '../server/limits.js';
-import { readFileSync } from 'node:fs';
-import { openVolume, parseVolumeSpec, type Volume } from '../server/volumes.js';
+import { LimitStore } from '../server/limits.js';
+import { ServerLog } from '../server/log.js';
+import { ServerMetrics, serveMetrics } from '../server/metrics.js';
+import { MapServer, type ServerEvent } from '../server/server.js';
+import { openVolume, type Volume } from '../server/volumes.js';
 import type { CommandContext } from './context.js';
 import { registerGuard } from './guard.js';
 import { registerDoctor } from './doctor.js';
 import { unguardedWarning } from '../client/guard.js';
 import { completionCommand } from './completion.js';
+import { ROLE_HELP, SERVE_DEFAULTS, resolveServe, type ServeArgs, type ServeConfig } from './serve-config.js';
 import { renderTable, rowsToJson, selectColumns, type Column } from '../ui/columns.js';
-import { humanBytes, jsonOut } from '../ui/messages.js';
-import { parseCount, parseSize } from '../ui/options.js';
+import { formatError, humanBytes, jsonOut } from '../ui/messages.js';
+import { parseCount } from '../ui/options.js';
 
 const collect = (v: string, prev: string[]) => [...prev, v];
 
-const ROLE_HELP = ACCESS_LEVELS.join('|');
-
-function parseAccess(value: string, option: string): Access {
-  if (!isAccess(value)) throw new FusedError('usage', `expected ${ROLE_HELP}, got '${value}'`, option);
-  return value;
+/** Open a volume to serve; a problem with one from the configuration file names its FILE:LINE. */
+async function openServedVolume(v: ServeConfig['volumes'][number]): Promise<Volume> {
+  try {
+    return await openVolume(v.name, v.dir);
+  } catch (err) {
+    if (err instanceof FusedError && !v.where.startsWith('--')) throw new FusedError(err.kind, `volume ${v.name}: ${reasonOf(err)}`, v.where);
+    throw err;
+  }
 }
 
-/** --role NODE=ro|rw|admin, repeatable; a node named twice is a mistake, not a last-one-wins. */
-function parseRoles(specs: string[]): Map<string, Access> {
-  const roles = new Map<string, Access>();
-  for (const spec of specs) {
-    const eq = spec.lastIndexOf('=');
-    const node = spec.slice(0, Math.max(eq, 0));
-    if (eq < 0 || !isNodeName(node)) throw new FusedError('usage', `expected NODE=${ROLE_HELP}, got '${spec}'`, '--role');
-    if (roles.has(node)) throw new FusedError('usage', `node ${node} given twice`, '--role');
-    roles.set(node, parseAccess(spec.slice(eq + 1), '--role'));
-  }
-  return roles;
+/** Under systemd (Type=notify): say the server is ready. systemd-notify, run by root, sends it as this process, so
+ *  the message is ours even after it exits (NotifyAccess=all covers it if it cannot). */
+function notifyReady(status: string): void {
+  if (!process.env.NOTIFY_SOCKET) return;
+  const child = spawn('systemd-notify', ['--ready', `--pid=${process.pid}`, `--status=${status}`], { stdio: 'ignore' });
+  child.on('error', () => {});
 }
 
 /** Write a node key to FILE, mode 0600 before any byte is in it; an existing file only with --force. */
@@ -87,73 +90,183 @@ export function build(ctx: CommandContext): Command {
     .addHelpText('after', `\nExit status: 0 ok, 1 failure, 2 usage, 4 doctor found warnings only, 5 refused for safety, 6 server unreachable or authentication failed.\nSee fusedctl(1).`);
   program.addCommand(completionCommand());
 
+  const serveOption = (key: GlobalKey, arg: string, help: string) => {
+    const def = SERVE_DEFAULTS[key];
+    return new Option(`--${key} <${arg}>`, `${help}${def === undefined ? '' : ` (default: ${def})`}`);
+  };
   program
     .command('serve')
     .description('run the map server for one or more mounted volumes (on the node that mounts them)')
-    .requiredOption('--volume <NAME=DIR>', 'serve DIR (on a mounted ext2/3/4 or XFS file system) as volume NAME; repeatable', collect, [])
-    .option('--listen <HOST:PORT>', 'address to listen on', `0.0.0.0:${DEFAULT_PORT}`)
-    .option('--secret-file <FILE>', 'master secret (mode 0600) every node key is derived from', DEFAULT_SECRET_FILE)
-    .option('--node <NAME>', 'this server\'s node name', defaultNode())
+    .option('--config <FILE>', 'read the settings from FILE (fused.conf(5)); options given here override it; SIGHUP reloads it')
+    .option('--volume <NAME=DIR>', 'serve DIR (on a mounted ext2/3/4 or XFS file system) as volume NAME; repeatable', collect, [])
+    .addOption(serveOption('listen', 'HOST:PORT', 'address to listen on'))
+    .addOption(serveOption('secret-file', 'FILE', 'master secret (mode 0600) every node key is derived from'))
+    .addOption(serveOption('node', 'NAME', "this server's node name"))
     .addOption(new Option('--role <NODE=ROLE>', `what NODE may do: ${ROLE_HELP}; repeatable`).argParser(collect).default([], 'none'))
-    .option('--default-role <ROLE>', `role of nodes without --role: ${ROLE_HELP}`, 'ro')
-    .option('--max-connections <N>', 'authenticated connections served at once', String(LIMITS.maxConnections))
-    .option('--max-unauthenticated <N>', 'connections not yet authenticated; past it the oldest is dropped', String(LIMITS.maxUnauthenticated))
-    .option('--idle-timeout <SECONDS>', 'close connections idle this long', String(LIMITS.idleTimeoutMs / 1000))
-    .option('--max-extents <N>', 'extents one map may have; a file with more gets ERR TOOBIG', String(LIMITS.maxExtentsPerMap))
-    .option('--max-leases <N>', 'leases one connection may hold at once; more get ERR LIMIT', String(LIMITS.maxLeasesPerConnection))
-    .option('--lease-time <SECONDS>', 'lease time T: a client uses a map at most T seconds after its last answered request', String(LIMITS.leaseTimeMs / 1000))
-    .option('--reserve <SIZE>', 'pre-zeroed reserve per volume that direct writes are allocated from (XFS; 0: none)', '1G')
-    .option('--state-dir <DIR>', 'where the server keeps its throttle limits (limits.json); made with the first limit set', DEFAULT_STATE_DIR)
-    .action(async (opts: { volume: string[]; listen: string; secretFile: string; node: string; role: string[]; defaultRole: string; maxConnections: string; maxUnauthenticated: string; idleTimeout: string; maxExtents: string; maxLeases: string; leaseTime: string; reserve: string; stateDir: string }) => {
-      const address = parseServerAddress(opts.listen);
-      const roles = parseRoles(opts.role);
-      const defaultRole = parseAccess(opts.defaultRole, '--default-role');
-      const maxConnections = parseCount(opts.maxConnections, '--max-connections', 1, 100000);
-      const maxUnauthenticated = parseCount(opts.maxUnauthenticated, '--max-unauthenticated', 1, 100000);
-      const idleTimeoutMs = parseCount(opts.idleTimeout, '--idle-timeout', 1, 86400) * 1000;
-      const maxExtents = parseCount(opts.maxExtents, '--max-extents', 1, LIMITS.maxExtentsPerMap);
-      const maxLeasesPerConnection = parseCount(opts.maxLeases, '--max-leases', 1, LIMITS.maxLeasesPerConnection);
-      const leaseTimeMs = parseCount(opts.leaseTime, '--lease-time', 2, 3600) * 1000;
-      const leaseProblem = leaseTimeProblem(leaseTimeMs, () => readFileSync(LEASE_BREAK_TIME_FILE, 'utf8'));
-      if (leaseProblem) throw new FusedError('failure', leaseProblem, '--lease-time');
-      const reserveBytes = parseSize(opts.reserve, '--reserve');
-      const specs = opts.volume.map(parseVolumeSpec);
-      const names = new Set<string>();
-      for (const s of specs) {
-        if (names.has(s.name)) throw new FusedError('usage', 'volume name given twice', s.name);
-        names.add(s.name);
+    .addOption(serveOption('default-role', 'ROLE', `role of nodes without --role: ${ROLE_HELP}`))
+    .addOption(serveOption('max-connections', 'N', 'authenticated connections served at once'))
+    .addOption(serveOption('max-unauthenticated', 'N', 'connections not yet authenticated; past it the oldest is dropped'))
+    .addOption(serveOption('idle-timeout', 'SECONDS', 'close connections idle this long'))
+    .addOption(serveOption('max-extents', 'N', 'extents one map may have; a file with more gets ERR TOOBIG'))
+    .addOption(serveOption('max-leases', 'N', 'leases one connection may hold at once; more get ERR LIMIT'))
+    .addOption(serveOption('lease-time', 'SECONDS', 'lease time T: a client uses a map at most T seconds after its last answered request'))
+    .addOption(serveOption('reserve', 'SIZE', 'pre-zeroed reserve per volume that direct writes are allocated from (XFS; 0: none)'))
+    .addOption(serveOption('state-dir', 'DIR', 'where the server keeps its throttle limits (limits.json); made with the first limit set'))
+    .addOption(serveOption('metrics', 'HOST:PORT', 'serve Prometheus metrics on http://HOST:PORT/metrics'))
+    .addOption(serveOption('log-format', 'FORMAT', 'log lines on stderr as text or json (one object per line)'))
+    .action(async (opts: { config?: string; volume: string[]; role: string[] } & Record<string, string | undefined>) => {
+      const given: ServeArgs['given'] = {};
+      for (const key of GLOBAL_KEYS) {
+        const v = opts[key.replace(/-(.)/g, (_, c: string) => c.toUpperCase())];
+        if (typeof v === 'string') given[key] = v;
       }
-      const secret = loadSecret(opts.secretFile);
+      const args: ServeArgs = { given, volumes: opts.volume, roles: opts.role };
+      const configFile = opts.config;
+      let cfg: ServeConfig;
+      try {
+        cfg = resolveServe(args, configFile === undefined ? undefined : readConfig(configFile));
+      } catch (err) {
+        // A mistake in the file is not a misuse of the command line: one line naming FILE:LINE, no "Try --help".
+        if (configFile === undefined || !(err instanceof FusedError) || !err.subject?.startsWith(configFile)) throw err;
+        process.stderr.write(`${formatError(ctx.name, err)}\n`);
+        return ctx.exit(EXIT_CODES.usage);
+      }
+      const leaseProblem = leaseTimeProblem(cfg.leaseTimeMs, () => readFileSync(LEASE_BREAK_TIME_FILE, 'utf8'));
+      if (leaseProblem) throw new FusedError('failure', leaseProblem, '--lease-time');
+      let secret = loadSecret(cfg.secretFile);
       let limits: LimitStore;
       try {
-        limits = await LimitStore.load(opts.stateDir);
+        limits = await LimitStore.load(cfg.stateDir);
       } catch (err) {
-        throw new FusedError('failure', errorMessage(err), `--state-dir ${opts.stateDir}`);
+        throw new FusedError('failure', errorMessage(err), `--state-dir ${cfg.stateDir}`);
       }
       const volumes: Volume[] = [];
-      for (const s of specs) volumes.push(await openVolume(s.name, s.dir));
-      const log = (line: string) => process.stderr.write(`fusedctl: ${line}\n`);
-      const server = new MapServer({
-        node: opts.node, secret, volumes, roles, defaultRole, maxConnections, maxUnauthenticated, idleTimeoutMs, maxExtents, maxLeasesPerConnection, leaseTimeMs, reserveBytes, limits, log,
+      for (const v of cfg.volumes) volumes.push(await openServedVolume(v));
+      const logger = new ServerLog(cfg.logFormat);
+      let server: MapServer | undefined;
+      const metrics = cfg.metrics && new ServerMetrics({
+        leasesHeld: () => server?.leases.size ?? 0,
+        connections: () => server?.connectionCounts() ?? { authenticated: 0, unauthenticated: 0 },
       });
+      const events = (e: ServerEvent) => {
+        logger.event(e);
+        metrics?.observe(e);
+      };
+      server = new MapServer({
+        node: cfg.node, secret, volumes, roles: cfg.roles, defaultRole: cfg.defaultRole, maxConnections: cfg.maxConnections,
+        maxUnauthenticated: cfg.maxUnauthenticated, idleTimeoutMs: cfg.idleTimeoutMs, maxExtents: cfg.maxExtents,
+        maxLeasesPerConnection: cfg.maxLeasesPerConnection, leaseTimeMs: cfg.leaseTimeMs, reserveBytes: cfg.reserveBytes, limits,
+        log: (line) => logger.line(line), events,
+      });
+      const running = server;
       let bound;
+      let metricsEndpoint: Awaited<ReturnType<typeof serveMetrics>> | undefined;
       try {
-        await server.maps.start(volumes);
-        bound = await server.listen(address.host, address.port);
+        await running.maps.start(volumes);
+        bound = await running.listen(cfg.listen.host, cfg.listen.port);
       } catch (err) {
-        throw new FusedError('failure', (err as Error).message, `listen ${opts.listen}`);
+        throw new FusedError('failure', (err as Error).message, `listen ${formatServerAddress(cfg.listen)}`);
       }
-      for (const v of volumes) {
-        log(`volume ${v.name}: ${v.dir} (${v.identity.fstype} ${v.identity.uuid} on ${v.device}, block size ${v.identity.blockSize})${v.networkOnly ? `; network only: ${v.networkOnly}` : ''}`);
+      if (metrics && cfg.metrics) {
+        try {
+          metricsEndpoint = await serveMetrics(metrics.registry, cfg.metrics.host, cfg.metrics.port);
+        } catch (err) {
+          await running.close();
+          throw new FusedError('failure', (err as Error).message, `metrics ${formatServerAddress(cfg.metrics)}`);
+        }
       }
-      const named = [...roles].map(([n, r]) => `${n}=${r}`).join(', ');
-      log(`roles: ${named ? `${named}; ` : ''}any other node ${defaultRole}`);
-      log(`limits: ${limits.file} (${limits.limitedNodes().length} node limit(s), ${limits.cappedVolumes().length} volume cap(s))`);
-      log(`listening on ${formatServerAddress({ host: bound.address, port: bound.port })}; lease time ${leaseTimeMs / 1000} s`);
+      const describeVolume = (v: Volume) =>
+        `volume ${v.name}: ${v.dir} (${v.identity.fstype} ${v.identity.uuid} on ${v.device}, block size ${v.identity.blockSize})${v.networkOnly ? `; network only: ${v.networkOnly}` : ''}`;
+      for (const v of volumes) logger.line(describeVolume(v), 'volume', 'info', { volume: v.name });
+      const describeRoles = (c: ServeConfig) => {
+        const named = [...c.roles].map(([n, r]) => `${n}=${r}`).join(', ');
+        return `roles: ${named ? `${named}; ` : ''}any other node ${c.defaultRole}`;
+      };
+      logger.line(describeRoles(cfg), 'roles');
+      logger.line(`limits: ${limits.file} (${limits.limitedNodes().length} node limit(s), ${limits.cappedVolumes().length} volume cap(s))`, 'limits');
+      if (metricsEndpoint) logger.line(`metrics on http://${formatServerAddress({ host: metricsEndpoint.address.address, port: metricsEndpoint.address.port })}/metrics`, 'metrics');
+      const address = formatServerAddress({ host: bound.address, port: bound.port });
+      logger.line(`listening on ${address}; lease time ${cfg.leaseTimeMs / 1000} s`, 'listening', 'info', { address });
+      notifyReady(`serving ${volumes.length} volume(s) on ${address}`);
+
+      /** SIGHUP: read the file again; apply it whole, or keep the running configuration whole. */
+      const reload = async (): Promise<void> => {
+        const refuse = (reason: string) => events({ event: 'reload', result: 'refused', reason: `${reason}; the running configuration stays` });
+        if (configFile === undefined) return refuse('no --config file to read');
+        let next: ServeConfig;
+        let nextSecret: Buffer;
+        const added: Volume[] = [];
+        const current = new Set(running.volumeNames());
+        try {
+          next = resolveServe(args, readConfig(configFile));
+          nextSecret = loadSecret(next.secretFile);
+          for (const v of next.volumes) {
+            if (current.has(v.name)) continue;
+            const volume = await openServedVolume(v);
+            const problem = running.addProblem(volume);
+            if (problem) throw new FusedError('usage', problem, v.where);
+            added.push(volume);
+          }
+        } catch (err) {
+          return refuse(reasonOf(err));
+        }
+        const ignored: string[] = [];
+        const fixed = (key: string, was: string, now: string) => {
+          if (was !== now) ignored.push(`${key} stays ${was} (was given ${now}; it changes only with a restart)`);
+        };
+        const addr = (a: ServerAddress | undefined) => (a ? formatServerAddress(a) : 'off');
+        fixed('listen', addr(cfg.listen), addr(next.listen));
+        fixed('node', cfg.node, next.node);
+        fixed('lease-time', String(cfg.leaseTimeMs / 1000), String(next.leaseTimeMs / 1000));
+        fixed('reserve', String(cfg.reserveBytes), String(next.reserveBytes));
+        fixed('state-dir', cfg.stateDir, next.stateDir);
+        fixed('metrics', addr(cfg.metrics), addr(next.metrics));
+        const dirs = new Map(cfg.volumes.map((v) => [v.name, v.dir]));
+        for (const v of next.volumes) {
+          const was = dirs.get(v.name);
+          if (was !== undefined && was !== v.dir) ignored.push(`volume ${v.name} stays ${was} (a volume moves by removing it, reloading, then adding it)`);
+        }
+        const removed = [...current].filter((n) => !next.volumes.some((v) => v.name === n));
+        secret = nextSecret;
+        logger.format = next.logFormat;
+        // What cannot change live keeps its running value (and the next reload compares with that).
+        const keptVolumes = new Map(cfg.volumes.map((v) => [v.name, v]));
+        cfg = {
+          ...next,
+          listen: cfg.listen, node: cfg.node, leaseTimeMs: cfg.leaseTimeMs, reserveBytes: cfg.reserveBytes, stateDir: cfg.stateDir, metrics: cfg.metrics,
+          volumes: next.volumes.map((v) => keptVolumes.get(v.name) ?? v),
+        };
+        for (const reason of ignored) events({ event: 'reload', result: 'ignored', reason });
+        const recalled = running.reconfigure(
+          {
+            secret, roles: cfg.roles, defaultRole: cfg.defaultRole, maxConnections: cfg.maxConnections, maxUnauthenticated: cfg.maxUnauthenticated,
+            idleTimeoutMs: cfg.idleTimeoutMs, maxExtents: cfg.maxExtents, maxLeasesPerConnection: cfg.maxLeasesPerConnection,
+          },
+          added,
+          removed,
+        );
+        for (const v of added) logger.line(describeVolume(v), 'volume', 'info', { volume: v.name });
+        const change = [...added.map((v) => `+${v.name}`), ...removed.map((n) => `-${n}`)].join(' ');
+        events({
+          event: 'reload', result: 'ok',
+          reason: `${configFile}: volumes ${running.volumeNames().join(',')}${change ? ` (${change})` : ''}; ${describeRoles(cfg)}; log format ${cfg.logFormat}`,
+        });
+        // The recalls take up to the lease time; the next reload need not wait for them.
+        void recalled.then(() => {
+          if (removed.length > 0) logger.line(`volume(s) ${removed.join(',')} out of service: their maps are returned or revoked`, 'volume');
+        });
+      };
+      // One reload at a time, in the order the signals came.
+      let reloading = Promise.resolve();
+      const onHup = () => {
+        reloading = reloading.then(reload).catch((err: unknown) => logger.line(`reload: ${reasonOf(err)}`, 'reload', 'error'));
+      };
+      process.on('SIGHUP', onHup);
       await new Promise<void>((resolve) => {
         const stop = (sig: string) => {
-          log(`${sig}: shutting down`);
-          void server.close().then(resolve);
+          logger.line(`${sig}: shutting down`, 'shutdown');
+          process.off('SIGHUP', onHup);
+          void Promise.all([running.close(), metricsEndpoint?.close()]).then(() => resolve());
         };
         process.once('SIGTERM', () => stop('SIGTERM'));
         process.once('SIGINT', () => stop('SIGINT'));

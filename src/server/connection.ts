@@ -102,7 +102,7 @@ export class Connection implements LeaseHolder {
     private readonly peer: string,
   ) {
     const log = server.opts.log;
-    log(`${peer}: connected`);
+    server.opts.events({ event: 'connect', peer });
     socket.setNoDelay(true);
     socket.setKeepAlive(true, 10_000);
     socket.on('error', (err) => {
@@ -169,10 +169,11 @@ export class Connection implements LeaseHolder {
     this.server.leases.orphan(this, this.markEnded());
     for (const path of this.probes.values()) void unlink(path).catch(() => {});
     this.probes.clear();
-    this.log(`${this.peer}: disconnected`);
+    this.server.opts.events({ event: 'disconnect', peer: this.peer, ...(this.nodeName ? { node: this.nodeName } : {}) });
   }
 
   recall(leaseId: string, reason: string): Promise<number> {
+    this.server.opts.events({ event: 'recall', peer: this.peer, lease: leaseId, reason, ...(this.nodeName ? { node: this.nodeName } : {}) });
     return new Promise((resolve) => this.push(formatPush('RECALL', { lease: leaseId, reason }), resolve));
   }
 
@@ -244,7 +245,11 @@ export class Connection implements LeaseHolder {
     } catch (err) {
       const reply = err instanceof Reply ? err : err instanceof ProtocolError ? new Reply(err.code, err.message) : null;
       if (reply) {
-        this.log(`${this.peer}: ${req.verb}: ${reply.code} ${reply.message}`);
+        const volume = 'volume' in req && typeof req.volume === 'string' ? req.volume : undefined;
+        this.server.opts.events({
+          event: 'refused', peer: this.peer, verb: req.verb, code: reply.code, reason: reply.message,
+          ...(this.nodeName ? { node: this.nodeName } : {}), ...(volume ? { volume } : {}),
+        });
         await this.send([formatErr(reply.code, reply.message)]);
       } else {
         this.log(`${this.peer}: ${req.verb}: internal error: ${(err as Error)?.stack ?? String(err)}`);
@@ -330,20 +335,20 @@ export class Connection implements LeaseHolder {
         if (this.node === undefined || this.key === undefined) throw new Reply('ORDER', 'send HELLO before AUTH');
         if (this.authed) throw new Reply('ORDER', 'already authenticated');
         if (!proofMatches(clientProof(this.key, this.challenge, this.clientChallenge, this.node), req.proof)) {
-          this.log(`${this.peer}: node ${this.node}: authentication failed`);
+          this.server.opts.events({ event: 'authfail', peer: this.peer, node: this.node });
           await this.send([formatErr('AUTHFAIL', 'authentication failed')]);
           this.bye('authfail');
           return;
         }
         clearTimeout(this.authTimer);
         if (!server.admit(this)) {
-          this.log(`${this.peer}: node ${this.node}: refused, authenticated connections full`);
+          this.server.opts.events({ event: 'refused', peer: this.peer, node: this.node, verb: 'AUTH', code: 'BUSY', reason: 'authenticated connections full' });
           await this.send([formatErr('BUSY', `too many connections (limit ${server.opts.maxConnections})`)]);
           this.bye('busy');
           return;
         }
         this.authed = true;
-        this.log(`${this.peer}: node ${this.node} authenticated (${this.access()})`);
+        server.opts.events({ event: 'auth', peer: this.peer, node: this.node, access: this.access() });
         return this.send([formatOk('AUTH', { node: this.node, access: this.access() })]);
       }
       default:
@@ -398,7 +403,12 @@ export class Connection implements LeaseHolder {
         if (req.mode === 'write' && this.access() === 'ro') {
           throw new Reply('ACCESS', `node ${this.node} is read-only on this server (its role is ro)`);
         }
+        const started = performance.now();
         const answer = req.mode === 'write' ? await server.maps.mapForWrite(v, req.path, this) : await server.maps.map(v, req.path, this);
+        server.opts.events({
+          event: 'map', peer: this.peer, node: this.node!, volume: v.name, mode: req.mode === 'write' ? 'write' : 'read',
+          direct: answer.networkReason === undefined, seconds: (performance.now() - started) / 1000,
+        });
         // The client is gone before it could see this map: nobody can use it.
         if (this.endedAt !== undefined) {
           server.leases.release(this, answer.leaseId);
@@ -422,6 +432,7 @@ export class Connection implements LeaseHolder {
       case 'GRANT': {
         const v = server.volume(req.volume);
         const g = server.throttle.grant(this.node!, v.name, req.bytes, req.ops, this);
+        server.opts.events({ event: 'grant', node: this.node!, volume: v.name, bytes: g.bytes });
         return this.send([formatOk('GRANT', { bytes: g.bytes, ops: g.ops, next: g.nextMs, limited: g.limited ? 1 : 0 })]);
       }
       case 'LIMITS':

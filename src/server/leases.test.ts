@@ -245,3 +245,32 @@ test('a write lease is refused while the file has read maps, and the other way r
   assert.deepEqual(t.acquireFile('1:13', 73), { ok: false, reason: 'the file is being written directly by another map' });
   assert.deepEqual(k.closed, [71, 73]);
 });
+
+test('recallWhere (a volume taken out of service): only the picked files, each map let go at RETURN or revoked after T', async () => {
+  const k = new FakeKernel();
+  const revoked: [string, string][] = [];
+  const t = new LeaseTable({
+    leaseTimeMs: T, marginMs: MARGIN, recallQueueMs: 100, maxFiles: 4, log: () => {}, kernel: k,
+    onRevoke: (holder, id, after) => revoked.push([holder.name, `${id}:${after}`]),
+  });
+  const a = new FakeHolder('a');
+  const b = new FakeHolder('b');
+  const gone1 = t.acquireFile('7:1', 10);
+  const gone2 = t.acquireFile('7:2', 11);
+  const kept = t.acquireFile('8:1', 12);
+  assert.ok(gone1.ok && gone2.ok && kept.ok);
+  const la = t.grant(a, gone1.file);
+  const lb = t.grant(b, gone2.file);
+  const lk = t.grant(a, kept.file);
+  const t0 = performance.now();
+  const done = t.recallWhere((key) => key.startsWith('7:'), 'volume-removed');
+  await sleep(20);
+  assert.deepEqual([a.recalls, b.recalls], [[la.id], [lb.id]]);
+  assert.equal(t.isCurrent(lk), true);
+  assert.equal(t.release(a, la.id), true);
+  assert.equal(await done, 2);
+  assert.ok(performance.now() - t0 >= T + MARGIN - 5, 'b was revoked before its lease time ran out');
+  assert.deepEqual(revoked, [['b', `${lb.id}:recall`]]);
+  assert.deepEqual(k.closed.sort(), [10, 11]);
+  assert.equal(t.size, 1);
+});

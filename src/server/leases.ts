@@ -82,6 +82,8 @@ export interface LeaseTableOptions {
   /** Files under a kernel lease at once (each holds a descriptor). */
   maxFiles: number;
   log: (line: string) => void;
+  /** A lease let go without RETURN, after its recall or the end of its connection (for the log and the metrics). */
+  onRevoke?: (holder: LeaseHolder, leaseId: string, after: 'recall' | 'disconnect') => void;
   kernel?: KernelLeases;
   now?: () => number;
 }
@@ -206,7 +208,11 @@ export class LeaseTable {
     const until = at + this.expiryMs;
     for (const lease of mine) lease.orphanedAt = at;
     void sleep(Math.max(0, until - this.now())).then(() => {
-      for (const lease of mine) if (this.byId.get(lease.id) === lease) this.drop(lease);
+      for (const lease of mine) {
+        if (this.byId.get(lease.id) !== lease) continue;
+        this.drop(lease);
+        this.opts.onRevoke?.(holder, lease.id, 'disconnect');
+      }
     });
   }
 
@@ -311,13 +317,28 @@ export class LeaseTable {
           ` of the ${lease.orphanedAt !== undefined ? 'end of its connection' : 'recall'}; revoked`,
       );
       this.drop(lease);
+      this.opts.onRevoke?.(lease.holder, lease.id, lease.orphanedAt !== undefined ? 'disconnect' : 'recall');
     }
     this.opts.log(`lease break on ${file.key}: released after ${Math.round(this.now() - started)} ms`);
     this.closeFile(file);
   }
 
+  /** Recall every map whose file key `which` picks (a volume taken out of service): each goes at its RETURN or
+   *  when its lease time has surely run out, and its file is let go with its last map. */
+  async recallWhere(which: (fileKey: string) => boolean, reason: string): Promise<number> {
+    const leases = [...this.byId.values()].filter((l) => l.file !== undefined && which(l.file.key));
+    const unreturned = await Promise.all(leases.map((lease) => this.recallOne(lease, reason)));
+    for (const lease of unreturned) {
+      if (!lease) continue;
+      this.opts.log(`${lease.holder.name} did not return lease ${lease.id} (${reason}); revoked`);
+      this.drop(lease);
+      this.opts.onRevoke?.(lease.holder, lease.id, lease.orphanedAt !== undefined ? 'disconnect' : 'recall');
+    }
+    return leases.length;
+  }
+
   /** Recall one map; resolves with the lease if it was not returned before it expired, else undefined. */
-  private async recallOne(lease: Lease): Promise<Lease | undefined> {
+  private async recallOne(lease: Lease, reason = 'write-open'): Promise<Lease | undefined> {
     if (this.byId.get(lease.id) !== lease) return undefined;
     lease.recalled = true;
     const returned = new Promise<void>((resolve) => (lease.onDrop = resolve));
@@ -327,7 +348,7 @@ export class LeaseTable {
     } else {
       // No reply can reach the client ahead of the recall once it is queued; a connection that cannot take it
       // in time (a reply stuck behind a full socket) is ended, and then nothing more reaches the client at all.
-      const queued = lease.holder.recall(lease.id, 'write-open');
+      const queued = lease.holder.recall(lease.id, reason);
       const first = await raceTimer(Promise.race([queued, returned.then(() => 'returned' as const)]), this.opts.recallQueueMs, 'late' as const);
       if (first === 'returned') return undefined;
       if (first === 'late') {

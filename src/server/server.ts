@@ -4,13 +4,20 @@ import { LIMITS, formatErr, type Access } from '../protocol/index.js';
 import { Connection, type ConnectionHost } from './connection.js';
 import { LeaseTable } from './leases.js';
 import { LimitStore } from './limits.js';
-import { MapPolicy } from './maps.js';
+import { MapPolicy, type MapPolicyOptions } from './maps.js';
+import { splitDev } from '../sys/blockdev.js';
 import { Reply } from './reply.js';
-import type { ServerOptions, ServerSettings } from './settings.js';
+import type { ServerEvent, ServerOptions, ServerSettings } from './settings.js';
 import { ThrottlePolicy } from './throttle.js';
 import type { Volume } from './volumes.js';
 
-export type { ServerOptions } from './settings.js';
+export type { ServerEvent, ServerOptions } from './settings.js';
+
+/** The settings a running server takes from a reloaded configuration (SIGHUP); the rest are fixed at start. */
+export type LiveSettings = Pick<
+  ServerSettings,
+  'secret' | 'roles' | 'defaultRole' | 'maxConnections' | 'maxUnauthenticated' | 'idleTimeoutMs' | 'maxExtents' | 'maxLeasesPerConnection'
+>;
 
 /** The allocation reserve per volume unless --reserve says otherwise. */
 export const DEFAULT_RESERVE_BYTES = 1024 ** 3;
@@ -26,6 +33,9 @@ export class MapServer implements ConnectionHost {
   readonly maps: MapPolicy;
   readonly throttle: ThrottlePolicy;
   private readonly volumes = new Map<string, Volume>();
+  private readonly mapOptions: MapPolicyOptions;
+  /** Volumes taken out of service by a reload, and their directories: the map policy keeps their allocators. */
+  private readonly retired = new Map<string, string>();
 
   constructor(options: ServerOptions) {
     this.opts = {
@@ -44,6 +54,7 @@ export class MapServer implements ConnectionHost {
       maxProbes: 4,
       reserveBytes: DEFAULT_RESERVE_BYTES,
       log: () => {},
+      events: () => {},
       ...options,
       limits: options.limits ?? LimitStore.inMemory(),
     };
@@ -54,8 +65,13 @@ export class MapServer implements ConnectionHost {
       recallQueueMs: this.opts.recallQueueMs,
       maxFiles: this.opts.maxFiles,
       log: this.opts.log,
+      onRevoke: (holder, lease, after) => {
+        const node = holder instanceof Connection ? holder.nodeName : undefined;
+        this.opts.events({ event: 'revoke', lease, after, ...(node ? { node } : {}) });
+      },
     });
-    this.maps = new MapPolicy(this.leases, { maxExtents: this.opts.maxExtents, reserveBytes: this.opts.reserveBytes, log: this.opts.log });
+    this.mapOptions = { maxExtents: this.opts.maxExtents, reserveBytes: this.opts.reserveBytes, log: this.opts.log };
+    this.maps = new MapPolicy(this.leases, this.mapOptions);
     this.throttle = new ThrottlePolicy(this.opts.limits, this.opts.log);
     this.server = net.createServer((socket) => this.accept(socket));
   }
@@ -88,6 +104,40 @@ export class MapServer implements ConnectionHost {
     return v;
   }
 
+  /** Why a volume cannot be added by a reload, if it cannot: a name served before from another directory (its
+   *  allocator, made for that directory, lives as long as the server). */
+  addProblem(v: Volume): string | undefined {
+    const was = this.retired.get(v.name);
+    return was !== undefined && was !== v.dir ? `volume ${v.name} was served from ${was}: serving it from ${v.dir} needs a restart` : undefined;
+  }
+
+  /** Take a reloaded configuration: new settings for what comes next (sessions stay), volumes added, and volumes
+   *  taken out of service, whose maps are recalled (resolves once those are returned or revoked). */
+  async reconfigure(live: LiveSettings, add: Volume[], remove: string[]): Promise<void> {
+    Object.assign(this.opts, live);
+    this.mapOptions.maxExtents = live.maxExtents;
+    for (const v of add) this.volumes.set(v.name, v);
+    const gone = remove.map((n) => this.volumes.get(n)).filter((v): v is Volume => v !== undefined);
+    for (const v of gone) {
+      this.volumes.delete(v.name);
+      this.retired.set(v.name, v.dir);
+    }
+    await this.maps.start(add);
+    // Leases know their file (dev:ino), not the volume it was mapped through: every map on the file system of a
+    // removed volume is recalled, which may include another volume's on the same one (a recall is always safe).
+    const devs = new Set(gone.map((v) => `${v.major}:${v.minor}`));
+    if (devs.size === 0) return;
+    await this.leases.recallWhere((key) => {
+      const d = splitDev(BigInt(key.slice(0, key.indexOf(':'))));
+      return devs.has(`${d.major}:${d.minor}`);
+    }, 'volume-removed');
+  }
+
+  /** Connections now, before and after AUTH (for the metrics). */
+  connectionCounts(): { authenticated: number; unauthenticated: number } {
+    return { authenticated: this.authenticated.size, unauthenticated: this.unauthenticated.size };
+  }
+
   volumeNames(): string[] {
     return [...this.volumes.keys()];
   }
@@ -100,7 +150,7 @@ export class MapServer implements ConnectionHost {
   private accept(socket: net.Socket): void {
     const peer = `${socket.remoteAddress}:${socket.remotePort}`;
     if (this.authenticated.size >= this.opts.maxConnections) {
-      this.opts.log(`${peer}: refused, ${this.authenticated.size} authenticated connections already`);
+      this.opts.events({ event: 'refused', peer, code: 'BUSY', reason: `${this.authenticated.size} authenticated connections already` });
       // A peer that resets at once must not take the server down with an unhandled 'error'.
       socket.on('error', () => {});
       socket.end(formatErr('BUSY', `too many connections (limit ${this.opts.maxConnections})`) + '\n');

@@ -35,6 +35,24 @@ export interface ServerOptions {
   /** The throttle limits (fusedctl serve loads them from --state-dir); in memory only if not given. */
   limits?: LimitStore;
   log?: (line: string) => void;
+  /** Events that matter to an operator (the log and the metrics observe them; the server only reports). */
+  events?: (e: ServerEvent) => void;
 }
+
+/** What the server reports as it works: one value per event, for the log (fusedctl(1) LOGGING) and the metrics. */
+export type ServerEvent =
+  | { event: 'connect'; peer: string }
+  | { event: 'disconnect'; peer: string; node?: string }
+  | { event: 'auth'; peer: string; node: string; access: Access }
+  | { event: 'authfail'; peer: string; node: string }
+  /** A request answered with an error (or a connection refused at accept, verb undefined). */
+  | { event: 'refused'; peer: string; node?: string; volume?: string; verb?: string; code: string; reason: string }
+  | { event: 'map'; peer: string; node: string; volume: string; mode: 'read' | 'write'; direct: boolean; seconds: number }
+  | { event: 'grant'; node: string; volume: string; bytes: number }
+  | { event: 'recall'; peer: string; node?: string; lease: string; reason: string }
+  /** A lease let go without RETURN: its recall, or the end of its connection, was T + margin ago. */
+  | { event: 'revoke'; node?: string; lease: string; after: 'recall' | 'disconnect' }
+  /** SIGHUP: the new configuration applied, refused (the old one stays), or a setting that cannot change live. */
+  | { event: 'reload'; result: 'ok' | 'refused' | 'ignored'; reason: string };
 
 export type ServerSettings = Required<ServerOptions>;

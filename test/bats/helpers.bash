@@ -28,8 +28,9 @@ run() {
 	return "$rc"
 }
 
-# bed_setup_file FSTYPE [SIZE]: a bed for one .bats file: nodes, a volume of FSTYPE (6G unless SIZE: the images
-# are filled with a pattern, so smaller is faster), sshd, the client's sshfs mount, the map server.
+# bed_setup_file FSTYPE [SIZE] [--no-server]: a bed for one .bats file: nodes, a volume of FSTYPE (6G unless SIZE:
+# the images are filled with a pattern, so smaller is faster), sshd, the client's sshfs mount, the map server
+# (unless --no-server: the file starts its own).
 bed_setup_file() {
 	requires_root
 	bed_init || return 1
@@ -37,8 +38,8 @@ bed_setup_file() {
 	bed_make_nodes &&
 		bed_make_volume "$1" "${2:-6G}" &&
 		bed_start_sshd &&
-		bed_mount_client &&
-		bed_start_server
+		bed_mount_client || return 1
+	[[ ${3:-} == --no-server ]] || bed_start_server
 }
 
 bed_teardown_file() {

@@ -69,6 +69,8 @@ export TRACE
 	done
 	MANPATH=$PREFIX/share/man run -0 man -w fused-protocol
 	assert_output "$PREFIX/share/man/man7/fused-protocol.7"
+	MANPATH=$PREFIX/share/man run -0 man -w fused.conf
+	assert_output "$PREFIX/share/man/man5/fused.conf.5"
 	MANPATH=$PREFIX/share/man MANWIDTH=80 run -0 man 1 fusedcp
 	assert_output --regexp 'NAME.*fusedcp'
 }
@@ -99,6 +101,10 @@ export TRACE
 	run -0 readlink "$stage/usr/bin/fusedcp"
 	assert_output /usr/lib/fused/bin/fusedcp.cjs
 	run -0 test -f "$stage/usr/share/man/man7/fused-protocol.7"
+	# The service unit starts the installed server.
+	run -0 grep '^ExecStart=' "$stage/usr/lib/systemd/system/fused-server.service"
+	assert_output --regexp ' /usr/lib/fused/bin/fusedctl\.cjs serve --config /etc/fused/fused\.conf$'
+	run -0 test -f "$stage/usr/share/doc/fused/fused.conf.example"
 	run -0 make -C "$ROOT" -s uninstall PREFIX=/usr DESTDIR="$stage"
 	run -0 find "$stage" ! -type d
 	assert_output ''
