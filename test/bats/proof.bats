@@ -17,6 +17,19 @@ sha() { sha256sum <"$1" | cut -d' ' -f1; }
 
 fuse_count() { fused_status_json | jq length; }
 
+# rewrite_data: new bytes over data.bin on the server, in place (ext4 keeps its blocks): a clone made before now
+# holds the old bytes there, so a copy read from the clone would show by its sha256.
+rewrite_data() {
+	dd if=/dev/urandom of="$BED_SRV_DIR/data.bin" bs=1M count=8 conv=notrunc,fsync status=none
+}
+
+# assert_barely_read DEV BEFORE: DEV read at most 1 MiB since its counter said BEFORE (a superblock and a probe
+# block, never the 8 MiB file).
+assert_barely_read() {
+	local read=$(($(bed_sectors_read "$1") - $2))
+	((read <= 2048)) || fail "$1 read $read sectors: the file's data came from it"
+}
+
 # copy_json SRC DST: fusedcp --json of one file; sets $json to its record.
 copy_json() {
 	run -0 --separate-stderr bed_in_client "$FUSED_BIN/fusedcp" --json "$1" "$2"
@@ -70,6 +83,9 @@ copy_json() {
 	dmsetup suspend "$name"
 	dmsetup load "$name" --table "0 $sectors linear $CLONE_DEV 0"
 	dmsetup resume "$name"
+	rewrite_data
+	local before
+	before=$(bed_sectors_read "/dev/mapper/$name")
 	run -0 jq -c --arg m "$mnt" '.[] | select(.mountpoint == $m) | [.deviceIdMatches, .uuidMatches]' <<<"$(fused_status_json)"
 	assert_output '[true,true]'
 	run -0 --separate-stderr bed_in_client "$FUSED_BIN/fusedcp" "$mnt/data.bin" "$BATS_TEST_TMPDIR/dm-net.bin"
@@ -79,6 +95,7 @@ copy_json() {
 	run -0 jq -r '[.path, .bytesDirect, (.reason | contains("/dev/mapper/'"$name"'"))] | @tsv' <<<"$json"
 	assert_output $'network\t0\ttrue'
 	assert_equal "$(sha "$BATS_TEST_TMPDIR/dm-net2.bin")" "$(sha "$BED_SRV_DIR/data.bin")"
+	assert_barely_read "/dev/mapper/$name" "$before"
 	run -0 bed_in_client "$FUSED_BIN/fusedctl" unfuse "$mnt"
 	bed_dm_remove "$name"
 }
@@ -92,6 +109,9 @@ copy_json() {
 	mv "$BED_IMG" "$BED_IMG.orig"
 	cp --sparse=always "$BED_IMG.orig" "$BED_IMG"
 	losetup --direct-io=on "$BED_DEV_B" "$BED_IMG" || fail "$BED_DEV_B was taken meanwhile"
+	rewrite_data
+	local before
+	before=$(bed_sectors_read "$BED_DEV_B")
 	run -0 jq -c '.[0] | [.deviceIdMatches, .uuidMatches]' <<<"$(fused_status_json)"
 	assert_output '[true,true]'
 	run -0 --separate-stderr bed_in_client "$FUSED_BIN/fusedcp" "$BED_CLI_DIR/data.bin" "$BATS_TEST_TMPDIR/net.bin"
@@ -101,6 +121,7 @@ copy_json() {
 	run -0 jq -r '[.path, .bytesDirect] | @tsv' <<<"$json"
 	assert_output $'network\t0'
 	assert_equal "$(sha "$BATS_TEST_TMPDIR/net2.bin")" "$(sha "$BED_SRV_DIR/data.bin")"
+	assert_barely_read "$BED_DEV_B" "$before"
 	# Back to the real disk.
 	losetup -d "$BED_DEV_B"
 	rm "$BED_IMG"
@@ -120,6 +141,9 @@ copy_json() {
 	bed_record loop "$BED_DEV_B" "$copy"
 	losetup -d "$BED_DEV_B"
 	losetup --direct-io=on "$BED_DEV_B" "$copy" || fail "$BED_DEV_B was taken meanwhile"
+	rewrite_data
+	local before
+	before=$(bed_sectors_read "$BED_DEV_B")
 	run -0 jq -c '.[0] | [.deviceIdMatches, .uuidMatches, (.problem | test("identity is now loop:.*at-b.img"))]' <<<"$(fused_status_json)"
 	assert_output '[false,true,true]'
 	run -0 --separate-stderr bed_in_client "$FUSED_BIN/fusedcp" "$BED_CLI_DIR/data.bin" "$BATS_TEST_TMPDIR/net.bin"
@@ -128,6 +152,8 @@ copy_json() {
 	copy_json "$BED_CLI_DIR/data.bin" "$BATS_TEST_TMPDIR/net2.bin"
 	run -0 jq -r '[.path, .bytesDirect] | @tsv' <<<"$json"
 	assert_output $'network\t0'
+	assert_equal "$(sha "$BATS_TEST_TMPDIR/net2.bin")" "$(sha "$BED_SRV_DIR/data.bin")"
+	assert_barely_read "$BED_DEV_B" "$before"
 	# The real disk attached under another name is found by its identity, proven, and used.
 	losetup -d "$BED_DEV_B"
 	other=$(bed_attach "$BED_IMG")
