@@ -92,8 +92,8 @@ interrupt_copy() {
 
 # stalled_reader [tty]: fusedcat of a 256 MiB fused file into a reader that takes nothing for 12 s (straight into
 # a pipe, or with "tty" through a terminal: script(1) in raw mode, so the bytes pass unchanged); meanwhile the
-# file is opened for writing on the server. The opener must get through in well under the server's 5 s wait
-# for a RETURN, and fusedcat's output must be the old content, or fusedcat must say it changed.
+# file is opened for writing on the server. The opener must get through in well under T + margin (what the server
+# waits for a client that does not RETURN), and fusedcat's output must be the old content, or fusedcat must say it changed.
 stalled_reader() {
 	local out=$BATS_TEST_TMPDIR/cat ms rc
 	make_file "stall-${1:-pipe}.bin"
