@@ -259,3 +259,49 @@ test('a flush that fails sends the file through the mount, saying why; a mount w
   assert.equal((await nosys.read(Buffer.from(file.path), ok.sink)).path, 'direct');
   assert.ok(ok.result().equals(file.bytes));
 });
+
+test('a map of another file (another inode, or other nanoseconds, where the mount shows them) is refused: nothing is read', async (t) => {
+  const dir = mkdtempSync(join(tmpdir(), 'fused-reader-'));
+  const file = makeFile(dir);
+  const st = statSync(file.path, { bigint: true });
+  const mtime = `${st.mtimeNs / 1_000_000_000n}.${String(st.mtimeNs % 1_000_000_000n).padStart(9, '0')}`;
+  const other = { ino: `${st.ino + 1n}`, mtime };
+  const ns = (st.mtimeNs % 1_000_000_000n + 1n) % 1_000_000_000n;
+  const cases: { name: string; head: { ino: string; mtime: string }; fidelity: Partial<FuseRecord>; reason: RegExp }[] = [
+    { name: 'inode', head: other, fidelity: { mountInodes: true }, reason: /inode/ },
+    { name: 'nanoseconds', head: { ino: `${st.ino}`, mtime: `${st.mtimeNs / 1_000_000_000n}.${String(ns).padStart(9, '0')}` }, fidelity: { mountMtimeNs: true }, reason: /modification time|mtime/ },
+  ];
+  let current = cases[0];
+  const fake: Fake = await fakeServer({
+    lease: 2,
+    map: () => ({
+      head: `size=${st.size} blocksize=4096 ino=${current.head.ino} change=${st.ino}-1 mtime=${current.head.mtime}`,
+      extents: [`0 ${P0} ${8 * MiB} DATA 0x0`, `${8 * MiB} ${20 * MiB} ${4 * MiB} ZERO 0x800`, `${12 * MiB} ${P1} ${Number(st.size) - 12 * MiB} DATA 0x1`],
+    }),
+  });
+  const session = await openFake(fake);
+  t.after(async () => {
+    session.close();
+    await fake.close();
+    rmSync(dir, { recursive: true, force: true });
+  });
+  for (const c of cases) {
+    current = c;
+    const fuse = { mountpoint: dir, uuid: 'u', volume: 'vol', device: '/dev/fake', ...c.fidelity } as FuseRecord;
+    const src: MapSource = {
+      resolve: async (f: Buffer) => ({ fuse, rel: Buffer.from('clip.bin'), abs: f }) as FusedFile,
+      map: async () => ({ map: await session.map('vol', Buffer.from('clip.bin')), session, device: { path: '/dev/fake' } }),
+    };
+    const device = new FakeDevice(file.image);
+    const { sink, result } = collector(true);
+    const r = await new FileReader(src, { openDevice: async () => device }).read(Buffer.from(file.path), sink);
+    assert.equal(r.path, 'network', c.name);
+    assert.match(r.reason ?? '', c.reason, c.name);
+    assert.equal(device.reads.length, 0, c.name);
+    assert.ok(result().equals(file.bytes), c.name);
+    // The same map on a mount that does not show that fact is not refused for it.
+    const blind = { ...fuse, mountInodes: false, mountMtimeNs: false } as FuseRecord;
+    const r2 = await new FileReader({ ...src, resolve: async (f: Buffer) => ({ fuse: blind, rel: Buffer.from('clip.bin'), abs: f }) as FusedFile }, { openDevice: async () => new FakeDevice(file.image) }).read(Buffer.from(file.path), collector(true).sink);
+    assert.equal(r2.path, 'direct', `${c.name} on a mount that does not show it`);
+  }
+});
