@@ -37,9 +37,15 @@ step "server: fusedctl serve (node 'client' may write: role rw)"
 bed_start_server --role client=rw
 tail -2 "$BED_DIR/server.log"
 
+step "client: fusedctl guard (a udev rule so the client OS never mounts the shared volume itself; the demo's rules go to its own directory, not /etc/udev)"
+export FUSED_UDEV_RULES_DIR=$BED_DIR/udev-rules
+mkdir -p "$FUSED_UDEV_RULES_DIR"
+bed_in_client "$FUSED_BIN/fusedctl" guard "$BED_DEV_B"
+
 step "client: fusedctl fuse (finds device B by UUID, proves the mount shows the volume)"
 bed_in_client "$FUSED_BIN/fusedctl" fuse "$BED_CLI_DIR" --server "$BED_SERVER" --key-file "$(bed_node_key client)" --node client
 bed_in_client "$FUSED_BIN/fusedctl" status
+bed_in_client "$FUSED_BIN/fusedctl" doctor || echo "(doctor exit status $?: see fusedctl(1))"
 
 step "client: fusedmap (the maps the server hands out) and --verify"
 bed_in_client "$FUSED_BIN/fusedmap" "$BED_CLI_DIR/clip.mov" "$BED_CLI_DIR/sparse.img"
