@@ -7,6 +7,7 @@
         "native/errors.cc",
         "native/io.cc",
         "native/lease.cc",
+        "native/names.cc",
         "native/sys.cc"
       ],
       "dependencies": [
