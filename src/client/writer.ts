@@ -314,6 +314,12 @@ export class MountTarget implements WriteTarget {
     return new MountTarget(await open(path, 'r+'), why, report, kind);
   }
 
+  /** Its descriptor on the mount (for advice such as write-behind): always the file this target writes, never one
+   *  opened before a direct attempt (a first ALLOC may swap a pre-zeroed file in under the name on the server). */
+  get fd(): number {
+    return this.fh.fd;
+  }
+
   /** Over a descriptor the caller opened already. */
   static over(fh: FileHandle, why: { reason: string | null; fallback: boolean } = { reason: null, fallback: false }, kind: MountKind = 'file'): MountTarget {
     return new MountTarget(fh, why, undefined, kind);
