@@ -140,8 +140,9 @@ export function swapIntoPlace(target: SwapTarget, pool: { dir: string; dirFd: nu
     try {
       exchangeAt(dirFd, parts.base, pool.dirFd, poolName);
     } catch (err) {
+      // Nothing moved: the pool file was never visible.
       undress(pool.fd);
-      return { swapped: false, reason: `renameat2: ${(err as Error).message}`, discard: true };
+      return { swapped: false, reason: `renameat2: ${(err as Error).message}` };
     }
     const placed = same(at(dirFd, parts.base), fresh) && same(at(pool.dirFd, poolName), old);
     if (!placed || !target.install(pool.fd, fresh.dev, fresh.ino)) {
@@ -152,20 +153,26 @@ export function swapIntoPlace(target: SwapTarget, pool: { dir: string; dirFd: nu
         log(`pool: cannot undo the swap of ${pool.name}: ${(err as Error).message}`);
       }
       undress(pool.fd);
-      if (!same(at(pool.dirFd, poolName), fresh)) log(`pool: ${pool.name} holds another file after an undone swap: left alone`);
+      // It was visible under the client's name for a moment (someone may have opened it): never handed out.
+      if (same(at(pool.dirFd, poolName), fresh)) unlinkQuietly(`${pool.dir}/${pool.name}`, log);
+      else log(`pool: ${pool.name} holds another file after an undone swap: left alone`);
       return { swapped: false, reason: placed ? 'the lease is breaking' : 'the name changed during the swap', discard: true };
     }
     // The old inode, empty, now under the pool's name: nobody else has it open (the write lease was ours).
-    try {
-      fs.unlinkSync(`${pool.dir}/${pool.name}`);
-    } catch (err) {
-      log(`pool: cannot remove the swapped-out file ${pool.name}: ${(err as Error).message}`);
-    }
+    unlinkQuietly(`${pool.dir}/${pool.name}`, log);
     // A plain descriptor from now on: the allocator turns O_DIRECT on while it zero-fills growth.
     setDirect(pool.fd, false);
     return { swapped: true };
   } finally {
     fs.closeSync(dirFd);
+  }
+}
+
+function unlinkQuietly(path: string, log: (line: string) => void): void {
+  try {
+    fs.unlinkSync(path);
+  } catch (err) {
+    log(`pool: cannot remove ${path}: ${(err as Error).message}`);
   }
 }
 
