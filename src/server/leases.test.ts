@@ -245,3 +245,41 @@ test('a write lease is refused while the file has read maps, and the other way r
   assert.deepEqual(t.acquireFile('1:13', 73), { ok: false, reason: 'the file is being written directly by another map' });
   assert.deepEqual(k.closed, [71, 73]);
 });
+
+test('rekey: a write lease follows its file to a swapped-in inode; a break of the new descriptor recalls the map', async () => {
+  const k = new FakeKernel();
+  const t = table(k);
+  const a = new FakeHolder('a');
+  const f = t.acquireFile('1:20', 20, 'write');
+  assert.ok(f.ok);
+  const lease = t.grant(a, f.file);
+  k.setLease(21, 'write'); // the pool file's own lease, taken before it became visible
+  assert.equal(t.rekey(f.file, '1:21', 21), true);
+  assert.deepEqual(k.closed, [20]);
+  assert.equal(t.fileOf('1:20'), undefined);
+  assert.equal(t.fileOf('1:21'), f.file);
+  assert.equal(f.file.fd, 21);
+  assert.equal(t.isCurrent(lease), true);
+  const opened = k.breakLease(21);
+  await sleep(20);
+  assert.deepEqual(a.recalls, [lease.id]);
+  t.release(a, lease.id);
+  await opened;
+  assert.equal(t.fileCount, 0);
+});
+
+test('rekey refuses (and changes nothing) while the lease is breaking', async () => {
+  const k = new FakeKernel();
+  const t = table(k);
+  const a = new FakeHolder('a');
+  const f = t.acquireFile('1:30', 30, 'write');
+  assert.ok(f.ok);
+  const lease = t.grant(a, f.file);
+  const opened = k.breakLease(30);
+  await sleep(10);
+  assert.equal(t.rekey(f.file, '1:31', 31), false);
+  assert.equal(f.file.fd, 30);
+  assert.equal(f.file.key, '1:30');
+  t.release(a, lease.id);
+  await opened;
+});

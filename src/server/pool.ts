@@ -107,7 +107,7 @@ export function swapIntoPlace(target: SwapTarget, pool: { dir: string; dirFd: nu
   const parts = splitRel(target.rel);
   if (!parts) return { swapped: false, reason: 'the path does not end in a file name' };
   const old = fs.fstatSync(target.fd, { bigint: true });
-  if (!swapEligible(old)) return { swapped: false, reason: 'the file is not empty' };
+  if (!swapEligible(old)) return { swapped: false, reason: 'the file is not empty, or not with one name' };
   const fresh = fs.fstatSync(pool.fd, { bigint: true });
   const poolName = Buffer.from(pool.name);
   let dirFd: number;
