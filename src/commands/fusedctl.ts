@@ -68,7 +68,7 @@ const STATUS_COLUMNS: Column<FuseStatus>[] = [
   { id: 'devicePresent', header: 'DEVICE-OK', help: 'device node present', align: 'left', text: (r) => yesNo(r.devicePresent), json: (r) => r.devicePresent },
   { id: 'uuidMatches', header: 'UUID-OK', help: "device superblock still has the volume's UUID", align: 'left', text: (r) => yesNo(r.uuidMatches), json: (r) => r.uuidMatches },
   { id: 'deviceIdMatches', header: 'ID-OK', help: 'device at the recorded path still has the recorded identity (- when none was recorded)', align: 'left', text: (r) => (r.deviceIdMatches === null ? '-' : yesNo(r.deviceIdMatches)), json: (r) => r.deviceIdMatches },
-  { id: 'allocation', header: 'ALLOC', help: "how the server allocates for direct writes (reflink, zero-fill, write-zeroes)", align: 'left', text: (r) => r.allocation ?? '-', json: (r) => r.allocation },
+  { id: 'allocation', header: 'ALLOC', help: "how the server allocates for direct writes (reflink, pool, zero-fill, write-zeroes)", align: 'left', text: (r) => r.allocation ?? '-', json: (r) => r.allocation },
   { id: 'reserveBytes', header: 'RESERVE', help: "the server's reserve of zeros for direct writes on the volume", align: 'right', text: (r) => (r.reserveBytes === null ? '-' : humanBytes(r.reserveBytes)), json: (r) => r.reserveBytes },
   { id: 'problem', header: 'PROBLEM', help: 'what is wrong, if anything', align: 'left', text: (r) => r.problem ?? '-', json: (r) => r.problem },
 ];
@@ -96,7 +96,7 @@ export function build(ctx: CommandContext): Command {
     .option('--max-extents <N>', 'extents one map may have; a file with more gets ERR TOOBIG', String(LIMITS.maxExtentsPerMap))
     .option('--max-leases <N>', 'leases one connection may hold at once; more get ERR LIMIT', String(LIMITS.maxLeasesPerConnection))
     .option('--lease-time <SECONDS>', 'lease time T: a client uses a map at most T seconds after its last answered request', String(LIMITS.leaseTimeMs / 1000))
-    .option('--reserve <SIZE>', 'pre-zeroed reserve per volume that direct writes are allocated from (XFS; 0: none)', '1G')
+    .option('--reserve <SIZE>', 'pre-zeroed reserve per volume that direct writes are allocated from (XFS: cloned; ext4: a pool of files swapped into place; 0: none)', '1G')
     .option('--state-dir <DIR>', 'where the server keeps its throttle limits (limits.json); made with the first limit set', DEFAULT_STATE_DIR)
     .action(async (opts: { volume: string[]; listen: string; secretFile: string; node: string; role: string[]; defaultRole: string; maxConnections: string; maxUnauthenticated: string; idleTimeout: string; maxExtents: string; maxLeases: string; leaseTime: string; reserve: string; stateDir: string }) => {
       const address = parseServerAddress(opts.listen);

@@ -305,11 +305,16 @@ class VolumeAllocator implements Allocator {
       return await this.reserveLock.run(async () => {
         const slot = pickPoolFile(this.pool, need);
         if (!slot) return false;
-        const out = swapIntoPlace(target, { dir: this.hidden.path, dirFd: this.hidden.fd, name: slot.name, fd: slot.fd }, this.log);
+        const fd = slot.fd;
+        const out = swapIntoPlace(target, { dir: this.hidden.path, dirFd: this.hidden.fd, name: slot.name, fd }, this.log);
         if (out.swapped) {
           // The descriptor is the lease table's now; the slot is made anew and filled again.
           this.counters.swaps++;
           this.counters.allocatedBytes += slot.size;
+          slot.fd = -1;
+          // The exchange on disk before any client writes into those blocks: after a crash, a pool name must never
+          // hold a file a client has written (it would be handed out again as zeros).
+          await fsync(fd);
         } else {
           this.log(`allocator: no swap from ${slot.name}: ${out.reason}`);
           if (!('discard' in out)) return false;
