@@ -7,7 +7,6 @@
         "native/errors.cc",
         "native/io.cc",
         "native/lease.cc",
-        "native/names.cc",
         "native/sys.cc"
       ],
       "dependencies": [

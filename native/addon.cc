@@ -1,4 +1,4 @@
-// Entry point of fused_native: registers the I/O, lease and name functions.
+// Entry point of fused_native: registers the I/O and lease functions.
 #include <napi.h>
 
 #include "bindings.h"
@@ -8,7 +8,6 @@ namespace {
 Napi::Object Init(Napi::Env env, Napi::Object exports) {
   fused::InitIo(env, exports);
   fused::InitLease(env, exports);
-  fused::InitNames(env, exports);
   return exports;
 }
 

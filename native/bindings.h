@@ -7,6 +7,5 @@ namespace fused {
 
 void InitIo(Napi::Env env, Napi::Object exports);
 void InitLease(Napi::Env env, Napi::Object exports);
-void InitNames(Napi::Env env, Napi::Object exports);
 
 }  // namespace fused

@@ -38,6 +38,23 @@ int OpenAt2(int dirfd, const char* path, uint64_t flags, uint64_t resolve) {
   return fd < 0 ? -errno : static_cast<int>(fd);
 }
 
+// NO_XDEV: a file on another file system mounted inside the volume has offsets on another disk.
+constexpr uint64_t kBeneath = RESOLVE_BENEATH | RESOLVE_NO_MAGICLINKS | RESOLVE_NO_XDEV;
+
+// The root directory (O_PATH) to resolve `rel` beneath, once neither path holds a NUL; -errno and *syscall if not.
+int OpenRoot(const std::string& root, const std::string& rel, const char** syscall) {
+  if (root.find('\0') != std::string::npos || rel.find('\0') != std::string::npos) {
+    *syscall = "openat2";
+    return -EINVAL;
+  }
+  int fd = open(root.c_str(), O_PATH | O_DIRECTORY | O_CLOEXEC);
+  if (fd < 0) {
+    *syscall = "open";
+    return -errno;
+  }
+  return fd;
+}
+
 }  // namespace
 
 int FiemapAll(int fd, bool sync, size_t max_extents, std::vector<Extent>* out) {
@@ -83,17 +100,9 @@ int FiemapAll(int fd, bool sync, size_t max_extents, std::vector<Extent>* out) {
 }
 
 int OpenBeneath(const std::string& root, const std::string& rel, bool write, const char** syscall) {
-  // NO_XDEV: a file on another file system mounted inside the volume has offsets on another disk.
-  const uint64_t resolve = RESOLVE_BENEATH | RESOLVE_NO_MAGICLINKS | RESOLVE_NO_XDEV;
-  if (root.find('\0') != std::string::npos || rel.find('\0') != std::string::npos) {
-    *syscall = "openat2";
-    return -EINVAL;
-  }
-  int dirfd = open(root.c_str(), O_PATH | O_DIRECTORY | O_CLOEXEC);
-  if (dirfd < 0) {
-    *syscall = "open";
-    return -errno;
-  }
+  const uint64_t resolve = kBeneath;
+  int dirfd = OpenRoot(root, rel, syscall);
+  if (dirfd < 0) return dirfd;
   // O_PATH first: it opens nothing (a FIFO cannot block, a device has no open side effect).
   int probe = OpenAt2(dirfd, rel.c_str(), O_PATH | O_CLOEXEC, resolve);
   if (probe < 0) {
@@ -288,17 +297,9 @@ int SetDirect(int fd, bool on) {
 }
 
 int OpenDirBeneath(const std::string& root, const std::string& rel, const char** syscall) {
-  const uint64_t resolve = RESOLVE_BENEATH | RESOLVE_NO_MAGICLINKS | RESOLVE_NO_XDEV;
-  if (root.find('\0') != std::string::npos || rel.find('\0') != std::string::npos) {
-    *syscall = "openat2";
-    return -EINVAL;
-  }
-  int rootfd = open(root.c_str(), O_PATH | O_DIRECTORY | O_CLOEXEC);
-  if (rootfd < 0) {
-    *syscall = "open";
-    return -errno;
-  }
-  int fd = OpenAt2(rootfd, rel.c_str(), O_PATH | O_DIRECTORY | O_CLOEXEC, resolve);
+  int rootfd = OpenRoot(root, rel, syscall);
+  if (rootfd < 0) return rootfd;
+  int fd = OpenAt2(rootfd, rel.c_str(), O_PATH | O_DIRECTORY | O_CLOEXEC, kBeneath);
   close(rootfd);
   *syscall = "openat2";
   return fd;

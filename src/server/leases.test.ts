@@ -246,13 +246,18 @@ test('a write lease is refused while the file has read maps, and the other way r
   assert.deepEqual(k.closed, [71, 73]);
 });
 
-test('rekey: a write lease follows its file to a swapped-in inode; a break of the new descriptor recalls the map', async () => {
+/** A table with one file under a write map held by 'a'. */
+function writeMapped(key: string, fd: number) {
   const k = new FakeKernel();
   const t = table(k);
   const a = new FakeHolder('a');
-  const f = t.acquireFile('1:20', 20, 'write');
+  const f = t.acquireFile(key, fd, 'write');
   assert.ok(f.ok);
-  const lease = t.grant(a, f.file);
+  return { k, t, a, f, lease: t.grant(a, f.file) };
+}
+
+test('rekey: a write lease follows its file to a swapped-in inode; a break of the new descriptor recalls the map', async () => {
+  const { k, t, a, f, lease } = writeMapped('1:20', 20);
   k.setLease(21, 'write'); // the pool file's own lease, taken before it became visible
   assert.equal(t.rekey(f.file, '1:21', 21), true);
   assert.deepEqual(k.closed, [20]);
@@ -269,12 +274,7 @@ test('rekey: a write lease follows its file to a swapped-in inode; a break of th
 });
 
 test('rekey refuses (and changes nothing) while the lease is breaking', async () => {
-  const k = new FakeKernel();
-  const t = table(k);
-  const a = new FakeHolder('a');
-  const f = t.acquireFile('1:30', 30, 'write');
-  assert.ok(f.ok);
-  const lease = t.grant(a, f.file);
+  const { k, t, a, f, lease } = writeMapped('1:30', 30);
   const opened = k.breakLease(30);
   await sleep(10);
   assert.equal(t.rekey(f.file, '1:31', 31), false);
