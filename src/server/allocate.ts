@@ -257,7 +257,18 @@ class VolumeAllocator implements Allocator {
     }
     for (const [i, size] of sizes.entries()) {
       const name = `${POOL_PREFIX}${i}`;
-      const kept = await this.openKept(join(hidden.path, name), hidden.dev, size);
+      const path = join(hidden.path, name);
+      const st = await fs.promises.lstat(path).catch(() => undefined);
+      if (st && (st.uid !== process.getuid?.() || !st.isFile() || st.nlink !== 1)) {
+        // A file swapped out of a client's name just before a crash (empty, the client's) is removed; anything
+        // else left by a swap that went wrong is not the server's to remove: that pool file is done without.
+        if (st.isFile() && st.size === 0) await fs.promises.rm(path, { force: true });
+        else {
+          this.log(`allocator: ${path} is not the server's: the pool goes on without it`);
+          continue;
+        }
+      }
+      const kept = await this.openKept(path, hidden.dev, size);
       if (kept.size === size) await fsync(kept.fd);
       this.pool.push({ name, size, filled: kept.size, ready: kept.size === size, fd: kept.fd, dev: BigInt(hidden.dev), ino: kept.ino });
     }
