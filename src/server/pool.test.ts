@@ -5,18 +5,21 @@ import assert from 'node:assert/strict';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { getLease, setLease } from '../native/index.js';
-import { MIN_POOL_FILE, pickPoolFile, poolSizes, splitRel, swapEligible, swapIntoPlace } from './pool.js';
+import { pickPoolFile, poolSizes, splitRel, swapEligible, swapIntoPlace } from './pool.js';
 
 const MiB = 1024 * 1024;
 const GiB = 1024 * MiB;
 
 describe('poolSizes', () => {
-  test('two halves of the reserve, in whole MiB', () => {
-    assert.deepEqual(poolSizes(GiB), [512 * MiB, 512 * MiB]);
-    assert.deepEqual(poolSizes(GiB + 3 * MiB + 5), [513 * MiB, 513 * MiB]);
+  test('one file up to twice 1 GiB, in whole MiB', () => {
+    assert.deepEqual(poolSizes(GiB), [GiB]);
+    assert.deepEqual(poolSizes(GiB + 3 * MiB + 5), [GiB + 3 * MiB]);
+    assert.deepEqual(poolSizes(2 * GiB - MiB), [2 * GiB - MiB]);
+    assert.deepEqual(poolSizes(64 * MiB), [64 * MiB]);
   });
-  test('one file below two minimum files; none below a MiB', () => {
-    assert.deepEqual(poolSizes(2 * MIN_POOL_FILE - MiB), [2 * MIN_POOL_FILE - MiB]);
+  test('equal files of about 1 GiB for a larger reserve; none below a MiB', () => {
+    assert.deepEqual(poolSizes(2 * GiB), [GiB, GiB]);
+    assert.deepEqual(poolSizes(3.5 * GiB), [1194 * MiB, 1194 * MiB, 1194 * MiB]);
     assert.deepEqual(poolSizes(MiB), [MiB]);
     assert.deepEqual(poolSizes(MiB - 1), []);
     assert.deepEqual(poolSizes(0), []);

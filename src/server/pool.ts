@@ -7,23 +7,25 @@ import { copyAccessAcl, exchangeAt, openDirBeneath, setDirect, setLease, statAt 
 
 /** Pool files are `.fused/pool.N`. */
 export const POOL_PREFIX = 'pool.';
-/** Below this a pool file is not worth a swap (the first ALLOC of a copy asks 32 MiB): the reserve makes one file. */
-export const MIN_POOL_FILE = 64 * 1024 * 1024;
+/** A reserve of more than this is cut into files of about this size (at least one file, however large). */
+export const POOL_FILE = 1024 * 1024 * 1024;
 /** Pool file sizes are multiples of this (whole 4 KiB sectors and blocks, and large, contiguous writes). */
 const POOL_UNIT = 1024 * 1024;
 
 /**
- * The sizes of the pool's files for a reserve of `target` bytes: two halves. A copy takes one whole file (the
- * server learns only the first slice at the first ALLOC, not the copy's size), so one file of the whole reserve
- * would be all or nothing: a second copy right after the first would find the pool empty, and a small copy would
- * throw all of it away. Two halves serve two large copies in a row with half their bytes each; more, smaller files
- * would cover less of each large copy, where the zero-fill costs most. Under 2 x MIN_POOL_FILE: one file.
+ * The sizes of the pool's files for a reserve of `target` bytes: equal files of about POOL_FILE (1 GiB), one file
+ * for a reserve up to twice that. A copy takes one whole file, the largest (the server learns only its first slice
+ * at the first ALLOC, not its size), and only the part a file covers is spared the zero-fill: the fewer, larger
+ * files, the more of a large copy, where zeroing costs the most (measured, docs/BENCHMARKS.md: two halves of
+ * 1 GiB left a 1 GiB copy at 0.45x fio, one file at 0.6-0.7x). Files of more than about 1 GiB would each take
+ * long to fill at the refill's low priority, and a file is swapped only once full; a large reserve serves several
+ * copies in a row. What a small copy leaves of its file is trimmed at COMMIT (the zeros were written off its clock).
  */
 export function poolSizes(target: number): number[] {
   const unit = (n: number) => n - (n % POOL_UNIT);
   if (unit(target) < POOL_UNIT) return [];
-  if (target < 2 * MIN_POOL_FILE) return [unit(target)];
-  return [unit(target / 2), unit(target / 2)];
+  const files = Math.max(1, Math.floor(target / POOL_FILE));
+  return Array.from({ length: files }, () => unit(target / files));
 }
 
 /** A file of the pool as the allocator keeps it. */

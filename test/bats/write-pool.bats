@@ -8,8 +8,8 @@ load helpers
 source "$FUSED_LIB/writecases.bash"
 
 MiB=1048576
-# Two pool files of 64 MiB (pool.ts: two halves of the reserve).
-RESERVE=$((128 * MiB))
+# One pool file of 64 MiB (pool.ts: one file up to 2 GiB).
+RESERVE=$((64 * MiB))
 
 setup_file() {
 	requires_root
