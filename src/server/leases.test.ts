@@ -273,7 +273,7 @@ test('rekey: a write lease follows its file to a swapped-in inode; a break of th
   assert.equal(t.fileCount, 0);
 });
 
-test('rekey refuses (and changes nothing) while the lease is breaking', async () => {
+test('rekey refuses, and changes nothing, while the lease is breaking', async () => {
   const { k, t, a, f, lease } = writeMapped('1:30', 30);
   const opened = k.breakLease(30);
   await sleep(10);
@@ -282,4 +282,13 @@ test('rekey refuses (and changes nothing) while the lease is breaking', async ()
   assert.equal(f.file.key, '1:30');
   t.release(a, lease.id);
   await opened;
+});
+
+test('rekey refuses once the last map is gone (its work still running)', async () => {
+  const { t, a, f, lease } = writeMapped('1:40', 40);
+  await t.withFile(f.file, async () => {
+    t.release(a, lease.id);
+    assert.equal(t.rekey(f.file, '1:41', 41), false);
+  });
+  assert.equal(t.fileCount, 0);
 });

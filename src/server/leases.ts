@@ -164,9 +164,11 @@ export class LeaseTable {
 
   /** The leased file's name now holds another inode (a pool file swapped into place, already under its own kernel
    *  lease on `fd`): the table follows it to `key` and `fd`, lets the old lease go and closes the old descriptor.
-   *  False, and nothing changed, when the file's lease is breaking or no longer the table's. */
+   *  False, and nothing changed, when the file's lease is breaking, its last map is gone, or it is no longer the
+   *  table's. */
   rekey(file: FileLease, key: string, fd: number): boolean {
-    if (file.breaking || this.files.get(file.key) !== file || this.filesByFd.get(file.fd) !== file || this.files.has(key)) return false;
+    if (file.breaking || file.leases.size === 0 || this.files.get(file.key) !== file || this.filesByFd.get(file.fd) !== file ||
+        this.files.has(key)) return false;
     const old = file.fd;
     this.files.delete(file.key);
     this.filesByFd.delete(old);
