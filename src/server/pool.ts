@@ -98,7 +98,7 @@ export type SwapOutcome =
 const RACE_HOOK = process.env.FUSED_TEST_SWAP_HOOK;
 
 /**
- * Put the pool file (`poolFd`, named `poolName` in the pool directory `poolDir`) in place of the empty file the
+ * Put the pool file (`pool.fd`, named `pool.name` in the pool directory `pool.dir`) in place of the empty file the
  * target names, in one synchronous run (no other server work in between): the name must hold the leased inode
  * (dev, ino) before; the pool file gets its owner, group, mode and access ACL and the kernel write lease before
  * the exchange makes it visible; after it, the name must hold the pool file and the pool name the leased inode,
@@ -157,7 +157,16 @@ export function swapIntoPlace(target: SwapTarget, pool: { dir: string; dirFd: nu
       undress(pool.fd);
       // It was visible under the client's name for a moment (someone may have opened it): never handed out.
       if (same(at(pool.dirFd, poolName), fresh)) unlinkQuietly(`${pool.dir}/${pool.name}`, log);
-      else log(`pool: ${pool.name} holds another file after an undone swap: left alone`);
+      else {
+        // Not ours (the undo lost a race too): moved off the pool's names, so that it is never taken for zeros.
+        const aside = `${pool.dir}/lost.${Date.now()}.${pool.name}`;
+        try {
+          fs.renameSync(`${pool.dir}/${pool.name}`, aside);
+          log(`pool: another file was under ${pool.name} after an undone swap: moved to ${aside}`);
+        } catch (err) {
+          log(`pool: another file is under ${pool.name} after an undone swap: ${(err as Error).message}`);
+        }
+      }
       return { swapped: false, reason: placed ? 'the lease is breaking' : 'the name changed during the swap', discard: true };
     }
     // The old inode, empty, now under the pool's name: nobody else has it open (the write lease was ours).
