@@ -1,4 +1,5 @@
-// Async bindings for FIEMAP, confined opens, direct I/O and block device facts; each runs on the libuv pool.
+// Bindings for FIEMAP, confined opens, direct I/O and block device facts (each on the libuv pool), and the quick
+// synchronous name calls of the ext4 pool's swap.
 #include <fcntl.h>
 #include <unistd.h>
 #include <linux/falloc.h>
@@ -9,6 +10,7 @@
 #include <vector>
 
 #include "bindings.h"
+#include "errors.h"
 #include "sys.h"
 #include "worker.h"
 
@@ -369,6 +371,48 @@ Napi::Value JsAlignedBuffer(const Napi::CallbackInfo& info) {
       hint);
 }
 
+// Names in directories, for swapping a pre-zeroed file into place: synchronous, as each is one quick call on a
+// local file system and the swap must not let other work in between its steps.
+bool IsBytes(const Napi::Value& v) { return v.IsBuffer() || v.IsString(); }
+
+Napi::Value JsOpenDirBeneath(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  if (ThrowIfNot(env, info[0].IsString() && IsBytes(info[1]), "openDirBeneath(root, rel)")) return Napi::Value();
+  const char* syscall = "openat2";
+  int fd = OpenDirBeneath(ArgBytes(info[0]), ArgBytes(info[1]), &syscall);
+  if (ThrowFault(env, fd, syscall)) return Napi::Value();
+  return Napi::Number::New(env, fd);
+}
+
+Napi::Value JsExchangeAt(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  bool ok = info[0].IsNumber() && IsBytes(info[1]) && info[2].IsNumber() && IsBytes(info[3]);
+  if (ThrowIfNot(env, ok, "exchangeAt(dirA, nameA, dirB, nameB)")) return Napi::Value();
+  ThrowFault(env, ExchangeAt(ArgInt(info, 0), ArgBytes(info[1]), ArgInt(info, 2), ArgBytes(info[3])), "renameat2");
+  return Napi::Value();
+}
+
+Napi::Value JsStatAt(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  if (ThrowIfNot(env, info[0].IsNumber() && IsBytes(info[1]), "statAt(dir, name)")) return Napi::Value();
+  uint64_t dev = 0;
+  uint64_t ino = 0;
+  if (ThrowFault(env, StatAt(ArgInt(info, 0), ArgBytes(info[1]), &dev, &ino), "fstatat")) return Napi::Value();
+  Napi::Object out = Napi::Object::New(env);
+  out.Set("dev", Napi::BigInt::New(env, dev));
+  out.Set("ino", Napi::BigInt::New(env, ino));
+  return out;
+}
+
+Napi::Value JsCopyAccessAcl(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  if (ThrowIfNot(env, info[0].IsNumber() && info[1].IsNumber(), "copyAccessAcl(fromFd, toFd)")) return Napi::Value();
+  const char* syscall = "fgetxattr";
+  int rc = CopyAccessAcl(ArgInt(info, 0), ArgInt(info, 1), &syscall);
+  if (ThrowFault(env, rc, syscall)) return Napi::Value();
+  return Napi::Boolean::New(env, rc == 1);
+}
+
 }  // namespace
 
 void InitIo(Napi::Env env, Napi::Object exports) {
@@ -387,6 +431,10 @@ void InitIo(Napi::Env env, Napi::Object exports) {
   exports.Set("fallocate", Napi::Function::New(env, JsFallocate, "fallocate"));
   exports.Set("cloneRange", Napi::Function::New(env, JsCloneRange, "cloneRange"));
   exports.Set("readHead", Napi::Function::New(env, JsReadHead, "readHead"));
+  exports.Set("openDirBeneath", Napi::Function::New(env, JsOpenDirBeneath, "openDirBeneath"));
+  exports.Set("exchangeAt", Napi::Function::New(env, JsExchangeAt, "exchangeAt"));
+  exports.Set("statAt", Napi::Function::New(env, JsStatAt, "statAt"));
+  exports.Set("copyAccessAcl", Napi::Function::New(env, JsCopyAccessAcl, "copyAccessAcl"));
 
   Napi::Object c = Napi::Object::New(env);
   c.Set("POSIX_FADV_NORMAL", POSIX_FADV_NORMAL);

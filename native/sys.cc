@@ -6,10 +6,12 @@
 #include <linux/fiemap.h>
 #include <linux/fs.h>
 #include <linux/openat2.h>
+#include <stdio.h>
 #include <sys/ioctl.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
 #include <sys/sysmacros.h>
+#include <sys/xattr.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -34,6 +36,23 @@ int OpenAt2(int dirfd, const char* path, uint64_t flags, uint64_t resolve) {
     fd = syscall(SYS_openat2, dirfd, path, &how, sizeof how);
   } while (fd < 0 && errno == EINTR);  // EAGAIN is not retried: it also means "a lease holder is breaking"
   return fd < 0 ? -errno : static_cast<int>(fd);
+}
+
+// NO_XDEV: a file on another file system mounted inside the volume has offsets on another disk.
+constexpr uint64_t kBeneath = RESOLVE_BENEATH | RESOLVE_NO_MAGICLINKS | RESOLVE_NO_XDEV;
+
+// The root directory (O_PATH) to resolve `rel` beneath, once neither path holds a NUL; -errno and *syscall if not.
+int OpenRoot(const std::string& root, const std::string& rel, const char** syscall) {
+  if (root.find('\0') != std::string::npos || rel.find('\0') != std::string::npos) {
+    *syscall = "openat2";
+    return -EINVAL;
+  }
+  int fd = open(root.c_str(), O_PATH | O_DIRECTORY | O_CLOEXEC);
+  if (fd < 0) {
+    *syscall = "open";
+    return -errno;
+  }
+  return fd;
 }
 
 }  // namespace
@@ -81,17 +100,9 @@ int FiemapAll(int fd, bool sync, size_t max_extents, std::vector<Extent>* out) {
 }
 
 int OpenBeneath(const std::string& root, const std::string& rel, bool write, const char** syscall) {
-  // NO_XDEV: a file on another file system mounted inside the volume has offsets on another disk.
-  const uint64_t resolve = RESOLVE_BENEATH | RESOLVE_NO_MAGICLINKS | RESOLVE_NO_XDEV;
-  if (root.find('\0') != std::string::npos || rel.find('\0') != std::string::npos) {
-    *syscall = "openat2";
-    return -EINVAL;
-  }
-  int dirfd = open(root.c_str(), O_PATH | O_DIRECTORY | O_CLOEXEC);
-  if (dirfd < 0) {
-    *syscall = "open";
-    return -errno;
-  }
+  const uint64_t resolve = kBeneath;
+  int dirfd = OpenRoot(root, rel, syscall);
+  if (dirfd < 0) return dirfd;
   // O_PATH first: it opens nothing (a FIFO cannot block, a device has no open side effect).
   int probe = OpenAt2(dirfd, rel.c_str(), O_PATH | O_CLOEXEC, resolve);
   if (probe < 0) {
@@ -283,6 +294,41 @@ int SetDirect(int fd, bool on) {
   int want = on ? flags | O_DIRECT : flags & ~O_DIRECT;
   if (want != flags && fcntl(fd, F_SETFL, want) < 0) return -errno;
   return (flags & O_DIRECT) != 0 ? 1 : 0;
+}
+
+int OpenDirBeneath(const std::string& root, const std::string& rel, const char** syscall) {
+  int rootfd = OpenRoot(root, rel, syscall);
+  if (rootfd < 0) return rootfd;
+  int fd = OpenAt2(rootfd, rel.c_str(), O_PATH | O_DIRECTORY | O_CLOEXEC, kBeneath);
+  close(rootfd);
+  *syscall = "openat2";
+  return fd;
+}
+
+int ExchangeAt(int dir_a, const std::string& name_a, int dir_b, const std::string& name_b) {
+  if (name_a.find('\0') != std::string::npos || name_b.find('\0') != std::string::npos) return -EINVAL;
+  if (renameat2(dir_a, name_a.c_str(), dir_b, name_b.c_str(), RENAME_EXCHANGE) < 0) return -errno;
+  return 0;
+}
+
+int StatAt(int dirfd, const std::string& name, uint64_t* dev, uint64_t* ino) {
+  if (name.find('\0') != std::string::npos) return -EINVAL;
+  struct stat st;
+  if (fstatat(dirfd, name.c_str(), &st, AT_SYMLINK_NOFOLLOW) < 0) return -errno;
+  *dev = st.st_dev;
+  *ino = st.st_ino;
+  return 0;
+}
+
+int CopyAccessAcl(int from_fd, int to_fd, const char** syscall) {
+  static const char kName[] = "system.posix_acl_access";
+  char value[65536];
+  *syscall = "fgetxattr";
+  ssize_t n = fgetxattr(from_fd, kName, value, sizeof value);
+  if (n < 0) return errno == ENODATA || errno == EOPNOTSUPP ? 0 : -errno;
+  *syscall = "fsetxattr";
+  if (fsetxattr(to_fd, kName, value, static_cast<size_t>(n), 0) < 0) return -errno;
+  return 1;
 }
 
 }  // namespace fused

@@ -64,6 +64,17 @@ ssize_t ReadHead(const std::string& path, void* aligned, size_t length, const ch
 double MonotonicMs();
 
 int SetLease(int fd, int signal, int type, const char** syscall);
+
+// The directory `rel` beneath `root` (openat2 RESOLVE_BENEATH, no magic links, no other mounts), opened O_PATH:
+// a handle for the *at calls below, never for reading. "." is the root itself. *syscall names the failing call.
+int OpenDirBeneath(const std::string& root, const std::string& rel, const char** syscall);
+// renameat2(RENAME_EXCHANGE): the two names swap their inodes atomically (both must exist).
+int ExchangeAt(int dir_a, const std::string& name_a, int dir_b, const std::string& name_b);
+// fstatat(AT_SYMLINK_NOFOLLOW) of one name in a directory: its st_dev and st_ino.
+int StatAt(int dirfd, const std::string& name, uint64_t* dev, uint64_t* ino);
+// The POSIX access ACL (system.posix_acl_access) of from_fd onto to_fd; returns 1 if copied, 0 if from_fd has
+// none (or the file system keeps no ACLs). *syscall names the failing call.
+int CopyAccessAcl(int from_fd, int to_fd, const char** syscall);
 int GetLease(int fd);
 
 }  // namespace fused

@@ -50,7 +50,7 @@ export interface VolumeInfo extends Pick<VolumeIdentity, 'uuid' | 'label' | 'blo
   name: string;
   fstype: string;
   access: Access;
-  /** How the server allocates for direct writes (reflink, zero-fill, write-zeroes, none) and its reserve now. */
+  /** How the server allocates for direct writes (reflink, pool, zero-fill, write-zeroes, none) and its reserve now. */
   allocation: string;
   reserveBytes: number;
 }

@@ -101,6 +101,9 @@ export class DirectWriter {
     if (fused.fuse.access === 'ro') return network('this node is read-only on the map server (role ro)', false);
     const small = this.opts.smallFile ?? DEFAULT_SMALL_FILE;
     if (sizeHint >= 0 && sizeHint < small) return network(`small file (${sizeHint} bytes < ${small}): the network is cheaper than a map round trip`, false);
+    // The server may put a pre-zeroed file in place of an empty one at its first ALLOC (ext4's pool): a new inode,
+    // which an overwrite in place must not get.
+    if (inplace && fh && (await fh.stat()).size === 0) return network('an empty file overwritten in place keeps its inode: written through the mount', false);
     if (fh) {
       await fh.close();
       fh = undefined;
@@ -312,6 +315,12 @@ export class MountTarget implements WriteTarget {
 
   static async open(path: Buffer, why: { reason: string | null; fallback: boolean }, report?: WriteReport, kind: MountKind = 'file'): Promise<MountTarget> {
     return new MountTarget(await open(path, 'r+'), why, report, kind);
+  }
+
+  /** Its descriptor on the mount (for advice such as write-behind): always the file this target writes, never one
+   *  opened before a direct attempt (a first ALLOC may swap a pre-zeroed file in under the name on the server). */
+  get fd(): number {
+    return this.fh.fd;
   }
 
   /** Over a descriptor the caller opened already. */

@@ -75,7 +75,7 @@ const STATUS_COLUMNS: Column<FuseStatus>[] = [
   { id: 'devicePresent', header: 'DEVICE-OK', help: 'device node present', align: 'left', text: (r) => yesNo(r.devicePresent), json: (r) => r.devicePresent },
   { id: 'uuidMatches', header: 'UUID-OK', help: "device superblock still has the volume's UUID", align: 'left', text: (r) => yesNo(r.uuidMatches), json: (r) => r.uuidMatches },
   { id: 'deviceIdMatches', header: 'ID-OK', help: 'device at the recorded path still has the recorded identity (- when none was recorded)', align: 'left', text: (r) => (r.deviceIdMatches === null ? '-' : yesNo(r.deviceIdMatches)), json: (r) => r.deviceIdMatches },
-  { id: 'allocation', header: 'ALLOC', help: "how the server allocates for direct writes (reflink, zero-fill, write-zeroes)", align: 'left', text: (r) => r.allocation ?? '-', json: (r) => r.allocation },
+  { id: 'allocation', header: 'ALLOC', help: "how the server allocates for direct writes (reflink, pool, zero-fill, write-zeroes)", align: 'left', text: (r) => r.allocation ?? '-', json: (r) => r.allocation },
   { id: 'reserveBytes', header: 'RESERVE', help: "the server's reserve of zeros for direct writes on the volume", align: 'right', text: (r) => (r.reserveBytes === null ? '-' : humanBytes(r.reserveBytes)), json: (r) => r.reserveBytes },
   { id: 'guarded', header: 'GUARD', help: "a udev rule keeps this node's OS from mounting the volume (fusedctl guard)", align: 'left', text: (r) => yesNo(r.guarded), json: (r) => r.guarded },
   { id: 'problem', header: 'PROBLEM', help: 'what is wrong, if anything', align: 'left', text: (r) => r.problem ?? '-', json: (r) => r.problem },
@@ -110,7 +110,7 @@ export function build(ctx: CommandContext): Command {
     .addOption(serveOption('max-extents', 'N', 'extents one map may have; a file with more gets ERR TOOBIG'))
     .addOption(serveOption('max-leases', 'N', 'leases one connection may hold at once; more get ERR LIMIT'))
     .addOption(serveOption('lease-time', 'SECONDS', 'lease time T: a client uses a map at most T seconds after its last answered request'))
-    .addOption(serveOption('reserve', 'SIZE', 'pre-zeroed reserve per volume that direct writes are allocated from (XFS; 0: none)'))
+    .addOption(serveOption('reserve', 'SIZE', 'pre-zeroed reserve per volume that direct writes are allocated from (XFS: cloned; ext4: a pool of files swapped into place; 0: none)'))
     .addOption(serveOption('state-dir', 'DIR', 'where the server keeps its throttle limits (limits.json); made with the first limit set'))
     .addOption(serveOption('metrics', 'HOST:PORT', 'serve Prometheus metrics on http://HOST:PORT/metrics'))
     .addOption(serveOption('log-format', 'FORMAT', 'log lines on stderr as text or json (one object per line)'))

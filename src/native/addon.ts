@@ -41,6 +41,10 @@ export interface NativeAddon {
   setLease(fd: number, type: number): void;
   getLease(fd: number): number;
   onLeaseBreak(cb: (fd: number) => void): void;
+  openDirBeneath(root: string, rel: Buffer): number;
+  exchangeAt(dirA: number, nameA: Buffer, dirB: number, nameB: Buffer): void;
+  statAt(dir: number, name: Buffer): { dev: bigint; ino: bigint };
+  copyAccessAcl(fromFd: number, toFd: number): boolean;
   constants: NativeConstants;
 }
 

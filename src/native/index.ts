@@ -239,3 +239,48 @@ export function onLeaseBreak(cb: (fd: number) => void): void {
   if (typeof cb !== 'function') throw argError(TypeError, 'ERR_INVALID_ARG_TYPE', 'callback must be a function');
   addon().onLeaseBreak(cb);
 }
+
+/** A name inside a directory: one path component, no NUL, not '.' or '..'. */
+function checkName(what: string, name: Buffer): void {
+  if (!Buffer.isBuffer(name)) throw argError(TypeError, 'ERR_INVALID_ARG_TYPE', `${what} must be a Buffer`);
+  const bad = name.length === 0 || name.includes(0) || name.includes(0x2f) || name.equals(DOT) || name.equals(DOTDOT);
+  if (bad) throw argError(TypeError, 'ERR_INVALID_ARG_VALUE', `${what} must be one path component`);
+}
+const DOT = Buffer.from('.');
+const DOTDOT = Buffer.from('..');
+
+/** The directory `rel` beneath `root` (openat2 RESOLVE_BENEATH | RESOLVE_NO_MAGICLINKS | RESOLVE_NO_XDEV), as an
+ *  O_PATH descriptor for exchangeAt and statAt ('.' is the root). Escapes fail with 'EXDEV'. Synchronous. */
+export function openDirBeneath(root: string, rel: Buffer | string): number {
+  checkPath('root', root);
+  const bytes = typeof rel === 'string' ? Buffer.from(rel, 'utf8') : rel;
+  if (!Buffer.isBuffer(bytes) || bytes.length === 0 || bytes.includes(0)) {
+    throw argError(TypeError, 'ERR_INVALID_ARG_VALUE', 'rel must be a non-empty path without NUL');
+  }
+  return addon().openDirBeneath(root, bytes);
+}
+
+/** renameat2(RENAME_EXCHANGE): `nameA` in directory `dirA` and `nameB` in `dirB` swap inodes, atomically. Both must
+ *  exist ('ENOENT'); 'EINVAL' where the file system cannot. Synchronous. */
+export function exchangeAt(dirA: number, nameA: Buffer, dirB: number, nameB: Buffer): void {
+  checkFd(dirA);
+  checkFd(dirB);
+  checkName('nameA', nameA);
+  checkName('nameB', nameB);
+  addon().exchangeAt(dirA, nameA, dirB, nameB);
+}
+
+/** fstatat(AT_SYMLINK_NOFOLLOW): the (dev, ino) the name holds now. Synchronous. */
+export function statAt(dir: number, name: Buffer): { dev: bigint; ino: bigint } {
+  checkFd(dir);
+  checkName('name', name);
+  return addon().statAt(dir, name);
+}
+
+/** Copy the POSIX access ACL (system.posix_acl_access) of one open file onto another; false when the first has
+ *  none (or the file system keeps none). Synchronous. */
+export function copyAccessAcl(fromFd: number, toFd: number): boolean {
+  checkFd(fromFd);
+  checkFd(toFd);
+  return addon().copyAccessAcl(fromFd, toFd);
+}

@@ -5,7 +5,7 @@ import { spawn, execFileSync } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import {
-  INODE_FLAGS, alignedBuffer, cloneRange, close, setDirect, deviceInfo, fadvise, fallocate, fiemap, fsync, getLease, inodeFlags, onLeaseBreak, openBeneath,
+  INODE_FLAGS, alignedBuffer, cloneRange, close, copyAccessAcl, exchangeAt, openDirBeneath, setDirect, statAt, deviceInfo, fadvise, fallocate, fiemap, fsync, getLease, inodeFlags, onLeaseBreak, openBeneath,
   openDirect, pread, pwrite, readHead, setLease, type FiemapExtent,
 } from './index.js';
 
@@ -585,6 +585,44 @@ describe('leases', () => {
       setLease(fd, 'none');
     } finally {
       fs.closeSync(fd);
+    }
+  });
+});
+
+describe('names: openDirBeneath, exchangeAt, statAt, copyAccessAcl', () => {
+  test('two names swap inodes atomically; statAt sees it; a directory outside the root is EXDEV', () => {
+    fs.mkdirSync(file('names/sub'), { recursive: true });
+    fs.writeFileSync(file('names/sub/a'), 'a');
+    fs.writeFileSync(file('names/b'), 'b');
+    const root = openDirBeneath(file('names'), '.');
+    const sub = openDirBeneath(file('names'), 'sub');
+    try {
+      const a = statAt(sub, Buffer.from('a'));
+      assert.equal(a.ino, fs.statSync(file('names/sub/a'), { bigint: true }).ino);
+      exchangeAt(sub, Buffer.from('a'), root, Buffer.from('b'));
+      assert.equal(fs.readFileSync(file('names/sub/a'), 'utf8'), 'b');
+      assert.equal(fs.readFileSync(file('names/b'), 'utf8'), 'a');
+      assert.equal(statAt(root, Buffer.from('b')).ino, a.ino);
+      assert.throws(() => exchangeAt(sub, Buffer.from('missing'), root, Buffer.from('b')), { code: 'ENOENT' });
+      assert.throws(() => statAt(sub, Buffer.from('..')), { code: 'ERR_INVALID_ARG_VALUE' });
+      assert.throws(() => exchangeAt(sub, Buffer.from('x/y'), root, Buffer.from('b')), { code: 'ERR_INVALID_ARG_VALUE' });
+      assert.throws(() => openDirBeneath(file('names/sub'), '..'), { code: 'EXDEV' });
+    } finally {
+      fs.closeSync(root);
+      fs.closeSync(sub);
+    }
+  });
+
+  test('copyAccessAcl: false when the source has no ACL', () => {
+    fs.writeFileSync(file('acl-a'), '');
+    fs.writeFileSync(file('acl-b'), '');
+    const a = fs.openSync(file('acl-a'), 'r');
+    const b = fs.openSync(file('acl-b'), 'r');
+    try {
+      assert.equal(copyAccessAcl(a, b), false);
+    } finally {
+      fs.closeSync(a);
+      fs.closeSync(b);
     }
   });
 });

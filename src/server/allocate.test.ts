@@ -1,7 +1,24 @@
-// Unit tests of the allocator's range logic (no devices): what needs blocks, what the reserve covers, the check.
-import { describe, test } from 'node:test';
+// Unit tests of the allocator's range logic (no devices): what needs blocks, what the reserve covers, the check;
+// and its ext4 pool on a real file system.
+import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { chunksOf, notOwnedWritten, rangesToAllocate, splitByReserve } from './allocate.js';
+import * as fs from 'node:fs';
+import * as path from 'node:path';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { fiemap, setLease } from '../native/index.js';
+import { chunksOf, createAllocator, notOwnedWritten, rangesToAllocate, splitByReserve } from './allocate.js';
+
+/** ext2/3/4 share a magic number: statfs cannot tell them apart, /proc/mounts can. */
+function isExt4(p: string): boolean {
+  const mounts = fs.readFileSync('/proc/self/mounts', 'utf8').split('\n').map((l) => l.split(' '));
+  const real = fs.realpathSync(p);
+  let best: string[] | undefined;
+  for (const m of mounts) {
+    const at = m[1];
+    if (at && (real === at || real.startsWith(at.endsWith('/') ? at : `${at}/`)) && (!best || at.length > best[1]!.length)) best = m;
+  }
+  return best?.[2] === 'ext4';
+}
 
 const K = 1024;
 const LAST = 0x1;
@@ -91,5 +108,60 @@ describe('chunksOf', () => {
       { offset: 4 * K, length: 4 * K }, { offset: 8 * K, length: 4 * K }, { offset: 12 * K, length: 2 * K },
       { offset: 64 * K, length: 2 * K },
     ]);
+  });
+});
+
+describe('the ext4 pool (a real file system: /var/tmp)', { skip: !isExt4('/var/tmp') && '/var/tmp is not ext4' }, () => {
+  let dir = '';
+  before(() => {
+    dir = fs.mkdtempSync('/var/tmp/fused-alloc-pool-');
+  });
+  after(() => {
+    fs.rmSync(dir, { recursive: true, force: true });
+  });
+
+  test('fills its pool, swaps a file into place (zeros, written, the mode kept), refills; a leftover is removed', async () => {
+    const MiB = 1024 * 1024;
+    // An empty file of another owner under the pool's name: what a crash right after a swap leaves.
+    fs.mkdirSync(path.join(dir, '.fused'), { mode: 0o700 });
+    fs.writeFileSync(path.join(dir, '.fused/pool.0'), '');
+    if (process.getuid?.() === 0) fs.chownSync(path.join(dir, '.fused/pool.0'), 4321, 4321);
+    else fs.chmodSync(path.join(dir, '.fused/pool.0'), 0o644); // not the pool's 0600: kept prefix 0 either way
+    const log: string[] = [];
+    const a = await createAllocator({ dir, identity: { fstype: 'ext4', blockSize: 4096 } }, { reserveBytes: 2 * MiB, log: (l) => log.push(l) });
+    try {
+      assert.equal(a.stats().method, 'pool');
+      const full = async () => {
+        for (let i = 0; i < 200 && a.stats().reserveBytes < 2 * MiB; i++) await sleep(20);
+        assert.equal(a.stats().reserveBytes, 2 * MiB, 'the pool filled');
+      };
+      await full();
+      const before = fs.statSync(path.join(dir, '.fused/pool.0'), { bigint: true });
+      assert.equal(a.owns(before.dev, before.ino), true);
+      fs.writeFileSync(path.join(dir, 'target'), '', { mode: 0o640 });
+      fs.chmodSync(path.join(dir, 'target'), 0o640);
+      const fd = fs.openSync(path.join(dir, 'target'), 'r+');
+      setLease(fd, 'write');
+      let leased = -1;
+      const swapped = await a.swapIn({ root: dir, rel: Buffer.from('target'), fd, install: (nfd) => ((leased = nfd), true) }, MiB);
+      assert.equal(swapped, true);
+      fs.closeSync(fd); // the table would have: the old inode is gone
+      const now = fs.statSync(path.join(dir, 'target'), { bigint: true });
+      assert.equal(now.ino, before.ino);
+      assert.equal(now.size, BigInt(2 * MiB));
+      assert.equal(Number(now.mode & 0o7777n), 0o640);
+      assert.equal(a.owns(now.dev, now.ino), false, 'no longer the pool\'s');
+      assert.equal(notOwnedWritten(await fiemap(leased), 0, 2 * MiB), null, 'written blocks it owns alone');
+      await a.allocate(leased, 0, MiB); // nothing left to do there
+      assert.equal(a.stats().zeroFillBytes, 0);
+      setLease(leased, 'none');
+      fs.closeSync(leased);
+      assert.deepEqual(fs.readFileSync(path.join(dir, 'target')), Buffer.alloc(2 * MiB));
+      await full();
+      assert.notEqual(fs.statSync(path.join(dir, '.fused/pool.0'), { bigint: true }).ino, before.ino);
+      assert.equal(a.stats().swaps, 1);
+    } finally {
+      await a.close();
+    }
   });
 });

@@ -1,23 +1,33 @@
 // Makes ranges of a file written, zeroed blocks the file owns alone before clients write them on the device
 // (DESIGN.md safety rule 2): FALLOC_FL_WRITE_ZEROES where the device has it, on XFS clones from a reserve file of
-// written zeros, elsewhere fallocate and O_DIRECT zeros.
+// written zeros, on ext4 swaps an empty file for a pre-zeroed pool file (pool.ts) and zero-fills the rest, elsewhere
+// fallocate and O_DIRECT zeros.
 import * as fs from 'node:fs';
 import { promisify } from 'node:util';
 import { join } from 'node:path';
 import { performance } from 'node:perf_hooks';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { errnoCode, errorMessage } from '../errors.js';
-import { alignedBuffer, cloneRange, fallocate, fiemap, fsync, pwrite, setDirect, type FiemapExtent } from '../native/index.js';
+import { alignedBuffer, cloneRange, fallocate, fiemap, fsync, openDirBeneath, pwrite, setDirect, type FiemapExtent } from '../native/index.js';
 import { FIEMAP_FLAGS } from '../volume/extents.js';
+import { POOL_PREFIX, pickPoolFile, poolSizes, swapIntoPlace, type PoolFile, type SwapTarget } from './pool.js';
 
-export interface AllocatorStats { method: 'write-zeroes' | 'reflink' | 'zero-fill'; reserveBytes: number;
-  reserveTarget: number; allocatedBytes: number; zeroFillBytes: number; zeroFillMs: number; cloneMs: number }
+export interface AllocatorStats { method: 'write-zeroes' | 'reflink' | 'pool' | 'zero-fill'; reserveBytes: number;
+  reserveTarget: number; allocatedBytes: number; zeroFillBytes: number; zeroFillMs: number; cloneMs: number;
+  /** Pool files swapped into place (ext4). */
+  swaps: number }
 export interface Allocator {
   /** Make [offset, offset+length) of the open file `fd` (O_RDWR, block-aligned range) written, zeroed blocks the
    *  file owns alone. Ranges already written (DATA) may be left as they are. Throws an Error with code 'ENOSPC'
    *  after giving back what this call allocated. Never opens the file again, so a kernel lease on fd holds; while
    *  it writes zeros, fd's open file description has O_DIRECT set (restored after). */
   allocate(fd: number, offset: number, length: number): Promise<void>;
+  /** Before the first allocation of an empty file: put a pre-zeroed pool file at least `need` bytes long in its
+   *  place (pool.ts swapIntoPlace), if the pool has one. True when swapped: the target's install() has moved its
+   *  lease to the new descriptor, which holds written zeros up to the pool file's size. */
+  swapIn(target: SwapTarget, need: number): Promise<boolean>;
+  /** Whether (dev, ino) is one of the server's own files (the pool). */
+  owns(dev: bigint, ino: bigint): boolean;
   stats(): AllocatorStats;
   /** A client is writing the volume's device directly (a write map is out): background work (the reserve's
    *  refill) keeps off the device until every returned function has been called (each is idempotent). */
@@ -48,6 +58,9 @@ const closeAsync = promisify(fs.close);
 const fstatAsync = promisify(fs.fstat);
 const ftruncateAsync = promisify(fs.ftruncate);
 const statfsAsync = promisify(fs.statfs);
+
+/** A pool file and its identity (a client may not map it). */
+interface PoolSlot extends PoolFile { dev: bigint; ino: bigint }
 
 export interface Range { offset: number; length: number }
 /** A range that needs blocks; `hole` when it had none (given back on failure), else it was unwritten. */
@@ -182,7 +195,10 @@ class VolumeAllocator implements Allocator {
   /** Write maps out on the volume (clients writing its device directly). */
   private writers = 0;
   private zeroBuffer: Buffer | undefined;
-  private readonly counters = { allocatedBytes: 0, zeroFillBytes: 0, zeroFillMs: 0, cloneMs: 0 };
+  private readonly counters = { allocatedBytes: 0, zeroFillBytes: 0, zeroFillMs: 0, cloneMs: 0, swaps: 0 };
+  /** ext4: the pool of pre-zeroed files, in the hidden directory (path, and an O_PATH descriptor of it). */
+  private readonly pool: PoolSlot[] = [];
+  private hidden = { path: '', fd: -1, dev: 0 };
 
   constructor(
     private readonly method: AllocatorStats['method'],
@@ -195,6 +211,15 @@ class VolumeAllocator implements Allocator {
   /** Open (creating) the reserve, keep its prefix of written blocks it owns alone (a crash may leave a tail that
    *  is not) up to the target, and start filling it. */
   async openReserve(path: string, dev: number): Promise<void> {
+    const { fd, size } = await this.openKept(path, dev, this.reserveTarget);
+    this.reserveFd = fd;
+    this.reserveSize = size;
+    this.kickRefill();
+  }
+
+  /** Open (creating) a file of zeros of the server's, O_DIRECT, keeping its prefix of written blocks it owns alone
+   *  up to `max` bytes. */
+  private async openKept(path: string, dev: number, max: number): Promise<{ fd: number; size: number; ino: bigint }> {
     const { O_RDWR, O_CREAT, O_NOFOLLOW, O_DIRECT } = fs.constants;
     const fd = await openAsync(path, O_RDWR | O_CREAT | O_NOFOLLOW | O_DIRECT, 0o600);
     try {
@@ -210,18 +235,112 @@ class VolumeAllocator implements Allocator {
       }
       good = Math.min(good, st.size);
       good -= good % this.blockSize;
-      good = Math.min(good, this.reserveTarget);  // a smaller --reserve than last time gives the rest back
+      good = Math.min(good, max);  // a smaller --reserve than last time gives the rest back
       if (good !== st.size) {
         this.log(`allocator: reserve ${path}: keeping ${good} of ${st.size} bytes`);
         await ftruncateAsync(fd, good);
       }
-      this.reserveFd = fd;
-      this.reserveSize = good;
+      return { fd, size: good, ino: BigInt(st.ino) };
     } catch (err) {
       await closeAsync(fd).catch(() => {});
       throw err;
     }
+  }
+
+  /** ext4: open the pool's files (keeping what an earlier run filled), remove pool files no longer planned, and
+   *  start filling. */
+  async openPool(hidden: { path: string; dev: number }, sizes: readonly number[]): Promise<void> {
+    this.hidden = { ...hidden, fd: openDirBeneath(hidden.path, '.') };
+    for (const name of await fs.promises.readdir(hidden.path)) {
+      const n = name.startsWith(POOL_PREFIX) ? Number(name.slice(POOL_PREFIX.length)) : NaN;
+      if (Number.isInteger(n) && n >= sizes.length) await fs.promises.rm(join(hidden.path, name), { force: true });
+    }
+    for (const [i, size] of sizes.entries()) {
+      const name = `${POOL_PREFIX}${i}`;
+      const path = join(hidden.path, name);
+      const st = await fs.promises.lstat(path).catch(() => undefined);
+      if (st && (st.uid !== process.getuid?.() || !st.isFile() || st.nlink !== 1)) {
+        // A file swapped out of a client's name just before a crash (empty, the client's) is removed; anything
+        // else left by a swap that went wrong is not the server's to remove: that pool file is done without.
+        if (st.isFile() && st.size === 0) await fs.promises.rm(path, { force: true });
+        else {
+          this.log(`allocator: ${path} is not the server's: the pool goes on without it`);
+          continue;
+        }
+      }
+      const kept = await this.openKept(path, hidden.dev, size);
+      if (kept.size === size) await fsync(kept.fd);
+      this.pool.push({ name, size, filled: kept.size, ready: kept.size === size, fd: kept.fd, dev: BigInt(hidden.dev), ino: kept.ino });
+    }
     this.kickRefill();
+  }
+
+  /** The pool file slot to fill next (made anew where a swap took its file), or undefined when all are full. */
+  private async poolToFill(): Promise<PoolSlot | undefined> {
+    for (const slot of this.pool) {
+      if (slot.ready || slot.size === 0) continue;
+      if (slot.fd < 0) {
+        const { O_RDWR, O_CREAT, O_EXCL, O_NOFOLLOW, O_DIRECT } = fs.constants;
+        try {
+          slot.fd = await openAsync(join(this.hidden.path, slot.name), O_RDWR | O_CREAT | O_EXCL | O_NOFOLLOW | O_DIRECT, 0o600);
+        } catch (err) {
+          // Only an undone swap that lost a race leaves something else under the name: that slot stays empty.
+          this.log(`allocator: pool file ${slot.name} cannot be made (${errorMessage(err)}): the pool goes on without it`);
+          slot.size = 0;
+          continue;
+        }
+        const st = await fstatAsync(slot.fd, { bigint: true });
+        slot.dev = st.dev;
+        slot.ino = st.ino;
+        slot.filled = 0;
+      }
+      return slot;
+    }
+    return undefined;
+  }
+
+  /** Bytes of zeros held ready for allocations (reserve or pool), and the target. */
+  private held(): { bytes: number; target: number } {
+    if (this.method !== 'pool') return { bytes: this.reserveSize, target: this.reserveTarget };
+    return { bytes: this.pool.reduce((n, f) => n + (f.fd >= 0 ? f.filled : 0), 0), target: this.pool.reduce((n, f) => n + f.size, 0) };
+  }
+
+  owns(dev: bigint, ino: bigint): boolean {
+    return this.pool.some((f) => f.fd >= 0 && f.dev === dev && f.ino === ino);
+  }
+
+  async swapIn(target: SwapTarget, need: number): Promise<boolean> {
+    if (this.method !== 'pool' || this.closed) return false;
+    this.busy++;
+    try {
+      return await this.reserveLock.run(async () => {
+        const slot = pickPoolFile(this.pool, need);
+        if (!slot) return false;
+        const fd = slot.fd;
+        const out = swapIntoPlace(target, { dir: this.hidden.path, dirFd: this.hidden.fd, name: slot.name, fd }, this.log);
+        if (out.swapped) {
+          // The descriptor is the lease table's now; the slot is made anew and filled again.
+          this.counters.swaps++;
+          this.counters.allocatedBytes += slot.size;
+          slot.fd = -1;
+          // The exchange on disk before any client writes into those blocks: after a crash, a pool name must never
+          // hold a file a client has written (it would be handed out again as zeros).
+          await fsync(fd);
+        } else {
+          this.log(`allocator: no swap from ${slot.name}: ${out.reason}`);
+          if (!('discard' in out)) return false;
+          // It may have been seen under the client's name: never handed out again.
+          await closeAsync(slot.fd).catch(() => {});
+        }
+        slot.fd = -1;
+        slot.filled = 0;
+        slot.ready = false;
+        return out.swapped;
+      });
+    } finally {
+      this.busy--;
+      this.kickRefill();
+    }
   }
 
   private zeros(): Buffer {
@@ -230,7 +349,8 @@ class VolumeAllocator implements Allocator {
   }
 
   stats(): AllocatorStats {
-    return { method: this.method, reserveBytes: this.reserveSize, reserveTarget: this.reserveTarget, ...this.counters };
+    const { bytes, target } = this.held();
+    return { method: this.method, reserveBytes: bytes, reserveTarget: target, ...this.counters };
   }
 
   writing(): () => void {
@@ -361,23 +481,29 @@ class VolumeAllocator implements Allocator {
     }
   }
 
+  /** Whether the reserve (or the pool) has room for more zeros. */
+  private wantsRefill(): boolean {
+    if (this.method === 'pool') return this.pool.some((f) => !f.ready && f.size > 0);
+    return this.method === 'reflink' && this.reserveFd >= 0 && this.reserveSize < this.reserveTarget;
+  }
+
   private kickRefill(): void {
-    if (this.closed || this.method !== 'reflink' || this.reserveFd < 0 || this.refilling) return;
-    if (this.reserveSize >= this.reserveTarget) return;
+    if (this.closed || this.refilling || !this.wantsRefill()) return;
     this.refillStalled = false;
     this.refilling = this.refill()
       .catch((err: unknown) => this.log(`allocator: reserve refill stopped: ${errorMessage(err)}`))
       .finally(() => { this.refilling = null; });
   }
 
-  /** Append written zeros to the reserve up to its target, a small chunk at a time, out of the way of
-   *  allocations and resting between writes so that a running copy keeps most of the device; never into the
-   *  last reserveTarget bytes of free space. */
+  /** Append written zeros to the reserve (or the pool's files, one after the other) up to its target, a small
+   *  chunk at a time, out of the way of allocations and resting between writes so that a running copy keeps most
+   *  of the device; never into the last reserveTarget bytes of free space. A pool file is fsynced when full, and
+   *  only then swapped into place. */
   private async refill(): Promise<void> {
     const zeros = this.zeros();
     const chunk = Math.min(REFILL_CHUNK, zeros.length);
     let lastWrite = 0;
-    while (!this.closed && !this.refillStalled && this.reserveSize < this.reserveTarget) {
+    while (!this.closed && !this.refillStalled && this.wantsRefill()) {
       // Out of the way of allocations, and of clients writing the device directly (but for one chunk a second).
       if (this.busy > 0 || (this.writers > 0 && performance.now() - lastWrite < REFILL_WRITERS_GAP_MS)) {
         await sleep(REFILL_YIELD_MS);
@@ -386,23 +512,33 @@ class VolumeAllocator implements Allocator {
       lastWrite = performance.now();
       const t0 = performance.now();
       await this.reserveLock.run(async () => {
-        const at = this.reserveSize;
-        const n = Math.min(chunk, this.reserveTarget - at);
+        const slot = this.method === 'pool' ? await this.poolToFill() : undefined;
+        if (this.method === 'pool' && !slot) return;
+        const fd = slot ? slot.fd : this.reserveFd;
+        const at = slot ? slot.filled : this.reserveSize;
+        const n = Math.min(chunk, (slot ? slot.size : this.reserveTarget) - at);
         const room = await statfsAsync(this.dir);
-        if (room.bavail * room.bsize - n < this.reserveTarget) {
+        if (room.bavail * room.bsize - n < this.held().target) {
           // The reserve never takes the last reserveTarget bytes of the volume from everyone else.
-          this.log(`allocator: reserve stays at ${at} bytes: less than ${this.reserveTarget} bytes free besides`);
+          this.log(`allocator: reserve stays at ${this.held().bytes} bytes: less than ${this.held().target} bytes free besides`);
           this.refillStalled = true;
           return;
         }
         try {
-          const done = await pwrite(this.reserveFd, zeros, 0, n, at);
+          const done = await pwrite(fd, zeros, 0, n, at);
           if (done !== n) throw codedError('EIO', `short write of ${done} of ${n} bytes`);
-          this.reserveSize = at + n;
+          if (!slot) this.reserveSize = at + n;
+          else {
+            slot.filled = at + n;
+            if (slot.filled === slot.size) {
+              await fsync(fd);
+              slot.ready = true;
+            }
+          }
         } catch (err) {
-          await ftruncateAsync(this.reserveFd, at).catch(() => {});
+          await ftruncateAsync(fd, at).catch(() => {});
           if (errnoCode(err) !== 'ENOSPC' && errnoCode(err) !== 'EDQUOT') throw err;
-          this.log(`allocator: reserve stays at ${at} bytes: the volume is full`);
+          this.log(`allocator: reserve stays at ${this.held().bytes} bytes: the volume is full`);
           this.refillStalled = true;
         }
       });
@@ -416,6 +552,12 @@ class VolumeAllocator implements Allocator {
     await this.reserveLock.run(async () => {
       if (this.reserveFd >= 0) await closeAsync(this.reserveFd).catch(() => {});
       this.reserveFd = -1;
+      for (const slot of this.pool) {
+        if (slot.fd >= 0) await closeAsync(slot.fd).catch(() => {});
+        slot.fd = -1;
+      }
+      if (this.hidden.fd >= 0) await closeAsync(this.hidden.fd).catch(() => {});
+      this.hidden.fd = -1;
     });
   }
 }
@@ -435,6 +577,13 @@ async function ensureReserveDir(dir: string): Promise<{ path: string; dev: numbe
   }
   if ((st.mode & 0o777) !== 0o700) await fs.promises.chmod(path, 0o700);
   return { path, dev: st.dev };
+}
+
+/** Give back the pool files an earlier run kept (the pool is off, or the volume is not ext4). */
+async function removePool(hiddenPath: string): Promise<void> {
+  for (const name of await fs.promises.readdir(hiddenPath)) {
+    if (name.startsWith(POOL_PREFIX)) await fs.promises.rm(join(hiddenPath, name), { force: true });
+  }
 }
 
 /** Try one mode on a scratch file in the hidden directory; the error code, or null when it works. */
@@ -482,6 +631,15 @@ export async function createAllocator(volume: { dir: string; identity: { fstype:
   }
   // No reserve in use (disabled, or not needed): give back the blocks of one kept from an earlier run.
   await fs.promises.rm(reserve, { force: true });
+  const sizes = allocator ? [] : volume.identity.fstype === 'ext4' ? poolSizes(target) : [];
+  if (sizes.length > 0) {
+    const pooled = new VolumeAllocator('pool', volume.dir, bs, 0, opts.log);
+    await pooled.openPool(hidden, sizes);
+    opts.log(`allocator: ${volume.dir}: pool of pre-zeroed files (${sizes.join(' + ')} bytes) swapped into place, ` +
+      `zero-fill beyond (write zeroes: ${wz})`);
+    return pooled;
+  }
+  await removePool(hidden.path);
   if (allocator) return allocator;
   opts.log(`allocator: ${volume.dir}: zero-fill (write zeroes: ${wz})`);
   return new VolumeAllocator('zero-fill', volume.dir, bs, 0, opts.log);

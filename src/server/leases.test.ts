@@ -274,3 +274,50 @@ test('recallWhere (a volume taken out of service): only the picked files, each m
   assert.deepEqual(k.closed.sort(), [10, 11]);
   assert.equal(t.size, 1);
 });
+
+/** A table with one file under a write map held by 'a'. */
+function writeMapped(key: string, fd: number) {
+  const k = new FakeKernel();
+  const t = table(k);
+  const a = new FakeHolder('a');
+  const f = t.acquireFile(key, fd, 'write');
+  assert.ok(f.ok);
+  return { k, t, a, f, lease: t.grant(a, f.file) };
+}
+
+test('rekey: a write lease follows its file to a swapped-in inode; a break of the new descriptor recalls the map', async () => {
+  const { k, t, a, f, lease } = writeMapped('1:20', 20);
+  k.setLease(21, 'write'); // the pool file's own lease, taken before it became visible
+  assert.equal(t.rekey(f.file, '1:21', 21), true);
+  assert.deepEqual(k.closed, [20]);
+  assert.equal(t.fileOf('1:20'), undefined);
+  assert.equal(t.fileOf('1:21'), f.file);
+  assert.equal(f.file.fd, 21);
+  assert.equal(t.isCurrent(lease), true);
+  const opened = k.breakLease(21);
+  await sleep(20);
+  assert.deepEqual(a.recalls, [lease.id]);
+  t.release(a, lease.id);
+  await opened;
+  assert.equal(t.fileCount, 0);
+});
+
+test('rekey refuses, and changes nothing, while the lease is breaking', async () => {
+  const { k, t, a, f, lease } = writeMapped('1:30', 30);
+  const opened = k.breakLease(30);
+  await sleep(10);
+  assert.equal(t.rekey(f.file, '1:31', 31), false);
+  assert.equal(f.file.fd, 30);
+  assert.equal(f.file.key, '1:30');
+  t.release(a, lease.id);
+  await opened;
+});
+
+test('rekey refuses once the last map is gone (its work still running)', async () => {
+  const { t, a, f, lease } = writeMapped('1:40', 40);
+  await t.withFile(f.file, async () => {
+    t.release(a, lease.id);
+    assert.equal(t.rekey(f.file, '1:41', 41), false);
+  });
+  assert.equal(t.fileCount, 0);
+});

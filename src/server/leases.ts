@@ -164,6 +164,29 @@ export class LeaseTable {
     return { ok: true, file };
   }
 
+  /** The leased file's name now holds another inode (a pool file swapped into place, already under its own kernel
+   *  lease on `fd`): the table follows it to `key` and `fd`, lets the old lease go and closes the old descriptor.
+   *  False, and nothing changed, when the file's lease is breaking, its last map is gone, or it is no longer the
+   *  table's. */
+  rekey(file: FileLease, key: string, fd: number): boolean {
+    if (file.breaking || file.leases.size === 0 || this.files.get(file.key) !== file || this.filesByFd.get(file.fd) !== file ||
+        this.files.has(key)) return false;
+    const old = file.fd;
+    this.files.delete(file.key);
+    this.filesByFd.delete(old);
+    file.key = key;
+    file.fd = fd;
+    this.files.set(key, file);
+    this.filesByFd.set(fd, file);
+    try {
+      this.kernel.setLease(old, 'none');
+    } catch {
+      // closing the descriptor releases the lease anyway
+    }
+    this.kernel.close(old);
+    return true;
+  }
+
   /** A map lease. Granted before the file is mapped, so its kernel lease cannot go away underneath FIEMAP. */
   grant(holder: LeaseHolder, file: FileLease | undefined): Lease {
     const lease: Lease = { id: newLeaseId(), holder, file, recalled: false };

@@ -8,6 +8,7 @@ import { promisify } from 'node:util';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { INODE_FLAGS, fadvise, fiemap, fsync, inodeFlags, openBeneath } from '../native/index.js';
 import { RESERVE_DIR, RESERVE_FILE, createAllocator, type Allocator } from './allocate.js';
+import { swapEligible } from './pool.js';
 import type { WireExtent } from '../protocol/index.js';
 import { buildMap } from '../volume/extents.js';
 import { splitDev } from '../sys/blockdev.js';
@@ -36,6 +37,9 @@ interface WriteState {
   sizeAtMap: number;
   /** Says the allocator this writer is done (idempotent). */
   writing: () => void;
+  /** The file's path as mapped, and whether its first ALLOC may swap a pre-zeroed pool file into place (empty). */
+  rel: Buffer;
+  swappable: boolean;
 }
 
 /** A map reply's body, ready to send. */
@@ -67,6 +71,8 @@ export class MapPolicy {
    *  allocator opens its reserve once, when it is made, and keeps that descriptor: this is the file it clones
    *  from even if the path is changed later. */
   private readonly reserves = new Map<string, { dev: bigint; ino: bigint } | null>();
+  /** Per volume, once made: its allocator (which knows its own pool files). */
+  private readonly ready = new Map<string, Allocator>();
 
   constructor(
     private readonly leases: LeaseTable,
@@ -81,6 +87,7 @@ export class MapPolicy {
       a = createAllocator(volume, { reserveBytes: this.opts.reserveBytes, log }).then(
         (allocator) => {
           try {
+            this.ready.set(volume.name, allocator);
             this.reserves.set(volume.name, this.reserveNow(volume));
           } catch {
             // not cached: reservedReason looks the path up
@@ -125,6 +132,7 @@ export class MapPolicy {
     // The reserve is made, and kept, owned by the server and private to it (0600, see allocate.ts): only a file
     // like that can be one, and only then is the reserve's path looked up (a stat per map otherwise).
     if (st.uid !== SERVER_UID || (st.mode & 0o077n) !== 0n) return undefined;
+    if (this.ready.get(volume.name)?.owns(st.dev, st.ino)) return reason;
     const f = this.reserveNow(volume);
     return f && f.dev === st.dev && f.ino === st.ino ? reason : undefined;
   }
@@ -262,7 +270,7 @@ export class MapPolicy {
       const lease = this.leases.grant(holder, file);
       // The reserve's refill keeps off the device while a client writes it directly (see Allocator.writing).
       const writing = (allocator as Allocator).writing();
-      const state: WriteState = { volume, sizeAtMap: Number(st.size), writing };
+      const state: WriteState = { volume, sizeAtMap: Number(st.size), writing, rel: Buffer.from(rel), swappable: swapEligible(st) };
       this.writes.set(file, state);
       // Not committed (RELEASE, RETURN, expiry): back to the size it had, giving back what was allocated for it.
       file.onLastDrop = () => {
@@ -296,7 +304,15 @@ export class MapPolicy {
     const allocator = await this.allocator(state.volume);
     if (allocator instanceof Error) throw new Reply('INTERNAL', `direct writes are off on this volume: ${allocator.message}`);
     try {
-      await this.leases.withFile(file, () => allocator.allocate(file.fd, offset, length));
+      await this.leases.withFile(file, async () => {
+        // The first ALLOC of an empty file: a pre-zeroed pool file in its place, if there is one (ext4).
+        if (state.swappable) {
+          state.swappable = false;
+          const install = (fd: number, dev: bigint, ino: bigint) => this.leases.rekey(file, `${dev}:${ino}`, fd);
+          await allocator.swapIn({ root: state.volume.dir, rel: state.rel, fd: file.fd, install }, offset + length);
+        }
+        await allocator.allocate(file.fd, offset, length);
+      });
     } catch (err) {
       const code = (err as { code?: string }).code;
       if (code === 'ENOSPC' || code === 'EDQUOT') throw new Reply('NOSPACE', `no room for ${length} bytes at ${offset} on volume ${state.volume.name}`);

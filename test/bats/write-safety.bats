@@ -8,7 +8,9 @@ source "$FUSED_LIB/writecases.bash"
 # Short, as timing matters here; WRITE_LEASE_TIME overrides it (to tell a timing defect from another).
 LEASE_TIME=${WRITE_LEASE_TIME:-3}
 
-setup_file() { wc_setup_file ext4-4k --lease-time "$LEASE_TIME"; }
+# A pool (ext4) of one 128 MiB file: the copy bigger than the free space is bigger than the pool file and the free
+# space together, so it runs out of room.
+setup_file() { wc_setup_file ext4-4k --lease-time "$LEASE_TIME" --reserve 128M; }
 
 teardown_file() { bed_teardown_file; }
 

@@ -5,6 +5,7 @@
 # fio writes into a scratch loop device (an image of the same kind, in a region no file uses), never over the
 # live volume.
 # Usage (root): test/bench/write.sh [SIZE_MIB] [ROUNDS] [FSTYPE...]   defaults: 1024 MiB, 3 rounds (median), ext4-4k xfs
+# RESERVE_BYTES=N sets the server's --reserve (default 1 GiB, as fusedctl serve; 0: zero-fill only, for comparison).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 size_mib=${1:-1024}
@@ -19,6 +20,7 @@ npx tsc -p tsconfig.json
 source test/lib/bed.bash
 
 bytes=$((size_mib * 1024 * 1024))
+reserve=${RESERVE_BYTES:-$((1024 ** 3))}
 now() { date +%s.%N; }
 elapsed() { awk -v a="$1" -v b="$(now)" 'BEGIN { print b - a }'; }
 # mbps SECONDS -> MB/s for $bytes
@@ -53,6 +55,20 @@ fusedcp_write() {
 	echo "$t"
 }
 
+# warm_reserve: wait (at most 120 s) until the server's reserve of zeros (XFS) or pool of zeroed files (ext4) is
+# full by its own account (fusedctl status), so each fusedcp round starts as the first one ("a warm reserve").
+# Prints the seconds waited.
+warm_reserve() {
+	local t0 got tries=1200
+	t0=$(now)
+	while ((tries-- > 0)); do
+		got=$(bed_in_client "$FUSED_BIN/fusedctl" status --json | jq -r '.[0].reserveBytes')
+		((got >= reserve)) && break
+		sleep 0.1
+	done
+	elapsed "$t0"
+}
+
 # cp_write: seconds of cp through the sshfs mount, closed (sshfs writes through at close), and checked.
 cp_write() {
 	local t0 t
@@ -72,7 +88,7 @@ bench_one() {
 	bed_make_nodes 1gbit
 	bed_start_sshd
 	bed_mount_client
-	bed_start_server --role cli=rw
+	bed_start_server --role cli=rw --reserve "$reserve"
 	bed_in_client "$FUSED_BIN/fusedctl" fuse "$BED_CLI_DIR" --server "$BED_SERVER" --key-file "$BED_KEY" --node cli >/dev/null
 	# The scratch device fio writes on: the same kind of image, never mounted; fio writes its upper half, which a
 	# fresh file system leaves unused (and nothing reads it anyway).
@@ -85,15 +101,15 @@ bench_one() {
 	src=$BED_DIR/source.bin
 	head -c "$bytes" /dev/urandom >"$src"
 	want=$(sha "$src")
-	# XFS: let the server fill its reserve of zeros first ("a warm reserve").
-	sleep 5
-	echo "$fstype: $size_mib MiB, $rounds round(s); volume $BED_DEV_B, scratch $scratch at $offset; $(nproc) cores" >&2
+	echo "$fstype: reserve warm after $(warm_reserve) s" >&2
+	echo "$fstype: $size_mib MiB, $rounds round(s), reserve $reserve bytes; volume $BED_DEV_B, scratch $scratch at $offset; $(nproc) cores" >&2
 	: >"$BED_DIR/inner-times"
 	declare -A times=()
 	for ((r = 1; r <= rounds; r++)); do
 		# Interleaved, so drift in the machine's load hits every contender alike.
 		times[fio]+="$(fio_write "$scratch" "$offset") "
 		times[fiosync]+="$(fio_write "$scratch" "$offset" sync) "
+		echo "$fstype: reserve warm again after $(warm_reserve) s" >&2
 		times[fusedcp]+="$(fusedcp_write "$r") "
 		[[ $r == 1 ]] && times[cp]+="$(cp_write) " # through a 1 Gbit link: one round is plenty
 		echo "$fstype: round $r done" >&2
