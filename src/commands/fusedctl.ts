@@ -3,13 +3,16 @@ import { Command, Option } from 'commander';
 import { open } from 'node:fs/promises';
 import { EXIT_CODES, FusedError, errnoCode, errorMessage } from '../errors.js';
 import { DEFAULT_KEY_FILE, DEFAULT_SECRET_FILE, defaultNode, fuse, fuseStatus, loadSecret, unfuse, type FuseStatus } from '../client/fuse.js';
-import { loadFuses } from '../client/registry.js';
+import { canonicalMountpoint, loadFuses } from '../client/registry.js';
 import { formatServerAddress, parseServerAddress } from '../client/session.js';
 import { ACCESS_LEVELS, DEFAULT_PORT, LIMITS, isAccess, isNodeName, nodeKey, type Access } from '../protocol/index.js';
 import { MapServer } from '../server/server.js';
 import { LEASE_BREAK_TIME_FILE, leaseTimeProblem } from '../server/leases.js';
 import { DEFAULT_STATE_DIR, LimitStore } from '../server/limits.js';
 import { readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { RESERVE_DIR } from '../server/allocate.js';
+import { GhostListener, parseGhostNodes, type GhostNode } from '../transport/ghost-server.js';
 import { openVolume, parseVolumeSpec, type Volume } from '../server/volumes.js';
 import type { CommandContext } from './context.js';
 import { renderTable, rowsToJson, selectColumns, type Column } from '../ui/columns.js';
@@ -17,6 +20,10 @@ import { humanBytes, jsonOut } from '../ui/messages.js';
 import { parseCount, parseSize } from '../ui/options.js';
 
 const collect = (v: string, prev: string[]) => [...prev, v];
+
+const DEFAULT_GHOST_CLEANUP_S = 60;
+/** Ghost sessions one node may have at once on a volume. */
+const GHOST_SESSIONS_PER_NODE = 16;
 
 const ROLE_HELP = ACCESS_LEVELS.join('|');
 
@@ -98,7 +105,9 @@ export function build(ctx: CommandContext): Command {
     .option('--lease-time <SECONDS>', 'lease time T: a client uses a map at most T seconds after its last answered request', String(LIMITS.leaseTimeMs / 1000))
     .option('--reserve <SIZE>', 'pre-zeroed reserve per volume that direct writes are allocated from (XFS; 0: none)', '1G')
     .option('--state-dir <DIR>', 'where the server keeps its throttle limits (limits.json); made with the first limit set', DEFAULT_STATE_DIR)
-    .action(async (opts: { volume: string[]; listen: string; secretFile: string; node: string; role: string[]; defaultRole: string; maxConnections: string; maxUnauthenticated: string; idleTimeout: string; maxExtents: string; maxLeases: string; leaseTime: string; reserve: string; stateDir: string }) => {
+    .addOption(new Option('--ghost <NODE=UID[:GID]>', 'also serve NODE through ghost files on the volume (.fused/ghost/NODE, owned by the user its network mount writes as); repeatable').argParser(collect).default([], 'none'))
+    .option('--ghost-cleanup <SECONDS>', 'remove a ghost session whose client shows no sign of life this long', String(DEFAULT_GHOST_CLEANUP_S))
+    .action(async (opts: { volume: string[]; listen: string; secretFile: string; node: string; role: string[]; defaultRole: string; maxConnections: string; maxUnauthenticated: string; idleTimeout: string; maxExtents: string; maxLeases: string; leaseTime: string; reserve: string; stateDir: string; ghost: string[]; ghostCleanup: string }) => {
       const address = parseServerAddress(opts.listen);
       const roles = parseRoles(opts.role);
       const defaultRole = parseAccess(opts.defaultRole, '--default-role');
@@ -111,6 +120,14 @@ export function build(ctx: CommandContext): Command {
       const leaseProblem = leaseTimeProblem(leaseTimeMs, () => readFileSync(LEASE_BREAK_TIME_FILE, 'utf8'));
       if (leaseProblem) throw new FusedError('failure', leaseProblem, '--lease-time');
       const reserveBytes = parseSize(opts.reserve, '--reserve');
+      let ghostNodes: GhostNode[];
+      try {
+        ghostNodes = parseGhostNodes(opts.ghost, isNodeName);
+      } catch (err) {
+        throw new FusedError('usage', errorMessage(err), '--ghost');
+      }
+      // A live client touches its session at least every T/4: the cleanup must wait longer than that.
+      const ghostCleanupMs = parseCount(opts.ghostCleanup, '--ghost-cleanup', Math.ceil(leaseTimeMs / 1000 / 2), 86400) * 1000;
       const specs = opts.volume.map(parseVolumeSpec);
       const names = new Set<string>();
       for (const s of specs) {
@@ -137,6 +154,12 @@ export function build(ctx: CommandContext): Command {
       } catch (err) {
         throw new FusedError('failure', (err as Error).message, `listen ${opts.listen}`);
       }
+      const ghost = ghostNodes.length === 0 ? undefined : new GhostListener(server, { nodes: ghostNodes, cleanupMs: ghostCleanupMs, maxSessionsPerNode: GHOST_SESSIONS_PER_NODE, log });
+      try {
+        await ghost?.start(volumes.map((v) => join(v.dir, RESERVE_DIR)));
+      } catch (err) {
+        throw new FusedError('failure', errorMessage(err), '--ghost');
+      }
       for (const v of volumes) {
         log(`volume ${v.name}: ${v.dir} (${v.identity.fstype} ${v.identity.uuid} on ${v.device}, block size ${v.identity.blockSize})${v.networkOnly ? `; network only: ${v.networkOnly}` : ''}`);
       }
@@ -147,7 +170,7 @@ export function build(ctx: CommandContext): Command {
       await new Promise<void>((resolve) => {
         const stop = (sig: string) => {
           log(`${sig}: shutting down`);
-          void server.close().then(resolve);
+          void server.close().then(() => ghost?.close()).then(resolve);
         };
         process.once('SIGTERM', () => stop('SIGTERM'));
         process.once('SIGINT', () => stop('SIGINT'));
@@ -159,16 +182,25 @@ export function build(ctx: CommandContext): Command {
     .command('fuse')
     .description('fuse a network mount of a served volume to this node\'s own block device for that volume')
     .argument('<MOUNTPOINT>', 'where the volume is mounted over the network on this node')
-    .requiredOption('--server <HOST:PORT>', 'the volume\'s map server')
+    .option('--server <HOST:PORT>', 'the volume\'s map server (TCP transport)')
+    .addOption(new Option('--transport <KIND>', 'how to reach the map server: tcp (--server), or ghost (files on the volume, through the mount)').choices(['tcp', 'ghost']).default('tcp'))
     .option('--volume <NAME>', 'volume name on the server (needed if it serves several)')
     .option('--device <DEV>', 'use this block device (default: search by file-system UUID)')
     .option('--key-file <FILE>', 'this node\'s key (fusedctl key NODE on the map server; mode 0600)', DEFAULT_KEY_FILE)
     .option('--node <NAME>', 'this node\'s name (its key is bound to it)', defaultNode())
     .option('--json', 'print the fuse record as JSON')
-    .action(async (mountpoint: string, opts: { server: string; volume?: string; device?: string; keyFile: string; node: string; json?: boolean }) => {
-      parseServerAddress(opts.server);
+    .action(async (mountpoint: string, opts: { server?: string; transport: 'tcp' | 'ghost'; volume?: string; device?: string; keyFile: string; node: string; json?: boolean }) => {
+      let server: string;
+      if (opts.transport === 'ghost') {
+        if (opts.server !== undefined) throw new FusedError('usage', 'the ghost transport finds the server through the mount', '--server');
+        server = formatServerAddress({ host: 'ghost', port: 0, ghost: await canonicalMountpoint(mountpoint) });
+      } else {
+        if (opts.server === undefined) throw new FusedError('usage', 'required (or --transport ghost)', '--server');
+        server = opts.server;
+      }
+      parseServerAddress(server);
       const record = await fuse(mountpoint, {
-        server: opts.server,
+        server,
         keyFile: opts.keyFile,
         node: opts.node,
         ...(opts.volume ? { volume: opts.volume } : {}),
