@@ -1,6 +1,7 @@
 // The client's half of the ghost-file transport: a session directory in this node's directory on the network
 // mount, requests written as chunk files, replies and recalls (the mailbox) polled for by exact name.
 import { randomBytes } from 'node:crypto';
+import { rmSync } from 'node:fs';
 import { mkdir, readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { FusedError, describeError, errnoCode } from '../errors.js';
@@ -99,6 +100,13 @@ export async function connectGhost(mountpoint: string, node: string, o: GhostCli
     setTimeout(() => stream.destroy(), CLOSE_GRACE_MS);
   });
   stream.on('end', () => stream.destroy());
-  stream.on('close', () => void removeSessionDir(dir));
+  // A command that exits with the session open (its close is not awaited) leaves no directory for the sweep: the
+  // server sees it gone and ends the session at once.
+  const onExit = () => rmSync(dir, { recursive: true, force: true });
+  process.once('exit', onExit);
+  stream.on('close', () => {
+    process.off('exit', onExit);
+    void removeSessionDir(dir);
+  });
   return stream;
 }

@@ -5,7 +5,7 @@
 load helpers
 
 # The short lease and cleanup keep the recall and the cleanup tests quick.
-GHOST_LEASE=2
+GHOST_LEASE=4
 GHOST_CLEANUP=3
 
 setup_file() {
@@ -45,4 +45,86 @@ ghost_nodedir() { echo "$BED_SRV_DIR/.fused/ghost/$1"; }
 	run -0 bed_in_client "$FUSED_BIN/fusedcp" --json "$BATS_TEST_TMPDIR/got.bin" "$BED_CLI_DIR/back.bin"
 	(($(bed_sectors_written "$BED_DEV_B") - before >= 48 * 2048)) || fail "the client device wrote $(($(bed_sectors_written "$BED_DEV_B") - before)) sectors"
 	assert_equal "$(sha256sum <"$BED_SRV_DIR/back.bin" | cut -d' ' -f1)" "$want"
+}
+
+@test "a recall reaches the ghost client through its mailbox: a writer on the server gets in within the lease time" {
+	head -c 64M /dev/urandom >"$BED_SRV_DIR/recall.bin"
+	sync
+	local want out=$BATS_TEST_TMPDIR/cat ms
+	want=$(sha256sum <"$BED_SRV_DIR/recall.bin" | cut -d' ' -f1)
+	# fusedcat into a consumer that waits before reading: fusedcat holds its read lease, blocked mid-file.
+	(
+		bed_in_client "$FUSED_BIN/fusedcat" "$BED_CLI_DIR/recall.bin" 2>"$out.err" | (sleep 3 && sha256sum | cut -d' ' -f1 >"$out.sha")
+		echo "${PIPESTATUS[0]}" >"$out.rc"
+	) &
+	sleep 1
+	grep -q 'recall.bin' "$BED_DIR/server.log" || true
+	# A blocking open for writing waits for the recall (or, unanswered, for T + margin).
+	ms=$(bed_in_server timeout 30 python3 -c '
+import os, sys, time
+t0 = time.monotonic()
+fd = os.open(sys.argv[1], os.O_WRONLY)
+print(round((time.monotonic() - t0) * 1000))
+os.close(fd)' "$BED_SRV_DIR/recall.bin")
+	wait
+	echo "# writer waited $ms ms" >&3
+	((ms < GHOST_LEASE * 1000)) || fail "the writer waited $ms ms (lease time ${GHOST_LEASE} s)"
+	# The file did not change: fusedcat delivered it whole (finishing over the network after the recall).
+	assert_equal "$(cat "$out.rc")" 0
+	assert_equal "$(cat "$out.sha")" "$want"
+}
+
+@test "a ghost client killed mid-request leaves nothing behind after the cleanup interval" {
+	local pid i
+	head -c 1M /dev/urandom >"$BED_SRV_DIR/kill.bin"
+	# nsenter execs node: $! is the client itself.
+	nsenter --net="/run/netns/$BED_CLI_NS" node "$BED_ROOT/test/bench/ghostlat.mjs" "ghost:$BED_CLI_DIR" "$BED_KEY" cli vol kill.bin 1000000 >/dev/null 2>&1 &
+	pid=$!
+	for ((i = 0; i < 50; i++)); do
+		[[ -n $(ls -A "$(ghost_nodedir cli)") ]] && break
+		sleep 0.1
+	done
+	[[ -n $(ls -A "$(ghost_nodedir cli)") ]] || fail "no ghost session appeared"
+	sleep 0.5
+	kill -KILL "$pid"
+	wait "$pid" 2>/dev/null || true
+	# The cleanup interval, the scan that notices, and slack for a busy machine.
+	for ((i = 0; i < (GHOST_CLEANUP + 6) * 10; i++)); do
+		[[ -z $(ls -A "$(ghost_nodedir cli)") ]] && break
+		sleep 0.1
+	done
+	run ls -A "$(ghost_nodedir cli)"
+	[[ -z $output ]] || tail -20 "$BED_DIR/server.log"
+	assert_output ''
+}
+
+@test "a node cannot read or write another node's ghost files" {
+	# The bed's directory is private to root; let the other node's user pass through it, as a mount would.
+	chmod 711 "$BED_DIR"
+	local cli other
+	cli=$(ghost_nodedir cli) other=$(ghost_nodedir other)
+	run stat -c '%u %a' "$cli" "$other" "$BED_SRV_DIR/.fused/ghost"
+	assert_output $'0 700\n65534 700\n0 711'
+	as_other() { setpriv --reuid 65534 --regid 65534 --clear-groups "$@"; }
+	# Its own directory works (so the refusals below are about permissions, not paths)...
+	run -0 as_other sh -c "mkdir '$other/0123456789abcdef0123' && echo x >'$other/0123456789abcdef0123/c.x' && rm -r '$other/0123456789abcdef0123'"
+	# ...another node's does not, nor does listing which nodes there are.
+	run ! as_other ls "$cli"
+	run ! as_other touch "$cli/x"
+	run ! as_other mkdir "$cli/0123456789abcdef0123"
+	run ! as_other ls "$BED_SRV_DIR/.fused/ghost"
+}
+
+@test "no running map server: a clear error at once, exit 6" {
+	bed_stop_server
+	local t0=$SECONDS
+	run -6 --separate-stderr bed_in_client "$FUSED_BIN/fusedmap" "$BED_CLI_DIR/src.bin"
+	assert [ $((SECONDS - t0)) -le 5 ]
+	assert_regex "$stderr" 'no map server serves this volume'
+	# A server that died without cleaning up leaves a stale heartbeat: refused as well.
+	echo "fused-ghost 1 srv $(($(date +%s%3N) - 60000)) 1000" >"$BED_SRV_DIR/.fused/ghost/ALIVE"
+	t0=$SECONDS
+	run -6 --separate-stderr bed_in_client "$FUSED_BIN/fusedmap" "$BED_CLI_DIR/src.bin"
+	assert [ $((SECONDS - t0)) -le 5 ]
+	assert_regex "$stderr" 'has not been alive for [0-9]+ s'
 }
