@@ -25,5 +25,5 @@ for (let i = 0; i < Number(countArg); i++) {
 session.close();
 lat.sort((a, b) => a - b);
 const q = (p) => lat[Math.min(lat.length - 1, Math.floor(p * lat.length))].toFixed(2);
-console.log(JSON.stringify({ server: server.startsWith('ghost:') ? 'ghost' : 'tcp', count: lat.length, openMs: openMs.toFixed(1), p50: q(0.5), p99: q(0.99), max: lat.at(-1).toFixed(2) }));
+console.log(JSON.stringify({ server: server.startsWith("ghost:") ? `ghost (${process.env.GHOSTLAT_LABEL ?? server.slice(6)})` : "tcp", count: lat.length, openMs: openMs.toFixed(1), p50: q(0.5), p99: q(0.99), max: lat.at(-1).toFixed(2) }));
 setTimeout(() => process.exit(0), 100).unref();

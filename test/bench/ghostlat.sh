@@ -14,6 +14,14 @@ bed_mount_client
 bed_start_server --ghost cli=0
 head -c 8M /dev/urandom >"$BED_SRV_DIR/lat.bin"
 sync
-for server in "$BED_SERVER" "ghost:$BED_CLI_DIR"; do
-	bed_in_client node "$here/ghostlat.mjs" "$server" "$BED_KEY" cli vol lat.bin "$count"
+# A second mount with sshfs's default caching (attributes and directory entries cached): what the ghost transport
+# sees through a mount that was not set up for it.
+plain=$BED_DIR/plain-mount
+mkdir -p "$plain"
+bed_in_client sshfs -o "IdentityFile=$BED_DIR/ssh/client_key,StrictHostKeyChecking=no,UserKnownHostsFile=/dev/null,LogLevel=ERROR" \
+	"root@$BED_SRV_ADDR:$BED_SRV_DIR" "$plain"
+bed_record fuse "$plain"
+for server in "$BED_SERVER" "ghost:$BED_CLI_DIR" "ghost:$plain"; do
+	bed_in_client node "$here/ghostlat.mjs" "$server" "$BED_KEY" cli vol lat.bin "$count" ||
+		echo "{\"server\":\"$server\",\"failed\":true}"
 done
