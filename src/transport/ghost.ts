@@ -169,6 +169,8 @@ export class ChunkStream extends Duplex {
     }
     await rename(tmp, join(this.o.dir, name));
     this.lastOut = Date.now();
+    // What was written asks for an answer: a reader asleep for an idle interval looks again now (and then fast).
+    if (this.o.pollMs) this.notify();
   }
 }
 

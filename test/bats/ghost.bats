@@ -4,7 +4,8 @@
 
 load helpers
 
-# The short lease and cleanup keep the recall and the cleanup tests quick.
+# A short lease and cleanup keep the recall and the cleanup tests quick (a writer needs T > 2 s: it starts device
+# writes only while its lease has more than the 1 s margin left, and T - margin is all a fresh reply gives).
 GHOST_LEASE=4
 GHOST_CLEANUP=3
 
@@ -13,7 +14,7 @@ setup_file() {
 	bed_init || return 1
 	echo "$BED_DIR" >"$BATS_FILE_TMPDIR/bed_dir"
 	bed_make_nodes &&
-		bed_make_volume ext4-4k 1G &&
+		bed_make_volume ext4-4k 512M &&
 		bed_start_sshd &&
 		bed_mount_client &&
 		bed_start_server --lease-time "$GHOST_LEASE" --role cli=rw --ghost cli=0 --ghost other=65534 --ghost-cleanup "$GHOST_CLEANUP" || return 1
