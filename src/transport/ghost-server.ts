@@ -2,7 +2,7 @@
 // (inotify and a periodic scan), one ChunkStream per session handed to the server as if it were a TCP socket,
 // and the cleanup of sessions whose client went away.
 import fs from 'node:fs';
-import { chmod, chown, lstat, mkdir, open, readdir, rename, rm, unlink } from 'node:fs/promises';
+import { chmod, chown, lstat, mkdir, open, readdir, rename, unlink } from 'node:fs/promises';
 import { join } from 'node:path';
 import { errnoCode, errorMessage } from '../errors.js';
 import {
@@ -103,7 +103,7 @@ export class GhostListener {
           this.o.log(`ghost: cannot watch ${dir} (${errorMessage(err)}); scanning every ${this.scanMs} ms`);
         }
         // Sessions of a previous server are of no use: their clients' handshakes went to a process that is gone.
-        for (const name of await readdir(dir).catch(() => [] as string[])) await rm(join(dir, name), { recursive: true, force: true });
+        for (const name of await readdir(dir).catch(() => [] as string[])) removeSession(join(dir, name));
       }
       await this.writeAlive(root);
     }
@@ -122,7 +122,7 @@ export class GhostListener {
     for (const root of this.roots) await unlink(join(root, ALIVE_FILE)).catch(() => {});
     for (const [nodeDir, live] of this.sessions) {
       for (const s of live.values()) this.end(s, 'server shutdown');
-      for (const name of await readdir(nodeDir).catch(() => [] as string[])) await rm(join(nodeDir, name), { recursive: true, force: true });
+      for (const name of await readdir(nodeDir).catch(() => [] as string[])) removeSession(join(nodeDir, name));
     }
   }
 
@@ -159,7 +159,7 @@ export class GhostListener {
       const doneAt = this.finished.get(key);
       if (doneAt !== undefined) {
         if (now - doneAt > this.o.cleanupMs) {
-          await rm(key, { recursive: true, force: true });
+          removeSession(key);
           this.finished.delete(key);
         }
         continue;
@@ -182,7 +182,7 @@ export class GhostListener {
       if (now - last > this.o.cleanupMs) {
         this.o.log(`ghost ${node.node}/${s.name}: no sign of the client for ${Math.round((now - last) / 1000)} s; removing the session`);
         this.end(s, 'stale');
-        await rm(join(nodeDir, s.name), { recursive: true, force: true });
+        removeSession(join(nodeDir, s.name));
         this.finished.delete(join(nodeDir, s.name));
       }
     }
@@ -255,8 +255,48 @@ export class GhostListener {
     // The client said all it had to say (its end of stream came): nothing more will be read there.
     const key = join(nodeDir, s.name);
     this.finished.set(key, Date.now());
-    if (s.stream.readableEnded) void rm(key, { recursive: true, force: true }).then(() => this.finished.delete(key));
+    if (s.stream.readableEnded) {
+      removeSession(key);
+      this.finished.delete(key);
+    }
     fs.closeSync(s.fd);
+  }
+}
+
+/**
+ * Remove what a node left in its directory, as root, without ever following a link the node made: the session
+ * directory is opened with O_NOFOLLOW and its entries unlinked through that descriptor (unlink never follows the
+ * last component; a subdirectory, which no session makes, is left to its owner), then the directory itself.
+ * A path-walking recursive remove could be raced into deleting elsewhere by a node swapping a subdirectory for a
+ * symlink. Best effort.
+ */
+export function removeSession(path: string): void {
+  let fd: number;
+  try {
+    fd = fs.openSync(path, fs.constants.O_RDONLY | fs.constants.O_DIRECTORY | fs.constants.O_NOFOLLOW);
+  } catch (err) {
+    // A symlink or a file where a session directory should be: the entry itself goes.
+    if (errnoCode(err) === 'ELOOP' || errnoCode(err) === 'ENOTDIR') fs.rmSync(path, { force: true });
+    return;
+  }
+  try {
+    const at = `/proc/self/fd/${fd}`;
+    for (const name of fs.readdirSync(at)) {
+      try {
+        fs.unlinkSync(join(at, name));
+      } catch {
+        // A directory: not ours to descend into.
+      }
+    }
+  } catch {
+    // Gone meanwhile.
+  } finally {
+    fs.closeSync(fd);
+  }
+  try {
+    fs.rmdirSync(path);
+  } catch {
+    // Not empty (a subdirectory the node made), or gone.
   }
 }
 

@@ -9,7 +9,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { FusedError } from '../errors.js';
 import { ChunkStream, aliveProblem, formatAlive, parseAlive, type ChunkStreamOptions } from './ghost.js';
 import { connectGhost } from './ghost-client.js';
-import { GhostListener, parseGhostNodes } from './ghost-server.js';
+import { GhostListener, parseGhostNodes, removeSession } from './ghost-server.js';
 
 const tmp = () => mkdtemp(join(tmpdir(), 'fused-ghost-'));
 
@@ -207,5 +207,27 @@ test('no listener: connecting says so at once', async () => {
     });
   } finally {
     await rm(vol, { recursive: true, force: true });
+  }
+});
+
+test('removing a session never follows a link the node made', async () => {
+  const dir = await tmp();
+  try {
+    const outside = join(dir, 'outside');
+    await mkdir(outside);
+    await writeFile(join(outside, 'keep'), 'x');
+    const nodeDir = join(dir, 'node');
+    await mkdir(join(nodeDir, 'sess', 'sub'), { recursive: true });
+    await writeFile(join(nodeDir, 'sess', 'c.0'), 'PING\n');
+    await symlink(outside, join(nodeDir, 'sess', 'link'));
+    await symlink(outside, join(nodeDir, 'swapped'));
+    removeSession(join(nodeDir, 'sess'));
+    removeSession(join(nodeDir, 'swapped'));
+    assert.deepEqual(await readdir(outside), ['keep']);
+    // The files and the link went; the subdirectory (which no session makes) is left to its owner.
+    assert.deepEqual(await readdir(join(nodeDir, 'sess')), ['sub']);
+    assert.deepEqual(await readdir(nodeDir), ['sess']);
+  } finally {
+    await rm(dir, { recursive: true, force: true });
   }
 });

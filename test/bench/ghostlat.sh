@@ -22,6 +22,6 @@ bed_in_client sshfs -o "IdentityFile=$BED_DIR/ssh/client_key,StrictHostKeyChecki
 	"root@$BED_SRV_ADDR:$BED_SRV_DIR" "$plain"
 bed_record fuse "$plain"
 for server in "$BED_SERVER" "ghost:$BED_CLI_DIR" "ghost:$plain"; do
-	bed_in_client node "$here/ghostlat.mjs" "$server" "$BED_KEY" cli vol lat.bin "$count" ||
+	GHOSTLAT_LABEL=$([[ $server == "ghost:$plain" ]] && echo "sshfs defaults" || echo "bed mount") bed_in_client node "$here/ghostlat.mjs" "$server" "$BED_KEY" cli vol lat.bin "$count" ||
 		echo "{\"server\":\"$server\",\"failed\":true}"
 done
