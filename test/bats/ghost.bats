@@ -30,6 +30,10 @@ ghost_nodedir() { echo "$BED_SRV_DIR/.fused/ghost/$1"; }
 	run ! bed_in_client nc -z -w 1 "$BED_SRV_ADDR" "$BED_PORT"
 	run jq -r '.transport + " " + .server' "$BED_DIR/fuse.json"
 	assert_output "ghost ghost:$BED_CLI_DIR"
+	# status reaches the server the same way, and proves the key both ways.
+	run -0 bed_in_client "$FUSED_BIN/fusedctl" status --json
+	run jq -r '.[0] | "\(.server) \(.serverReachable) \(.access)"' <<<"$output"
+	assert_output "ghost:$BED_CLI_DIR true rw"
 }
 
 @test "a read and a write round trip over ghost files move the bytes on the device" {
