@@ -217,6 +217,7 @@ export class GhostListener {
       maxInBytes: MAX_CLIENT_CHUNK,
       maxOutBytes: MAX_SERVER_CHUNK,
       owner: { uid: node.uid, gid: node.gid },
+      untrusted: true,
       peer: `ghost:${node.node}/${name.slice(0, 8)}`,
     });
     const s: GhostSession = { name, node, fd, dir, stream, hbMtime: statAt(dir, HEARTBEAT_FILE) ?? 0, seenAt: Date.now(), closed: false };

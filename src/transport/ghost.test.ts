@@ -54,7 +54,7 @@ test('writes longer than the chunk limit are split, and a reader refuses a chunk
     const got = collect(server);
     client.end('0123456789abcdefghij-tail\n');
     assert.equal(await got, '0123456789abcdefghij-tail\n');
-    const small = new ChunkStream({ dir, inPrefix: 'c', outPrefix: 's', maxInBytes: 4, maxOutBytes: 4, pollMs: () => 1, peer: 'p' });
+    const small = new ChunkStream({ dir, inPrefix: 'c', outPrefix: 's', maxInBytes: 4, maxOutBytes: 4, pollMs: () => 1, peer: 'p', untrusted: true });
     await writeFile(join(dir, 'c.0'), 'too long\n');
     const err = await new Promise<Error>((resolve) => {
       small.on('error', resolve);

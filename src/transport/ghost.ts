@@ -36,6 +36,8 @@ export interface ChunkStreamOptions {
   maxOutBytes: number;
   /** Owner given to every chunk written (the server writes as root into a node's directory). */
   owner?: { uid: number; gid: number };
+  /** The other side may be hostile (the server reading a node's chunks): check each chunk's type and size first. */
+  untrusted?: boolean;
   /** When the next file is not there yet: ms until looking again, or undefined to wait for notify(). */
   pollMs?: () => number | undefined;
   /** Called on every poll that found nothing (a heartbeat, a liveness check); an error it throws ends the stream. */
@@ -94,7 +96,7 @@ export class ChunkStream extends Duplex {
         const file = join(this.o.dir, `${this.o.inPrefix}.${this.inSeq}`);
         let data: Buffer;
         try {
-          data = await readChunk(file, this.o.maxInBytes);
+          data = await readChunk(file, this.o.maxInBytes, this.o.untrusted === true);
         } catch (err) {
           if (errnoCode(err) !== 'ENOENT') throw err;
           await this.o.onIdle?.();
@@ -176,18 +178,33 @@ export class ChunkStream extends Duplex {
 
 const CREATE_NEW = fsConstants.O_WRONLY | fsConstants.O_CREAT | fsConstants.O_EXCL | fsConstants.O_NOFOLLOW;
 
-/** A chunk file's bytes: a regular file (never through a symlink) of at most `max` bytes. */
-async function readChunk(file: string, max: number): Promise<Buffer> {
+/** A chunk file's bytes: a regular file (never through a symlink) of at most `max` bytes. Read in pieces until
+ *  end of file, with one fstat only where the other side is not trusted (each is a round trip through a mount). */
+async function readChunk(file: string, max: number, checkType: boolean): Promise<Buffer> {
   const fh = await open(file, fsConstants.O_RDONLY | fsConstants.O_NOFOLLOW | fsConstants.O_NONBLOCK);
   try {
-    const st = await fh.stat();
-    if (!st.isFile()) throw new Error(`${file}: not a regular file`);
-    if (st.size > max) throw new Error(`chunk of ${st.size} bytes (limit ${max})`);
-    return await fh.readFile();
+    if (checkType) {
+      const st = await fh.stat();
+      if (!st.isFile()) throw new Error(`${file}: not a regular file`);
+      if (st.size > max) throw new Error(`chunk of ${st.size} bytes (limit ${max})`);
+    }
+    const pieces: Buffer[] = [];
+    let total = 0;
+    for (;;) {
+      const piece = Buffer.allocUnsafe(Math.min(READ_PIECE, max + 1 - total));
+      const { bytesRead } = await fh.read(piece, 0, piece.length, null);
+      if (bytesRead === 0) break;
+      total += bytesRead;
+      if (total > max) throw new Error(`chunk of more than ${max} bytes (limit ${max})`);
+      pieces.push(piece.subarray(0, bytesRead));
+    }
+    return pieces.length === 1 ? pieces[0]! : Buffer.concat(pieces, total);
   } finally {
     await fh.close();
   }
 }
+
+const READ_PIECE = 256 * 1024;
 
 /** The ALIVE line the server writes. */
 export function formatAlive(node: string, now: number, intervalMs: number): string {
