@@ -62,8 +62,14 @@ ghost_nodedir() { echo "$BED_SRV_DIR/.fused/ghost/$1"; }
 		bed_in_client "$FUSED_BIN/fusedcat" "$BED_CLI_DIR/recall.bin" 2>"$out.err" | (sleep 3 && sha256sum | cut -d' ' -f1 >"$out.sha")
 		echo "${PIPESTATUS[0]}" >"$out.rc"
 	) &
-	sleep 1
-	grep -q 'recall.bin' "$BED_DIR/server.log" || true
+	# Wait until the server holds the kernel lease of fusedcat's map (the server's read lease on the file).
+	local ino i
+	ino=$(stat -c %i "$BED_SRV_DIR/recall.bin")
+	for ((i = 0; i < 100; i++)); do
+		awk -v ino="$ino" '$2 == "LEASE" && $6 ~ (":" ino "$") { found = 1 } END { exit !found }' /proc/locks && break
+		sleep 0.1
+	done
+	((i < 100)) || fail "fusedcat never got a map of the file"
 	# A blocking open for writing waits for the recall (or, unanswered, for T + margin).
 	ms=$(bed_in_server timeout 30 python3 -c '
 import os, sys, time
@@ -74,6 +80,9 @@ os.close(fd)' "$BED_SRV_DIR/recall.bin")
 	wait
 	echo "# writer waited $ms ms" >&3
 	((ms < GHOST_LEASE * 1000)) || fail "the writer waited $ms ms (lease time ${GHOST_LEASE} s)"
+	# The map was recalled and returned, not left to expire.
+	grep -q "lease break on [0-9]*:$ino: recalling" "$BED_DIR/server.log"
+	run ! grep "lease break on [0-9]*:$ino: .* did not return" "$BED_DIR/server.log"
 	# The file did not change: fusedcat delivered it whole (finishing over the network after the recall).
 	assert_equal "$(cat "$out.rc")" 0
 	assert_equal "$(cat "$out.sha")" "$want"
