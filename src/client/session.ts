@@ -486,6 +486,12 @@ export class Session extends EventEmitter<SessionEvents> {
     if (this.closed) return;
     this.closed = true;
     for (const p of this.pending.splice(0)) p.reject(unreachable(this.address, 'session closed'));
+    // Over ghost files removing the session directory is the goodbye (the server ends a session whose directory
+    // is gone): a QUIT chunk still being written when the process exits would only leave a half-written file.
+    if (this.address.ghost !== undefined) {
+      this.socket.destroy();
+      return;
+    }
     this.socket.end(formatRequest({ verb: 'QUIT' }) + '\n');
     this.socket.destroySoon?.();
   }

@@ -102,11 +102,23 @@ export async function connectGhost(mountpoint: string, node: string, o: GhostCli
   stream.on('end', () => stream.destroy());
   // A command that exits with the session open (its close is not awaited) leaves no directory for the sweep: the
   // server sees it gone and ends the session at once.
-  const onExit = () => rmSync(dir, { recursive: true, force: true });
+  const onExit = () => {
+    stream.closeOpenFilesSync();
+    // The server may add a reply between the removal of the files and of the directory, and the mount may take a
+    // moment to drop a hidden file of a chunk that was open: try again, briefly.
+    for (let i = 0; i < 20; i++) {
+      try {
+        rmSync(dir, { recursive: true, force: true });
+        return;
+      } catch {
+        Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, 10);
+      }
+    }
+  };
   process.once('exit', onExit);
   stream.on('close', () => {
-    process.off('exit', onExit);
-    void removeSessionDir(dir);
+    // Until the removal is done, an exit still does it.
+    void removeSessionDir(dir).then(() => process.off('exit', onExit));
   });
   return stream;
 }

@@ -1,8 +1,9 @@
 // Ghost files: the protocol's byte stream carried as numbered chunk files in a directory on the volume itself.
-import { constants as fsConstants } from 'node:fs';
+import { closeSync, constants as fsConstants } from 'node:fs';
 import { open, rename, rm, unlink, utimes, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { Duplex } from 'node:stream';
+import { setTimeout as sleep } from 'node:timers/promises';
 import { errnoCode } from '../errors.js';
 
 /** Under the volume's hidden directory (.fused): one directory per node, one per session inside it. */
@@ -58,6 +59,8 @@ export class ChunkStream extends Duplex {
   private wanted = false;
   private timer: NodeJS.Timeout | undefined;
   private ended = false;
+  /** Chunk files open now (at most one read and one write). */
+  private readonly openFds = new Set<number>();
   /** Monotonic-ish wall times (ms) of the last chunk read and written: the server's stale check reads them. */
   lastIn = Date.now();
   lastOut = Date.now();
@@ -75,6 +78,19 @@ export class ChunkStream extends Duplex {
 
   setKeepAlive(): this {
     return this;
+  }
+
+  /** Close the chunk files open now, at once (a process exiting: a network mount keeps a file removed while open
+   *  as a hidden file, and the session directory then cannot be removed). */
+  closeOpenFilesSync(): void {
+    for (const fd of this.openFds) {
+      try {
+        closeSync(fd);
+      } catch {
+        // Closed meanwhile.
+      }
+    }
+    this.openFds.clear();
   }
 
   /** Look for the next chunk now (the server's watcher and its periodic scan call this). */
@@ -96,7 +112,7 @@ export class ChunkStream extends Duplex {
         const file = join(this.o.dir, `${this.o.inPrefix}.${this.inSeq}`);
         let data: Buffer;
         try {
-          data = await readChunk(file, this.o.maxInBytes, this.o.untrusted === true);
+          data = await readChunk(file, this.o.maxInBytes, this.o.untrusted === true, this.openFds);
         } catch (err) {
           if (errnoCode(err) !== 'ENOENT') throw err;
           await this.o.onIdle?.();
@@ -163,10 +179,12 @@ export class ChunkStream extends Duplex {
       await unlink(tmp);
       fh = await open(tmp, CREATE_NEW, 0o600);
     }
+    this.openFds.add(fh.fd);
     try {
       await fh.writeFile(data);
       if (this.o.owner) await fh.chown(this.o.owner.uid, this.o.owner.gid);
     } finally {
+      this.openFds.delete(fh.fd);
       await fh.close();
     }
     await rename(tmp, join(this.o.dir, name));
@@ -180,8 +198,9 @@ const CREATE_NEW = fsConstants.O_WRONLY | fsConstants.O_CREAT | fsConstants.O_EX
 
 /** A chunk file's bytes: a regular file (never through a symlink) of at most `max` bytes. Read in pieces until
  *  end of file, with one fstat only where the other side is not trusted (each is a round trip through a mount). */
-async function readChunk(file: string, max: number, checkType: boolean): Promise<Buffer> {
+async function readChunk(file: string, max: number, checkType: boolean, open_: Set<number>): Promise<Buffer> {
   const fh = await open(file, fsConstants.O_RDONLY | fsConstants.O_NOFOLLOW | fsConstants.O_NONBLOCK);
+  open_.add(fh.fd);
   try {
     if (checkType) {
       const st = await fh.stat();
@@ -200,6 +219,7 @@ async function readChunk(file: string, max: number, checkType: boolean): Promise
     }
     return pieces.length === 1 ? pieces[0]! : Buffer.concat(pieces, total);
   } finally {
+    open_.delete(fh.fd);
     await fh.close();
   }
 }
@@ -242,7 +262,15 @@ export async function touchHeartbeat(dir: string): Promise<void> {
   }
 }
 
-/** Remove a session directory and everything in it (best effort). */
+/** Remove a session directory and everything in it (best effort; the other side may add a chunk meanwhile, and a
+ *  network mount may take a moment to drop the hidden file of a chunk just closed). */
 export async function removeSessionDir(dir: string): Promise<void> {
-  await rm(dir, { recursive: true, force: true }).catch(() => {});
+  for (let i = 0; i < 10; i++) {
+    try {
+      await rm(dir, { recursive: true, force: true });
+      return;
+    } catch {
+      await sleep(20);
+    }
+  }
 }

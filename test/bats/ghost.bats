@@ -31,7 +31,7 @@ ghost_nodedir() { echo "$BED_SRV_DIR/.fused/ghost/$1"; }
 	run jq -r '.transport + " " + .server' "$BED_DIR/fuse.json"
 	assert_output "ghost ghost:$BED_CLI_DIR"
 	# status reaches the server the same way, and proves the key both ways.
-	run -0 bed_in_client "$FUSED_BIN/fusedctl" status --json
+	run -0 --separate-stderr bed_in_client "$FUSED_BIN/fusedctl" status --json
 	run jq -r '.[0] | "\(.server) \(.serverReachable) \(.access)"' <<<"$output"
 	assert_output "ghost:$BED_CLI_DIR true rw"
 }
@@ -53,7 +53,8 @@ ghost_nodedir() { echo "$BED_SRV_DIR/.fused/ghost/$1"; }
 }
 
 @test "a recall reaches the ghost client through its mailbox: a writer on the server gets in within the lease time" {
-	head -c 64M /dev/urandom >"$BED_SRV_DIR/recall.bin"
+	# Much larger than what fusedcat buffers, so it still holds its map while the consumer waits.
+	head -c 200M /dev/urandom >"$BED_SRV_DIR/recall.bin"
 	sync
 	local want out=$BATS_TEST_TMPDIR/cat ms
 	want=$(sha256sum <"$BED_SRV_DIR/recall.bin" | cut -d' ' -f1)
