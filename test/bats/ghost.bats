@@ -34,6 +34,9 @@ ghost_nodedir() { echo "$BED_SRV_DIR/.fused/ghost/$1"; }
 	run -0 --separate-stderr bed_in_client "$FUSED_BIN/fusedctl" status --json
 	run jq -r '.[0] | "\(.server) \(.serverReachable) \(.access)"' <<<"$output"
 	assert_output "ghost:$BED_CLI_DIR true rw"
+	# Each command removed its session directory as it exited.
+	run ls -A "$(ghost_nodedir cli)"
+	assert_output ''
 }
 
 @test "a read and a write round trip over ghost files move the bytes on the device" {
