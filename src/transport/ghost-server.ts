@@ -5,6 +5,7 @@ import fs from 'node:fs';
 import { chmod, chown, lstat, mkdir, open, readdir, rename, unlink } from 'node:fs/promises';
 import { join } from 'node:path';
 import { errnoCode, errorMessage } from '../errors.js';
+import { formatErr } from '../protocol/index.js';
 import {
   ALIVE_FILE,
   ALIVE_INTERVAL_MS,
@@ -218,6 +219,12 @@ export class GhostListener {
       maxOutBytes: MAX_SERVER_CHUNK,
       owner: { uid: node.uid, gid: node.gid },
       untrusted: true,
+      // The key already binds a node to its name; a node's directory is held to that name too, so a session found
+      // in it cannot speak as another node.
+      firstLine: (line) => {
+        const m = /^HELLO (\S+)/.exec(line);
+        return m && m[1] !== node.node ? formatErr('AUTHFAIL', `a session in node ${node.node}'s ghost directory must say HELLO ${node.node}`) : undefined;
+      },
       peer: `ghost:${node.node}/${name.slice(0, 8)}`,
     });
     const s: GhostSession = { name, node, fd, dir, stream, hbMtime: statAt(dir, HEARTBEAT_FILE) ?? 0, seenAt: Date.now(), closed: false };

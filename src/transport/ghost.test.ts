@@ -231,3 +231,27 @@ test('removing a session never follows a link the node made', async () => {
     await rm(dir, { recursive: true, force: true });
   }
 });
+
+test("a session in a node's directory that says HELLO as another node is refused", async () => {
+  const vol = await tmp();
+  const { l } = await echoListener(vol);
+  try {
+    const s = await connectGhost(vol, 'n1', { busy: () => true, idleMs: () => 50 });
+    const got = lines(s, 2);
+    s.write('HEL');
+    await sleep(30);
+    s.write('LO n2 2 abc\n');
+    const [greeting, answer] = await got;
+    assert.equal(greeting, '+ greeting');
+    assert.match(answer ?? '', /^ERR AUTHFAIL a session in node n1's ghost directory must say HELLO n1/);
+    s.destroy();
+    const t = await connectGhost(vol, 'n1', { busy: () => true, idleMs: () => 50 });
+    const ok = lines(t, 2);
+    t.write('HELLO n1 2 abc\nPING\n');
+    assert.equal((await ok)[1], 'OK HELLO n1 2 abc');
+    t.destroy();
+  } finally {
+    await l.close();
+    await rm(vol, { recursive: true, force: true });
+  }
+});

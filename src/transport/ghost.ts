@@ -43,6 +43,9 @@ export interface ChunkStreamOptions {
   pollMs?: () => number | undefined;
   /** Called on every poll that found nothing (a heartbeat, a liveness check); an error it throws ends the stream. */
   onIdle?: () => Promise<void>;
+  /** Looks at the first line the other side sends, before it is passed on: a line returned is sent back instead,
+   *  and the stream ends (the server holds a node's session to that node's name). */
+  firstLine?: (line: string) => string | undefined;
   /** Label used in error messages. */
   peer: string;
 }
@@ -59,6 +62,8 @@ export class ChunkStream extends Duplex {
   private wanted = false;
   private timer: NodeJS.Timeout | undefined;
   private ended = false;
+  /** The start of the other side's first line while it is checked (firstLine); undefined once it has been. */
+  private head: Buffer | undefined = Buffer.alloc(0);
   /** Chunk files open now (at most one read and one write). */
   private readonly openFds = new Set<number>();
   /** Monotonic-ish wall times (ms) of the last chunk read and written: the server's stale check reads them. */
@@ -127,6 +132,12 @@ export class ChunkStream extends Duplex {
           this.push(null);
           return;
         }
+        if (this.o.firstLine && this.head !== undefined) {
+          const passed = this.checkFirstLine(data);
+          if (passed === undefined) continue;
+          data = passed;
+        }
+        if (this.ended) return;
         this.wanted = this.push(data);
       }
     } catch (err) {
@@ -134,6 +145,23 @@ export class ChunkStream extends Duplex {
     } finally {
       this.reading = false;
     }
+  }
+
+  /** Held back until the first line is complete; then what to pass on, or undefined (still held, or refused). */
+  private checkFirstLine(data: Buffer): Buffer | undefined {
+    const held = Buffer.concat([this.head!, data]);
+    const lf = held.indexOf(0x0a);
+    if (lf < 0 && held.length <= FIRST_LINE_MAX) {
+      this.head = held;
+      return undefined;
+    }
+    this.head = undefined;
+    const answer = this.o.firstLine!(held.subarray(0, lf < 0 ? FIRST_LINE_MAX : lf).toString('latin1'));
+    if (answer === undefined) return held;
+    this.ended = true;
+    this.end(answer + '\n');
+    this.push(null);
+    return undefined;
   }
 
   private schedule(): void {
@@ -193,6 +221,9 @@ export class ChunkStream extends Duplex {
     if (this.o.pollMs) this.notify();
   }
 }
+
+/** The longest first line held back for the check (the protocol's line limit). */
+const FIRST_LINE_MAX = 16384;
 
 const CREATE_NEW = fsConstants.O_WRONLY | fsConstants.O_CREAT | fsConstants.O_EXCL | fsConstants.O_NOFOLLOW;
 
