@@ -99,6 +99,7 @@ export async function fuse(mountpointArg: string, opts: FuseOptions): Promise<Fu
     const record: FuseRecord = {
       mountpoint,
       server: formatServerAddress(session.address),
+      transport: session.address.ghost === undefined ? 'tcp' : 'ghost',
       volume,
       uuid: info.uuid,
       fstype: info.fstype,

@@ -11,7 +11,10 @@ export const DEFAULT_KEY_FILE = '/etc/fused/node.key';
 
 export interface FuseRecord {
   mountpoint: string;
+  /** HOST:PORT, or ghost:MOUNTPOINT for the ghost-file transport. */
   server: string;
+  /** How the map server is reached: TCP (the default, also for records from before the field), or ghost files. */
+  transport?: 'tcp' | 'ghost';
   volume: string;
   uuid: string;
   fstype: string;

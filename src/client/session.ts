@@ -1,6 +1,7 @@
 // A client session with a map server: connect, authenticate, ask, and hear recalls.
 import { EventEmitter } from 'node:events';
 import net from 'node:net';
+import type { Duplex } from 'node:stream';
 import { performance } from 'node:perf_hooks';
 import { FusedError } from '../errors.js';
 import {
@@ -27,13 +28,29 @@ import {
   type Request,
   type WireExtent,
 } from '../protocol/index.js';
+import { connectGhost } from '../transport/ghost-client.js';
 import type { VolumeIdentity } from '../volume/superblock.js';
 import { parseMtimeNs } from './mapcheck.js';
 
-export interface ServerAddress { host: string; port: number }
+export interface ServerAddress {
+  host: string;
+  port: number;
+  /** The ghost-file transport instead of TCP: the network mount of the volume the server is reached through. */
+  ghost?: string;
+}
 
-/** Parse HOST:PORT, [V6]:PORT or HOST (default port). */
+/** What a session speaks over: a TCP socket, or a ghost-file stream that stands in for one. */
+type Transport = Duplex & { setNoDelay(noDelay?: boolean): unknown; destroySoon?: () => void };
+
+const GHOST_SCHEME = 'ghost:';
+
+/** Parse HOST:PORT, [V6]:PORT, HOST (default port), or ghost:MOUNTPOINT (the ghost-file transport). */
 export function parseServerAddress(s: string): ServerAddress {
+  if (s.startsWith(GHOST_SCHEME)) {
+    const mount = s.slice(GHOST_SCHEME.length);
+    if (!mount.startsWith('/')) throw new FusedError('usage', 'expected ghost:/MOUNTPOINT', s);
+    return { host: 'ghost', port: 0, ghost: mount };
+  }
   const m = /^\[([^\]]+)\](?::(\d+))?$/.exec(s) ?? /^([^:]+)(?::(\d+))?$/.exec(s);
   const port = m?.[2] === undefined ? DEFAULT_PORT : Number(m[2]);
   if (!m || !m[1] || !Number.isInteger(port) || port < 1 || port > 65535) {
@@ -43,6 +60,7 @@ export function parseServerAddress(s: string): ServerAddress {
 }
 
 export function formatServerAddress(a: ServerAddress): string {
+  if (a.ghost !== undefined) return `${GHOST_SCHEME}${a.ghost}`;
   return a.host.includes(':') ? `[${a.host}]:${a.port}` : `${a.host}:${a.port}`;
 }
 
@@ -134,7 +152,7 @@ export class Session extends EventEmitter<SessionEvents> {
   /** The server's idle timeout (from HELLO); a long direct read pings well within it. */
   idleMs = 300_000;
 
-  private constructor(private readonly socket: net.Socket, readonly address: ServerAddress) {
+  private constructor(private readonly socket: Transport, readonly address: ServerAddress) {
     super();
     socket.setNoDelay(true);
     socket.on('data', (chunk: Buffer) => {
@@ -156,7 +174,14 @@ export class Session extends EventEmitter<SessionEvents> {
     opts: { node: string; key: Buffer; timeoutMs?: number },
   ): Promise<Session> {
     const timeoutMs = opts.timeoutMs ?? 5000;
-    const socket = await new Promise<net.Socket>((resolve, reject) => {
+    let session: Session | undefined;
+    const socket: Transport = address.ghost !== undefined
+      ? await connectGhost(address.ghost, opts.node, {
+          busy: () => session === undefined || session.awaiting,
+          // Recalls wait in the mailbox at most a quarter of the lease time (the server waits T + margin).
+          idleMs: () => (session && session.leaseMs > 0 ? session.leaseMs / 4 : 250),
+        })
+      : await new Promise<net.Socket>((resolve, reject) => {
       const s = net.connect({ host: address.host, port: address.port });
       const timer = setTimeout(() => {
         s.destroy();
@@ -171,7 +196,7 @@ export class Session extends EventEmitter<SessionEvents> {
         reject(unreachable(address, err.message));
       });
     });
-    const session = new Session(socket, address);
+    session = new Session(socket, address);
     try {
       const line = await session.withTimeout(
         new Promise<string>((resolve, reject) => {
@@ -294,6 +319,11 @@ export class Session extends EventEmitter<SessionEvents> {
     for (const p of this.pending.splice(0)) p.reject(err);
     this.socket.destroy();
     this.emit('close', err.message);
+  }
+
+  /** A reply (or the greeting) is awaited. */
+  get awaiting(): boolean {
+    return this.pending.length > 0 || this.greeting !== undefined;
   }
 
   get isClosed(): boolean {
@@ -456,6 +486,12 @@ export class Session extends EventEmitter<SessionEvents> {
     if (this.closed) return;
     this.closed = true;
     for (const p of this.pending.splice(0)) p.reject(unreachable(this.address, 'session closed'));
+    // Over ghost files removing the session directory is the goodbye (the server ends a session whose directory
+    // is gone): a QUIT chunk still being written when the process exits would only leave a half-written file.
+    if (this.address.ghost !== undefined) {
+      this.socket.destroy();
+      return;
+    }
     this.socket.end(formatRequest({ verb: 'QUIT' }) + '\n');
     this.socket.destroySoon?.();
   }

@@ -2,10 +2,11 @@
 import { Command, Option } from 'commander';
 import { spawn } from 'node:child_process';
 import { readFileSync } from 'node:fs';
+import { join } from 'node:path';
 import { open } from 'node:fs/promises';
 import { EXIT_CODES, FusedError, errnoCode, errorMessage, reasonOf } from '../errors.js';
 import { DEFAULT_KEY_FILE, DEFAULT_SECRET_FILE, defaultNode, fuse, fuseStatus, loadSecret, unfuse, type FuseStatus } from '../client/fuse.js';
-import { loadFuses } from '../client/registry.js';
+import { canonicalMountpoint, loadFuses } from '../client/registry.js';
 import { formatServerAddress, parseServerAddress, type ServerAddress } from '../client/session.js';
 import { isNodeName, nodeKey } from '../protocol/index.js';
 import { GLOBAL_KEYS, readConfig, type GlobalKey } from '../server/config.js';
@@ -15,6 +16,8 @@ import { ServerLog } from '../server/log.js';
 import { ServerMetrics, serveMetrics } from '../server/metrics.js';
 import { MapServer, type ServerEvent } from '../server/server.js';
 import { openVolume, type Volume } from '../server/volumes.js';
+import { RESERVE_DIR } from '../server/allocate.js';
+import { GhostListener, parseGhostNodes, type GhostNode } from '../transport/ghost-server.js';
 import type { CommandContext } from './context.js';
 import { registerGuard } from './guard.js';
 import { registerDoctor } from './doctor.js';
@@ -26,6 +29,10 @@ import { formatError, humanBytes, jsonOut } from '../ui/messages.js';
 import { parseCount } from '../ui/options.js';
 
 const collect = (v: string, prev: string[]) => [...prev, v];
+
+const DEFAULT_GHOST_CLEANUP_S = 60;
+/** Ghost sessions one node may have at once on a volume. */
+const GHOST_SESSIONS_PER_NODE = 16;
 
 /** Open a volume to serve; a problem with one from the configuration file names its FILE:LINE. */
 async function openServedVolume(v: ServeConfig['volumes'][number]): Promise<Volume> {
@@ -114,7 +121,9 @@ export function build(ctx: CommandContext): Command {
     .addOption(serveOption('state-dir', 'DIR', 'where the server keeps its throttle limits (limits.json); made with the first limit set'))
     .addOption(serveOption('metrics', 'HOST:PORT', 'serve Prometheus metrics on http://HOST:PORT/metrics'))
     .addOption(serveOption('log-format', 'FORMAT', 'log lines on stderr as text or json (one object per line)'))
-    .action(async (opts: { config?: string; volume: string[]; role: string[] } & Record<string, string | undefined>) => {
+    .addOption(new Option('--ghost <NODE=UID[:GID]>', 'also serve NODE through ghost files on the volume (.fused/ghost/NODE, owned by the user its network mount writes as); repeatable').argParser(collect).default([], 'none'))
+    .option('--ghost-cleanup <SECONDS>', 'remove a ghost session whose client shows no sign of life this long', String(DEFAULT_GHOST_CLEANUP_S))
+    .action(async (opts: { config?: string; volume: string[]; role: string[]; ghost: string[]; ghostCleanup: string } & Record<string, string | string[] | undefined>) => {
       const given: ServeArgs['given'] = {};
       for (const key of GLOBAL_KEYS) {
         const v = opts[key.replace(/-(.)/g, (_, c: string) => c.toUpperCase())];
@@ -133,6 +142,14 @@ export function build(ctx: CommandContext): Command {
       }
       const leaseProblem = leaseTimeProblem(cfg.leaseTimeMs, () => readFileSync(LEASE_BREAK_TIME_FILE, 'utf8'));
       if (leaseProblem) throw new FusedError('failure', leaseProblem, '--lease-time');
+      let ghostNodes: GhostNode[];
+      try {
+        ghostNodes = parseGhostNodes(opts.ghost, isNodeName);
+      } catch (err) {
+        throw new FusedError('usage', errorMessage(err), '--ghost');
+      }
+      // A live client touches its session at least every T/4: the cleanup must wait longer than that.
+      const ghostCleanupMs = parseCount(opts.ghostCleanup, '--ghost-cleanup', Math.ceil(cfg.leaseTimeMs / 1000 / 2), 86400) * 1000;
       let secret = loadSecret(cfg.secretFile);
       let limits: LimitStore;
       try {
@@ -166,6 +183,13 @@ export function build(ctx: CommandContext): Command {
         bound = await running.listen(cfg.listen.host, cfg.listen.port);
       } catch (err) {
         throw new FusedError('failure', (err as Error).message, `listen ${formatServerAddress(cfg.listen)}`);
+      }
+      const ghost = ghostNodes.length === 0 ? undefined : new GhostListener(running, { nodes: ghostNodes, cleanupMs: ghostCleanupMs, maxSessionsPerNode: GHOST_SESSIONS_PER_NODE, log: (line) => logger.line(line, 'ghost') });
+      try {
+        await ghost?.start(volumes.map((v) => join(v.dir, RESERVE_DIR)));
+      } catch (err) {
+        await running.close();
+        throw new FusedError('failure', errorMessage(err), '--ghost');
       }
       if (metrics && cfg.metrics) {
         try {
@@ -266,7 +290,7 @@ export function build(ctx: CommandContext): Command {
         const stop = (sig: string) => {
           logger.line(`${sig}: shutting down`, 'shutdown');
           process.off('SIGHUP', onHup);
-          void Promise.all([running.close(), metricsEndpoint?.close()]).then(() => resolve());
+          void Promise.all([running.close().then(() => ghost?.close()), metricsEndpoint?.close()]).then(() => resolve());
         };
         process.once('SIGTERM', () => stop('SIGTERM'));
         process.once('SIGINT', () => stop('SIGINT'));
@@ -278,16 +302,25 @@ export function build(ctx: CommandContext): Command {
     .command('fuse')
     .description('fuse a network mount of a served volume to this node\'s own block device for that volume')
     .argument('<MOUNTPOINT>', 'where the volume is mounted over the network on this node')
-    .requiredOption('--server <HOST:PORT>', 'the volume\'s map server')
+    .option('--server <HOST:PORT>', 'the volume\'s map server (TCP transport)')
+    .addOption(new Option('--transport <KIND>', 'how to reach the map server: tcp (--server), or ghost (files on the volume, through the mount)').choices(['tcp', 'ghost']).default('tcp'))
     .option('--volume <NAME>', 'volume name on the server (needed if it serves several)')
     .option('--device <DEV>', 'use this block device (default: search by file-system UUID)')
     .option('--key-file <FILE>', 'this node\'s key (fusedctl key NODE on the map server; mode 0600)', DEFAULT_KEY_FILE)
     .option('--node <NAME>', 'this node\'s name (its key is bound to it)', defaultNode())
     .option('--json', 'print the fuse record as JSON')
-    .action(async (mountpoint: string, opts: { server: string; volume?: string; device?: string; keyFile: string; node: string; json?: boolean }) => {
-      parseServerAddress(opts.server);
+    .action(async (mountpoint: string, opts: { server?: string; transport: 'tcp' | 'ghost'; volume?: string; device?: string; keyFile: string; node: string; json?: boolean }) => {
+      let server: string;
+      if (opts.transport === 'ghost') {
+        if (opts.server !== undefined) throw new FusedError('usage', 'the ghost transport finds the server through the mount', '--server');
+        server = formatServerAddress({ host: 'ghost', port: 0, ghost: await canonicalMountpoint(mountpoint) });
+      } else {
+        if (opts.server === undefined) throw new FusedError('usage', 'required (or --transport ghost)', '--server');
+        server = opts.server;
+      }
+      parseServerAddress(server);
       const record = await fuse(mountpoint, {
-        server: opts.server,
+        server,
         keyFile: opts.keyFile,
         node: opts.node,
         ...(opts.volume ? { volume: opts.volume } : {}),

@@ -575,7 +575,8 @@ async function ensureReserveDir(dir: string): Promise<{ path: string; dev: numbe
   if (!st.isDirectory() || st.uid !== process.getuid?.()) {
     throw codedError('EPERM', `${path} is not a directory owned by the server`);
   }
-  if ((st.mode & 0o777) !== 0o700) await fs.promises.chmod(path, 0o700);
+  // 0711 is ours too: the ghost-file transport lets nodes search (never list) it to reach their own directories.
+  if ((st.mode & 0o777) !== 0o700 && (st.mode & 0o777) !== 0o711) await fs.promises.chmod(path, 0o700);
   return { path, dev: st.dev };
 }
 

@@ -1,6 +1,7 @@
 // The map server: listens, admits connections, and holds the volumes, the lease table and the map policies.
 import net from 'node:net';
 import { LIMITS, formatErr, type Access } from '../protocol/index.js';
+import type { ChunkStream } from '../transport/ghost.js';
 import { Connection, type ConnectionHost } from './connection.js';
 import { LeaseTable } from './leases.js';
 import { LimitStore } from './limits.js';
@@ -148,7 +149,12 @@ export class MapServer implements ConnectionHost {
   }
 
   private accept(socket: net.Socket): void {
-    const peer = `${socket.remoteAddress}:${socket.remotePort}`;
+    this.acceptStream(socket, `${socket.remoteAddress}:${socket.remotePort}`);
+  }
+
+  /** Serve one connection: a TCP socket, or a ghost-file session's stream (src/transport/ghost-server.ts), which
+   *  stands in for one: the handshake, limits, leases and recalls are the same. */
+  acceptStream(socket: net.Socket | ChunkStream, peer: string): void {
     if (this.authenticated.size >= this.opts.maxConnections) {
       this.opts.events({ event: 'refused', peer, code: 'BUSY', reason: `${this.authenticated.size} authenticated connections already` });
       // A peer that resets at once must not take the server down with an unhandled 'error'.
@@ -162,7 +168,8 @@ export class MapServer implements ConnectionHost {
       this.unauthenticated.delete(oldest);
       oldest.bye('crowded');
     }
-    const conn = new Connection(this, socket, peer);
+    // The connection uses only what a Duplex has, besides setNoDelay and setKeepAlive (which a ChunkStream ignores).
+    const conn = new Connection(this, socket as net.Socket, peer);
     this.connections.add(conn);
     this.unauthenticated.add(conn);
     socket.once('close', () => {

@@ -549,3 +549,15 @@ bed_start_nfs() {
 bed_link_bytes() {
 	ip -n "$BED_CLI_NS" -s -j link show dev "vc-$BED_ID" | jq '.[0].stats64.rx.bytes + .[0].stats64.tx.bytes'
 }
+
+# bed_block_port NS PORT: drop TCP to PORT arriving in namespace NS (nft; the rules go with the namespace).
+bed_block_port() {
+	nsenter --net="/run/netns/$1" nft -f - <<-NFT
+		table inet fused_block {
+			chain input {
+				type filter hook input priority 0; policy accept;
+				tcp dport $2 drop
+			}
+		}
+	NFT
+}
