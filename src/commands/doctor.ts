@@ -33,7 +33,7 @@ export function registerDoctor(program: Command, ctx: CommandContext): void {
     .action(async (mountpoints: string[], opts: { json?: boolean; output?: string; noheadings?: boolean; timeout: string; leaseTime: string; fstab: string }) => {
       const cols = selectColumns(DOCTOR_COLUMNS, opts.output);
       const timeoutMs = parseCount(opts.timeout, '--timeout', 1, 600) * 1000;
-      const leaseTimeMs = parseCount(opts.leaseTime, '--lease-time', 2, 3600) * 1000;
+      const leaseTimeMs = parseCount(opts.leaseTime, '--lease-time', 3, 3600) * 1000;
       const rows: CheckRow[] = await kernelChecks(stateDir());
       const problem = leaseTimeProblem(leaseTimeMs, () => readFileSync(LEASE_BREAK_TIME_FILE, 'utf8'));
       rows.push(problem

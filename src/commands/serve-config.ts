@@ -101,7 +101,7 @@ export function resolveServe(args: ServeArgs, file?: ConfigFile): ServeConfig {
     idleTimeoutMs: get('idle-timeout', count(1, 86400)) * 1000,
     maxExtents: get('max-extents', count(1, LIMITS.maxExtentsPerMap)),
     maxLeasesPerConnection: get('max-leases', count(1, LIMITS.maxLeasesPerConnection)),
-    leaseTimeMs: get('lease-time', count(2, 3600)) * 1000,
+    leaseTimeMs: get('lease-time', count(3, 3600)) * 1000,
     reserveBytes: get('reserve', parseSize),
     stateDir: get('state-dir', text),
     metrics: args.given.metrics !== undefined || file?.global.has('metrics') ? get('metrics', parseServerAddress) : undefined,
