@@ -1,17 +1,17 @@
 // The map policies: what a client may learn of a file and under which lease (read maps now; write maps, allocation
 // and commit build on the same table).
 import { randomBytes } from 'node:crypto';
-import { fstatSync, close as closeCb, ftruncate as ftruncateCb, ftruncateSync, futimes as futimesCb, statSync, type BigIntStats } from 'node:fs';
+import { closeSync, fstatSync, close as closeCb, ftruncate as ftruncateCb, ftruncateSync, futimes as futimesCb, statSync, type BigIntStats } from 'node:fs';
 import { open as openFile, unlink } from 'node:fs/promises';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { INODE_FLAGS, fadvise, fiemap, fsync, inodeFlags, openBeneath } from '../native/index.js';
+import { INODE_FLAGS, fadvise, fiemap, fsync, inodeFlags, openBeneathSync } from '../native/index.js';
 import { RESERVE_DIR, RESERVE_FILE, createAllocator, type Allocator } from './allocate.js';
-import type { WireExtent } from '../protocol/index.js';
+import { MAX_X_LINE, encodeExtents, type WireExtent } from '../protocol/index.js';
 import { buildMap } from '../volume/extents.js';
 import { splitDev } from '../sys/blockdev.js';
-import type { FileLease, LeaseHolder, LeaseTable } from './leases.js';
+import type { CachedMap, FileLease, LeaseHolder, LeaseTable } from './leases.js';
 import { Reply } from './reply.js';
 import type { Volume } from './volumes.js';
 
@@ -48,6 +48,8 @@ export interface MapAnswer {
   ino: string;
   change: string;
   extents: WireExtent[];
+  /** The extent lines already encoded (a read map, kept with its lease): `extents` is then empty. */
+  encoded?: { extents: number; body: Buffer };
   /** Why the whole file is NETWORK, if it is. */
   networkReason?: string;
 }
@@ -143,25 +145,27 @@ export class MapPolicy {
     return file && st ? { file, st } : undefined;
   }
 
-  /** Open a file of the volume for a map (beneath its root, never the server's own files) and fstat it. */
-  private async openFile(volume: Volume, rel: Buffer, write: boolean): Promise<{ fd: number; st: BigIntStats }> {
+  /** Open a file of the volume for a map (beneath its root, never the server's own files) and fstat it.
+   *  Synchronous, like the lookup in leasedNow just before it: a few system calls on a local file system whose
+   *  dentries that lookup has warmed cost less than a trip through the thread pool (measured with mapload). The
+   *  open is O_NONBLOCK, so a lease held elsewhere cannot make it wait. */
+  private openFile(volume: Volume, rel: Buffer, write: boolean): { fd: number; st: BigIntStats } {
     let fd: number;
     try {
-      fd = await openBeneath(volume.dir, rel, { write });
+      fd = openBeneathSync(volume.dir, rel, { write });
     } catch (err) {
       throw openError(err);
     }
     let st: BigIntStats;
     try {
-      // Synchronous: fstat of an open descriptor does not block, and a trip through the thread pool costs more.
       st = fstatSync(fd, { bigint: true });
     } catch (err) {
-      await closeFd(fd).catch(() => {});
+      closeQuietly(fd);
       throw new Reply('INTERNAL', `fstat: ${(err as Error).message}`);
     }
     const reserved = this.reservedReason(volume, st);
     if (reserved) {
-      await closeFd(fd).catch(() => {});
+      closeQuietly(fd);
       throw new Reply('BADPATH', reserved);
     }
     return { fd, st };
@@ -174,13 +178,13 @@ export class MapPolicy {
     if (held?.file.mode === 'write') {
       return { ...wholeNetwork(held.st, volume.identity.blockSize, 'the file is being written directly by another node (write map)'), leaseId: this.leases.grant(holder, undefined).id };
     }
-    const opened = await this.openFile(volume, rel, false);
+    const opened = this.openFile(volume, rel, false);
     const fd = opened.fd;
     let st = opened.st;
     const blockSize = volume.identity.blockSize;
     const networkOnly = volume.networkOnly ?? this.fileNetworkReason(volume, fd, st);
     if (networkOnly) {
-      await closeFd(fd).catch(() => {});
+      closeQuietly(fd);
       return { ...wholeNetwork(st, blockSize, networkOnly), leaseId: this.leases.grant(holder, undefined).id };
     }
     // The lease comes before anything is read of the file: a writer that opens it after this point breaks it. The
@@ -190,7 +194,24 @@ export class MapPolicy {
     const lease = this.leases.grant(holder, kernel.file);
     const leasedFd = kernel.file.fd;
     const stale = 'the file was opened for writing while it was mapped';
+    const cacheable = mapsCacheable(volume);
     try {
+      // The map made under this same kernel lease, if the file is still the version it describes. The lease has been
+      // held since that FIEMAP, so nobody has opened the file for writing or truncated it, and each other way to
+      // change a file's extents needs a writable descriptor too: fallocate (EBADF without FMODE_WRITE), ext4's
+      // EXT4_IOC_MOVE_EXT (e4defrag: both files open for writing), XFS_IOC_SWAPEXT and XFS_IOC_EXCHANGE_RANGE (xfs_fsr:
+      // the same), FICLONE/FICLONERANGE into the file (the destination must be writable). Not FIDEDUPERANGE: the
+      // file's owner or root may dedupe into a file open read-only, which moves its blocks without a break and
+      // without touching its ctime; so maps are cached only on file systems without it (mapsCacheable). The fstat
+      // still compares size, mtime and ctime, which catches what needs no open (utimes; a change we did not think of
+      // that touches the inode), and then the file is mapped afresh.
+      const cached = cacheable ? this.leases.cachedMap(kernel.file) : undefined;
+      if (cached && this.leases.isCurrent(lease)) {
+        const now = fstatSync(leasedFd, { bigint: true });
+        if (now.size === cached.size && now.mtimeNs === cached.mtimeNs && now.ctimeNs === cached.ctimeNs) {
+          return { ...describeFile(now, blockSize), extents: [], encoded: cached, leaseId: lease.id };
+        }
+      }
       for (let attempt = 1; ; attempt++) {
         // Size and mtime are read under the lease, before and after FIEMAP: the map describes one version of the
         // file. (fstatSync right after the check: the shared descriptor cannot be closed in between.)
@@ -202,7 +223,11 @@ export class MapPolicy {
         if (before.size === after.size && before.mtimeNs === after.mtimeNs) {
           const extents = buildMap(raw, Number(after.size), 'read');
           if (extents.length > this.opts.maxExtents) throw Object.assign(new Error('too many'), { code: 'E2BIG' });
-          return { ...describeFile(after, blockSize), extents, leaseId: lease.id };
+          if (!cacheable || before.ctimeNs !== after.ctimeNs) return { ...describeFile(after, blockSize), extents, leaseId: lease.id };
+          // Encoded once, kept with the lease (if the cache has room), and sent as it is.
+          const map: CachedMap = { size: after.size, mtimeNs: after.mtimeNs, ctimeNs: after.ctimeNs, extents: extents.length, body: encodeLines(extents) };
+          this.leases.cacheMap(kernel.file, map);
+          return { ...describeFile(after, blockSize), extents: [], encoded: map, leaseId: lease.id };
         }
         if (attempt === MAP_ATTEMPTS) {
           return { ...wholeNetwork(after, blockSize, `the file kept changing while it was mapped (${MAP_ATTEMPTS} tries)`), leaseId: lease.id };
@@ -239,9 +264,12 @@ export class MapPolicy {
     const blockSize = volume.identity.blockSize;
     const started = Date.now();
     for (;;) {
-      const held = this.leasedNow(volume, rel)?.file;
+      let held = this.leasedNow(volume, rel)?.file;
+      // A read lease kept only for its cached map goes first: our own open for writing would break it (and, being
+      // O_NONBLOCK, fail at once).
+      if (held && this.leases.letGoLingering(held)) held = undefined;
       if (held) throw new Reply('CONFLICT', held.mode === 'write' ? 'the file is being written directly by another node (write map)' : 'the file is being read directly by other nodes (read maps)');
-      const { fd, st } = await this.openFile(volume, rel, true);
+      const { fd, st } = this.openFile(volume, rel, true);
       const allocator = await this.allocator(volume);
       const networkOnly =
         volume.networkOnly ?? this.fileNetworkReason(volume, fd, st) ?? (allocator instanceof Error ? `direct writes are off on this volume: ${allocator.message}` : undefined);
@@ -374,6 +402,31 @@ export class MapPolicy {
       throw err;
     }
     return { name, token, path };
+  }
+}
+
+/** Whether read maps of the volume may be cached with their kernel lease: not where a file's blocks can be remapped
+ *  through a read-only descriptor (FIDEDUPERANGE, which XFS has and ext4 has not; see MapPolicy.map). */
+function mapsCacheable(volume: Volume): boolean {
+  const fstype: string = volume.identity.fstype;
+  return fstype === 'ext4' || fstype === 'ext3' || fstype === 'ext2';
+}
+
+/** A map's X lines in a buffer of their own, exactly their size (it is kept with the lease). */
+function encodeLines(extents: readonly WireExtent[]): Buffer {
+  const room = Buffer.allocUnsafeSlow(Math.max(1, extents.length * MAX_X_LINE));
+  const length = encodeExtents(extents, 0, extents.length, room, 0);
+  if (length === room.length) return room;
+  const body = Buffer.allocUnsafeSlow(length);
+  room.copy(body, 0, 0, length);
+  return body;
+}
+
+function closeQuietly(fd: number): void {
+  try {
+    closeSync(fd);
+  } catch {
+    // EBADF/EIO: the descriptor is gone either way
   }
 }
 
