@@ -232,9 +232,14 @@ export class LeaseTable {
     return true;
   }
 
-  /** The map cached with the file's kernel lease, if any. */
-  cachedMap(file: FileLease): CachedMap | undefined {
-    return file.cache;
+  /** The map cached with the file's kernel lease, if it describes the file as it is now (`now`: a fresh fstat); one
+   *  of another version is dropped. */
+  cachedMap(file: FileLease, now: { size: bigint; mtimeNs: bigint; ctimeNs: bigint }): CachedMap | undefined {
+    const map = file.cache;
+    if (!map) return undefined;
+    if (map.size === now.size && map.mtimeNs === now.mtimeNs && map.ctimeNs === now.ctimeNs) return map;
+    this.uncache(file);
+    return undefined;
   }
 
   /** Keep a read map with the file's kernel lease (replacing one kept before), if the cache has room for it and the

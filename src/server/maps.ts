@@ -205,12 +205,10 @@ export class MapPolicy {
       // without touching its ctime; so maps are cached only on file systems without it (mapsCacheable). The fstat
       // still compares size, mtime and ctime, which catches what needs no open (utimes; a change we did not think of
       // that touches the inode), and then the file is mapped afresh.
-      const cached = cacheable ? this.leases.cachedMap(kernel.file) : undefined;
-      if (cached && this.leases.isCurrent(lease)) {
+      if (cacheable && kernel.file.cache && this.leases.isCurrent(lease)) {
         const now = fstatSync(leasedFd, { bigint: true });
-        if (now.size === cached.size && now.mtimeNs === cached.mtimeNs && now.ctimeNs === cached.ctimeNs) {
-          return { ...describeFile(now, blockSize), extents: [], encoded: cached, leaseId: lease.id };
-        }
+        const cached = this.leases.cachedMap(kernel.file, now);
+        if (cached) return { ...describeFile(now, blockSize), extents: [], encoded: cached, leaseId: lease.id };
       }
       for (let attempt = 1; ; attempt++) {
         // Size and mtime are read under the lease, before and after FIEMAP: the map describes one version of the
