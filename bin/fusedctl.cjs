@@ -1,2 +1,2 @@
-#!/usr/bin/env node
+#!/usr/bin/env -S node --max-semi-space-size=2
 process.env.UV_THREADPOOL_SIZE ??= "16"; require("./start.cjs")("fusedctl"); // CommonJS: set before the pool starts
