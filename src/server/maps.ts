@@ -11,7 +11,7 @@ import { RESERVE_DIR, RESERVE_FILE, createAllocator, type Allocator } from './al
 import { MAX_X_LINE, encodeExtents, type WireExtent } from '../protocol/index.js';
 import { buildMap } from '../volume/extents.js';
 import { splitDev } from '../sys/blockdev.js';
-import type { CachedMap, FileLease, LeaseHolder, LeaseTable } from './leases.js';
+import type { CachedMap, FileLease, Lease, LeaseHolder, LeaseTable } from './leases.js';
 import { Reply } from './reply.js';
 import type { Volume } from './volumes.js';
 
@@ -63,6 +63,9 @@ export interface MapPolicyOptions {
 
 export class MapPolicy {
   private readonly writes = new WeakMap<FileLease, WriteState>();
+  /** Per read lease: the FIEMAP in flight whose map will be cached. Maps of the file that come meanwhile wait for it
+   *  rather than run their own (under load, connections that map the same files bunch up behind a slow FIEMAP). */
+  private readonly mapping = new WeakMap<FileLease, Promise<void>>();
   /** Per volume: its allocator, or why direct writes are off there (say, a hostile `.fused` in the volume). */
   private readonly allocators = new Map<string, Promise<Allocator | Error>>();
   /** Per volume, once its allocator is made: the reserve it clones from (dev/ino), or null when it keeps none. The
@@ -192,8 +195,7 @@ export class MapPolicy {
     const kernel = this.leases.acquireFile(`${st.dev}:${st.ino}`, fd);
     if (!kernel.ok) return { ...wholeNetwork(st, blockSize, kernel.reason), leaseId: this.leases.grant(holder, undefined).id };
     const lease = this.leases.grant(holder, kernel.file);
-    const leasedFd = kernel.file.fd;
-    const stale = 'the file was opened for writing while it was mapped';
+    const file = kernel.file;
     const cacheable = mapsCacheable(volume);
     try {
       // The map made under this same kernel lease, if the file is still the version it describes. The lease has been
@@ -205,36 +207,52 @@ export class MapPolicy {
       // without touching its ctime; so maps are cached only on file systems without it (mapsCacheable). The fstat
       // still compares size, mtime and ctime, which catches what needs no open (utimes; a change we did not think of
       // that touches the inode), and then the file is mapped afresh.
-      if (cacheable && kernel.file.cache && this.leases.isCurrent(lease)) {
-        const now = fstatSync(leasedFd, { bigint: true });
-        const cached = this.leases.cachedMap(kernel.file, now);
+      if (cacheable) await this.mapping.get(file);
+      if (cacheable && file.cache && this.leases.isCurrent(lease)) {
+        const now = fstatSync(file.fd, { bigint: true });
+        const cached = this.leases.cachedMap(file, now);
         if (cached) return { ...describeFile(now, blockSize), extents: [], encoded: cached, leaseId: lease.id };
       }
-      for (let attempt = 1; ; attempt++) {
-        // Size and mtime are read under the lease, before and after FIEMAP: the map describes one version of the
-        // file. (fstatSync right after the check: the shared descriptor cannot be closed in between.)
-        if (!this.leases.isCurrent(lease)) return { ...wholeNetwork(st, blockSize, stale), leaseId: lease.id };
-        const before = fstatSync(leasedFd, { bigint: true });
-        const raw = await fiemap(leasedFd, { sync: true, maxExtents: this.opts.maxExtents });
-        if (!this.leases.isCurrent(lease)) return { ...wholeNetwork(before, blockSize, stale), leaseId: lease.id };
-        const after = fstatSync(leasedFd, { bigint: true });
-        if (before.size === after.size && before.mtimeNs === after.mtimeNs) {
-          const extents = buildMap(raw, Number(after.size), 'read');
-          if (extents.length > this.opts.maxExtents) throw Object.assign(new Error('too many'), { code: 'E2BIG' });
-          if (!cacheable || before.ctimeNs !== after.ctimeNs) return { ...describeFile(after, blockSize), extents, leaseId: lease.id };
-          // Encoded once, kept with the lease (if the cache has room), and sent as it is.
-          const map: CachedMap = { size: after.size, mtimeNs: after.mtimeNs, ctimeNs: after.ctimeNs, extents: extents.length, body: encodeLines(extents) };
-          this.leases.cacheMap(kernel.file, map);
-          return { ...describeFile(after, blockSize), extents: [], encoded: map, leaseId: lease.id };
-        }
-        if (attempt === MAP_ATTEMPTS) {
-          return { ...wholeNetwork(after, blockSize, `the file kept changing while it was mapped (${MAP_ATTEMPTS} tries)`), leaseId: lease.id };
-        }
-        st = after;
+      let mapped = (): void => {};
+      if (cacheable && !this.mapping.has(file)) {
+        this.mapping.set(file, new Promise<void>((resolve) => (mapped = resolve)).finally(() => this.mapping.delete(file)));
+      }
+      try {
+        return await this.mapAfresh(lease, file, st, blockSize, cacheable);
+      } finally {
+        mapped();
       }
     } catch (err) {
       this.leases.release(holder, lease.id);
       throw mapError(err, this.opts.maxExtents);
+    }
+  }
+
+  /** FIEMAP under the lease, between two fstats that must agree (a few tries); the map is cached if it may be. */
+  private async mapAfresh(lease: Lease, file: FileLease, st: BigIntStats, blockSize: number, cacheable: boolean): Promise<MapAnswer & { leaseId: string }> {
+    const leasedFd = file.fd;
+    const stale = 'the file was opened for writing while it was mapped';
+    for (let attempt = 1; ; attempt++) {
+      // Size and mtime are read under the lease, before and after FIEMAP: the map describes one version of the
+      // file. (fstatSync right after the check: the shared descriptor cannot be closed in between.)
+      if (!this.leases.isCurrent(lease)) return { ...wholeNetwork(st, blockSize, stale), leaseId: lease.id };
+      const before = fstatSync(leasedFd, { bigint: true });
+      const raw = await fiemap(leasedFd, { sync: true, maxExtents: this.opts.maxExtents });
+      if (!this.leases.isCurrent(lease)) return { ...wholeNetwork(before, blockSize, stale), leaseId: lease.id };
+      const after = fstatSync(leasedFd, { bigint: true });
+      if (before.size === after.size && before.mtimeNs === after.mtimeNs) {
+        const extents = buildMap(raw, Number(after.size), 'read');
+        if (extents.length > this.opts.maxExtents) throw Object.assign(new Error('too many'), { code: 'E2BIG' });
+        if (!cacheable || before.ctimeNs !== after.ctimeNs) return { ...describeFile(after, blockSize), extents, leaseId: lease.id };
+        // Encoded once, kept with the lease (if the cache has room), and sent as it is.
+        const map: CachedMap = { size: after.size, mtimeNs: after.mtimeNs, ctimeNs: after.ctimeNs, extents: extents.length, body: encodeLines(extents) };
+        this.leases.cacheMap(file, map);
+        return { ...describeFile(after, blockSize), extents: [], encoded: map, leaseId: lease.id };
+      }
+      if (attempt === MAP_ATTEMPTS) {
+        return { ...wholeNetwork(after, blockSize, `the file kept changing while it was mapped (${MAP_ATTEMPTS} tries)`), leaseId: lease.id };
+      }
+      st = after;
     }
   }
 
