@@ -28,6 +28,7 @@ export interface NativeAddon {
   setDirect(fd: number, on: boolean): boolean;
   openBeneath(root: string, rel: Buffer, write: boolean): Promise<number>;
   openBeneathSync(root: string, rel: Buffer, write: boolean): number;
+  statBeneath(root: string, rel: Buffer): [bigint, bigint];
   openDirect(path: string, write: boolean, exclusive: boolean): Promise<number>;
   deviceInfo(fd: number): Promise<RawDeviceInfo>;
   alignedBuffer(size: number, align: number): Buffer;

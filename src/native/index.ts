@@ -79,6 +79,13 @@ export function openBeneathSync(root: string, rel: Buffer | string, opts: { writ
   return addon().openBeneathSync(root, beneathArgs(root, rel), opts.write ?? false);
 }
 
+/** The st_dev and st_ino of `rel` beneath `root`, found as openBeneath finds it (the same errors) but through an
+ *  O_PATH descriptor only: nothing is opened, so no kernel lease on the file breaks. Synchronous. */
+export function statBeneath(root: string, rel: Buffer | string): { dev: bigint; ino: bigint } {
+  const [dev, ino] = addon().statBeneath(root, beneathArgs(root, rel));
+  return { dev, ino };
+}
+
 /** openBeneath's arguments checked; rel as bytes. */
 function beneathArgs(root: string, rel: Buffer | string): Buffer {
   checkPath('root', root);

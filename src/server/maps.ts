@@ -6,12 +6,12 @@ import { open as openFile, unlink } from 'node:fs/promises';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { INODE_FLAGS, fadvise, fiemap, fsync, inodeFlags, openBeneathSync } from '../native/index.js';
+import { INODE_FLAGS, fadvise, fiemap, fsync, inodeFlags, openBeneathSync, statBeneath } from '../native/index.js';
 import { RESERVE_DIR, RESERVE_FILE, createAllocator, type Allocator } from './allocate.js';
 import { MAX_X_LINE, encodeExtents, type WireExtent } from '../protocol/index.js';
 import { buildMap } from '../volume/extents.js';
 import { splitDev } from '../sys/blockdev.js';
-import type { CachedMap, FileLease, Lease, LeaseHolder, LeaseTable } from './leases.js';
+import type { CachedMap, FileLease, KernelLeaseResult, Lease, LeaseHolder, LeaseTable } from './leases.js';
 import { Reply } from './reply.js';
 import type { Volume } from './volumes.js';
 
@@ -142,10 +142,15 @@ export class MapPolicy {
 
   /** The kernel lease the server holds on the file this path names now, if any: looked up without opening the
    *  file, since any open (even ours, even O_NONBLOCK) starts breaking a lease. */
-  private leasedNow(volume: Volume, rel: Buffer): { file: FileLease; st: BigIntStats } | undefined {
-    const st = statSync(Buffer.concat([Buffer.from(volume.dir + '/'), rel]), { bigint: true, throwIfNoEntry: false });
-    const file = st === undefined ? undefined : this.leases.fileOf(`${st.dev}:${st.ino}`);
-    return file && st ? { file, st } : undefined;
+  private leasedNow(volume: Volume, rel: Buffer): FileLease | undefined {
+    let id: { dev: bigint; ino: bigint };
+    try {
+      // Found beneath the volume root as openBeneath finds it, through an O_PATH descriptor (which opens nothing).
+      id = statBeneath(volume.dir, rel);
+    } catch (err) {
+      throw openError(err);
+    }
+    return this.leases.fileOf(`${id.dev}:${id.ino}`);
   }
 
   /** Open a file of the volume for a map (beneath its root, never the server's own files) and fstat it.
@@ -177,22 +182,26 @@ export class MapPolicy {
   /** Map a file for a client: open beneath the volume root, lease, then fstat, FIEMAP with sync, fstat again. */
   async map(volume: Volume, rel: Buffer, holder: LeaseHolder): Promise<MapAnswer & { leaseId: string }> {
     // Being written directly, like open for writing: the whole file through the network, not an error.
-    const held = this.leasedNow(volume, rel);
-    if (held?.file.mode === 'write') {
-      return { ...wholeNetwork(held.st, volume.identity.blockSize, 'the file is being written directly by another node (write map)'), leaseId: this.leases.grant(holder, undefined).id };
-    }
-    const opened = this.openFile(volume, rel, false);
-    const fd = opened.fd;
-    let st = opened.st;
     const blockSize = volume.identity.blockSize;
-    const networkOnly = volume.networkOnly ?? this.fileNetworkReason(volume, fd, st);
+    const held = this.leasedNow(volume, rel);
+    if (held?.mode === 'write') {
+      return { ...wholeNetwork(fstatSync(held.fd, { bigint: true }), blockSize, 'the file is being written directly by another node (write map)'), leaseId: this.leases.grant(holder, undefined).id };
+    }
+    // A file under our read lease already (other maps of it, or lingering) is shared as it is: no open of our own.
+    const opened = held ? { fd: held.fd, st: fstatSync(held.fd, { bigint: true }) } : this.openFile(volume, rel, false);
+    let st = opened.st;
+    if (held) {
+      const reserved = this.reservedReason(volume, st);
+      if (reserved) throw new Reply('BADPATH', reserved);
+    }
+    const networkOnly = volume.networkOnly ?? this.fileNetworkReason(volume, opened.fd, st);
     if (networkOnly) {
-      closeQuietly(fd);
+      if (!held) closeQuietly(opened.fd);
       return { ...wholeNetwork(st, blockSize, networkOnly), leaseId: this.leases.grant(holder, undefined).id };
     }
     // The lease comes before anything is read of the file: a writer that opens it after this point breaks it. The
     // map lease is granted at once too, so the shared kernel lease (and its fd) stays while FIEMAP runs.
-    const kernel = this.leases.acquireFile(`${st.dev}:${st.ino}`, fd);
+    const kernel: KernelLeaseResult = held ? { ok: true, file: held } : this.leases.acquireFile(`${st.dev}:${st.ino}`, opened.fd);
     if (!kernel.ok) return { ...wholeNetwork(st, blockSize, kernel.reason), leaseId: this.leases.grant(holder, undefined).id };
     const lease = this.leases.grant(holder, kernel.file);
     const file = kernel.file;
@@ -280,7 +289,7 @@ export class MapPolicy {
     const blockSize = volume.identity.blockSize;
     const started = Date.now();
     for (;;) {
-      let held = this.leasedNow(volume, rel)?.file;
+      let held = this.leasedNow(volume, rel);
       // A read lease kept only for its cached map goes first: our own open for writing would break it (and, being
       // O_NONBLOCK, fail at once).
       if (held && this.leases.letGoLingering(held)) held = undefined;
