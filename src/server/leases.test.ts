@@ -94,15 +94,22 @@ function cachingTable(kernel: FakeKernel, opts: { cacheBytes?: number; maxLinger
 const V1 = { size: 4096n, mtimeNs: 1_000n, ctimeNs: 2_000n };
 const mapOf = (version: typeof V1, body = 'X 0 8192 4096 DATA 1\n') => ({ ...version, extents: 1, body: Buffer.from(body) });
 
+/** One read map of file `key` on fd, held by a new holder, its map cached (if the cache takes it). */
+function mapOne(t: LeaseTable, key: string, fd: number) {
+  const holder = new FakeHolder('a');
+  const f = t.acquireFile(key, fd);
+  assert.ok(f.ok, f.ok ? '' : f.reason);
+  const lease = t.grant(holder, f.file);
+  const cached = t.cacheMap(f.file, mapOf(V1));
+  return { file: f.file, lease, holder, cached };
+}
+
 /** One read map of file `key` on fd, its map cached, then released: the lease now lingers. */
 function mapAndRelease(t: LeaseTable, key: string, fd: number) {
-  const a = new FakeHolder('a');
-  const f = t.acquireFile(key, fd);
-  assert.ok(f.ok);
-  const lease = t.grant(a, f.file);
-  assert.equal(t.cacheMap(f.file, mapOf(V1)), true);
-  assert.equal(t.release(a, lease.id), true);
-  return f.file;
+  const { file, lease, holder, cached } = mapOne(t, key, fd);
+  assert.equal(cached, true);
+  assert.equal(t.release(holder, lease.id), true);
+  return file;
 }
 
 test('a map cached with its read lease is found by the next map of the same version, after the last map went', async () => {
@@ -153,16 +160,12 @@ test('a break of a lingering lease drops its map and lets the opener in at once'
 test('a break of a held lease drops its map at once, before any RETURN', async () => {
   const k = new FakeKernel();
   const t = cachingTable(k);
-  const a = new FakeHolder('a');
-  const f = t.acquireFile('2:4', 24);
-  assert.ok(f.ok);
-  const lease = t.grant(a, f.file);
-  t.cacheMap(f.file, mapOf(V1));
+  const { file, lease, holder } = mapOne(t, '2:4', 24);
   const opened = k.breakLease(24);
   await sleep(10);
   assert.equal(t.cacheSize, 0, 'the map is gone while the recall is out');
-  assert.equal(t.cacheMap(f.file, mapOf(V1)), false, 'nothing is cached on a breaking lease');
-  t.release(a, lease.id);
+  assert.equal(t.cacheMap(file, mapOf(V1)), false, 'nothing is cached on a breaking lease');
+  t.release(holder, lease.id);
   await opened;
 });
 
@@ -182,12 +185,9 @@ test('a lingering lease expires after the linger time, and its map with it', asy
 test('a lease without a cached map does not linger; a map larger than the cache is not kept', () => {
   const k = new FakeKernel();
   const t = cachingTable(k, { cacheBytes: 16 });
-  const a = new FakeHolder('a');
-  const f = t.acquireFile('2:6', 26);
-  assert.ok(f.ok);
-  const lease = t.grant(a, f.file);
-  assert.equal(t.cacheMap(f.file, mapOf(V1)), false);
-  t.release(a, lease.id);
+  const { lease, holder, cached } = mapOne(t, '2:6', 26);
+  assert.equal(cached, false);
+  t.release(holder, lease.id);
   assert.deepEqual(k.closed, [26]);
 });
 
@@ -200,9 +200,7 @@ test('a write lease lets a lingering read lease of the file go first; one with m
   assert.equal(k.leases.get(28), 'write');
   assert.equal(k.closed.includes(27), true);
   assert.equal(file.cache, undefined);
-  const r = t.acquireFile('2:8', 29);
-  assert.ok(r.ok);
-  t.grant(new FakeHolder('a'), r.file);
+  const r = mapOne(t, '2:8', 29);
   assert.equal(t.letGoLingering(r.file), false);
   assert.equal(t.acquireFile('2:8', 30, 'write').ok, false);
 });
@@ -214,11 +212,8 @@ test('lingering leases are bounded: the oldest goes, and one makes room for a ne
   mapAndRelease(t, '3:2', 32);
   mapAndRelease(t, '3:3', 33);
   assert.deepEqual(k.closed, [31], 'the oldest lingering lease went');
-  for (const [key, fd] of [['3:4', 34], ['3:5', 35]] as const) {
-    const held = t.acquireFile(key, fd);
-    assert.ok(held.ok);
-    t.grant(new FakeHolder('a'), held.file);
-  }
+  mapOne(t, '3:4', 34);
+  mapOne(t, '3:5', 35);
   const next = t.acquireFile('3:6', 36); // maxFiles is 4: 32 and 33 lingering, 34 and 35 held
   assert.ok(next.ok, next.ok ? '' : next.reason);
   assert.deepEqual(k.closed, [31, 32]);
