@@ -216,9 +216,11 @@ export class MapPolicy {
       // without touching its ctime; so maps are cached only on file systems without it (mapsCacheable). The fstat
       // still compares size, mtime and ctime, which catches what needs no open (utimes; a change we did not think of
       // that touches the inode), and then the file is mapped afresh.
-      if (cacheable) await this.mapping.get(file);
+      const flight = cacheable ? this.mapping.get(file) : undefined;
+      if (flight) await flight;
       if (cacheable && file.cache && this.leases.isCurrent(lease)) {
-        const now = fstatSync(file.fd, { bigint: true });
+        // The fstat made above, with nothing awaited since, is of the file as it is now.
+        const now = flight ? fstatSync(file.fd, { bigint: true }) : st;
         const cached = this.leases.cachedMap(file, now);
         if (cached) return { ...describeFile(now, blockSize), extents: [], encoded: cached, leaseId: lease.id };
       }
