@@ -179,11 +179,13 @@ export class MapPolicy {
     return { fd, st };
   }
 
-  /** Map a file for a client: open beneath the volume root, lease, then fstat, FIEMAP with sync, fstat again. */
+  /** Map a file for a client: open beneath the volume root, lease, then fstat, FIEMAP with sync, fstat again; or,
+   *  for a file whose read lease the server holds already, the map cached with that lease if fstat shows the same
+   *  version. */
   async map(volume: Volume, rel: Buffer, holder: LeaseHolder): Promise<MapAnswer & { leaseId: string }> {
-    // Being written directly, like open for writing: the whole file through the network, not an error.
     const blockSize = volume.identity.blockSize;
     const held = this.leasedNow(volume, rel);
+    // Being written directly, like open for writing: the whole file through the network, not an error.
     if (held?.mode === 'write') {
       return { ...wholeNetwork(fstatSync(held.fd, { bigint: true }), blockSize, 'the file is being written directly by another node (write map)'), leaseId: this.leases.grant(holder, undefined).id };
     }
