@@ -116,7 +116,7 @@ export interface LeaseTableOptions {
 export const MAP_LINGER_MS = 2000;
 /** Lingering read leases at once (each keeps a descriptor). */
 export const MAX_LINGERING = 256;
-/** Bytes of encoded maps kept with their leases, over all files (a map of 10,000 extents is ~400 KB). */
+/** Bytes of encoded maps kept with their leases, over all files (a map of 10,000 extents and their holes is ~0.5 MB). */
 export const MAP_CACHE_BYTES = 8 << 20;
 
 export class LeaseTable {
