@@ -264,6 +264,48 @@ Napi::Value JsOpenBeneath(const Napi::CallbackInfo& info) {
       ->Start();
 }
 
+// For the synchronous lookups beneath a root: throw the error of a negative rc, with the root's path when the root
+// itself failed to open, else rel's (as OpenBeneathWorker reports them); false (nothing thrown) when rc >= 0.
+bool ThrowBeneathFault(Napi::Env env, int rc, const char* syscall, const std::string& root, const std::string& rel) {
+  if (rc >= 0) return false;
+  Fault fault;
+  fault.err = -rc;
+  fault.syscall = syscall;
+  fault.path = strcmp(syscall, "open") == 0 ? root : rel;
+  fault.has_path = true;
+  MakeError(env, fault).ThrowAsJavaScriptException();
+  return true;
+}
+
+// The same open on the calling thread: for the map server's read maps, where the trip through the pool cost more
+// than the opens themselves (a local file system whose dentries the server's own lookup has just warmed).
+Napi::Value JsOpenBeneathSync(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  bool ok = info[0].IsString() && (info[1].IsBuffer() || info[1].IsString()) && info[2].IsBoolean();
+  if (ThrowIfNot(env, ok, "openBeneathSync(root, rel, write)")) return Napi::Value();
+  std::string root = ArgBytes(info[0]), rel = ArgBytes(info[1]);
+  const char* syscall = "openat2";
+  int fd = OpenBeneath(root, rel, info[2].As<Napi::Boolean>(), &syscall);
+  if (ThrowBeneathFault(env, fd, syscall, root, rel)) return Napi::Value();
+  return Napi::Number::New(env, fd);
+}
+
+// StatBeneath on the calling thread: [dev, ino] as BigInts (an inode number may not fit a double).
+Napi::Value JsStatBeneath(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  bool ok = info[0].IsString() && (info[1].IsBuffer() || info[1].IsString());
+  if (ThrowIfNot(env, ok, "statBeneath(root, rel)")) return Napi::Value();
+  std::string root = ArgBytes(info[0]), rel = ArgBytes(info[1]);
+  const char* syscall = "openat2";
+  uint64_t dev = 0, ino = 0;
+  int rc = StatBeneath(root, rel, &dev, &ino, &syscall);
+  if (ThrowBeneathFault(env, rc, syscall, root, rel)) return Napi::Value();
+  Napi::Array out = Napi::Array::New(env, 2);
+  out.Set(uint32_t{0}, Napi::BigInt::New(env, dev));
+  out.Set(uint32_t{1}, Napi::BigInt::New(env, ino));
+  return out;
+}
+
 Napi::Value JsOpenDirect(const Napi::CallbackInfo& info) {
   bool ok = info[0].IsString() && info[1].IsBoolean() && info[2].IsBoolean();
   if (ThrowIfNot(info.Env(), ok, "openDirect(path, write, exclusive)")) return Napi::Value();
@@ -420,6 +462,8 @@ void InitIo(Napi::Env env, Napi::Object exports) {
   exports.Set("inodeFlags", Napi::Function::New(env, JsInodeFlags, "inodeFlags"));
   exports.Set("setDirect", Napi::Function::New(env, JsSetDirect, "setDirect"));
   exports.Set("openBeneath", Napi::Function::New(env, JsOpenBeneath, "openBeneath"));
+  exports.Set("openBeneathSync", Napi::Function::New(env, JsOpenBeneathSync, "openBeneathSync"));
+  exports.Set("statBeneath", Napi::Function::New(env, JsStatBeneath, "statBeneath"));
   exports.Set("openDirect", Napi::Function::New(env, JsOpenDirect, "openDirect"));
   exports.Set("deviceInfo", Napi::Function::New(env, JsDeviceInfo, "deviceInfo"));
   exports.Set("alignedBuffer", Napi::Function::New(env, JsAlignedBuffer, "alignedBuffer"));

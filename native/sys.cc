@@ -99,19 +99,21 @@ int FiemapAll(int fd, bool sync, size_t max_extents, std::vector<Extent>* out) {
   return rc;
 }
 
-int OpenBeneath(const std::string& root, const std::string& rel, bool write, const char** syscall) {
-  const uint64_t resolve = kBeneath;
+namespace {
+
+// The O_PATH half of OpenBeneath: fstat of rel beneath root (regular files only) without opening it (a FIFO cannot
+// block, a device has no open side effect, a lease does not break). Returns the root's O_PATH fd, for the caller to
+// open rel from and close.
+int ProbeBeneath(const std::string& root, const std::string& rel, struct stat* want, const char** syscall) {
   int dirfd = OpenRoot(root, rel, syscall);
   if (dirfd < 0) return dirfd;
-  // O_PATH first: it opens nothing (a FIFO cannot block, a device has no open side effect).
-  int probe = OpenAt2(dirfd, rel.c_str(), O_PATH | O_CLOEXEC, resolve);
+  int probe = OpenAt2(dirfd, rel.c_str(), O_PATH | O_CLOEXEC, kBeneath);
   if (probe < 0) {
     close(dirfd);
     *syscall = "openat2";
     return probe;
   }
-  struct stat want;
-  if (fstat(probe, &want) < 0) {
+  if (fstat(probe, want) < 0) {
     int err = -errno;
     close(probe);
     close(dirfd);
@@ -119,14 +121,33 @@ int OpenBeneath(const std::string& root, const std::string& rel, bool write, con
     return err;
   }
   close(probe);
-  if (!S_ISREG(want.st_mode)) {
+  if (!S_ISREG(want->st_mode)) {
     close(dirfd);
     *syscall = "openat2";
     return -kErrNotRegular;
   }
+  return dirfd;
+}
+
+}  // namespace
+
+int StatBeneath(const std::string& root, const std::string& rel, uint64_t* dev, uint64_t* ino, const char** syscall) {
+  struct stat want;
+  int dirfd = ProbeBeneath(root, rel, &want, syscall);
+  if (dirfd < 0) return dirfd;
+  close(dirfd);
+  *dev = want.st_dev;
+  *ino = want.st_ino;
+  return 0;
+}
+
+int OpenBeneath(const std::string& root, const std::string& rel, bool write, const char** syscall) {
+  struct stat want;
+  int dirfd = ProbeBeneath(root, rel, &want, syscall);
+  if (dirfd < 0) return dirfd;
   // O_NONBLOCK: if the name was swapped for a FIFO meanwhile, the open must not hang (dev/ino catches it).
   int fd = OpenAt2(dirfd, rel.c_str(), (write ? O_RDWR : O_RDONLY) | O_NONBLOCK | O_NOCTTY | O_CLOEXEC,
-                   resolve);
+                   kBeneath);
   close(dirfd);
   if (fd < 0) {
     *syscall = "openat2";

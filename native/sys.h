@@ -46,6 +46,8 @@ int SetDirect(int fd, bool on);
 
 // openat2 beneath root, regular files only; returns the fd. *syscall names the failing call.
 int OpenBeneath(const std::string& root, const std::string& rel, bool write, const char** syscall);
+// The same lookup with O_PATH only (opens nothing, breaks no lease): the file's st_dev and st_ino.
+int StatBeneath(const std::string& root, const std::string& rel, uint64_t* dev, uint64_t* ino, const char** syscall);
 
 int OpenDirect(const std::string& path, bool write, bool exclusive);
 int DeviceInfo(int fd, DeviceFacts* out, const char** syscall);

@@ -5,7 +5,7 @@ import { spawn, execFileSync } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import {
-  INODE_FLAGS, alignedBuffer, cloneRange, close, copyAccessAcl, exchangeAt, openDirBeneath, setDirect, statAt, deviceInfo, fadvise, fallocate, fiemap, fsync, getLease, inodeFlags, onLeaseBreak, openBeneath,
+  INODE_FLAGS, alignedBuffer, cloneRange, close, copyAccessAcl, exchangeAt, openDirBeneath, setDirect, statAt, deviceInfo, fadvise, fallocate, fiemap, fsync, getLease, inodeFlags, onLeaseBreak, openBeneath, openBeneathSync, statBeneath,
   openDirect, pread, pwrite, readHead, setLease, type FiemapExtent,
 } from './index.js';
 
@@ -308,6 +308,20 @@ describe('openBeneath', () => {
   test('arguments are validated in TypeScript', async () => {
     await assert.rejects(openBeneath(root, 'a\0b'), { code: 'ERR_INVALID_ARG_VALUE' });
     await assert.rejects(openBeneath(root, ''), { code: 'ERR_INVALID_ARG_VALUE' });
+  });
+
+  test('openBeneathSync and statBeneath find the same file, with the same refusals, on the calling thread', async () => {
+    const st = fs.statSync(path.join(root, 'link-in'), { bigint: true });
+    assert.deepEqual(statBeneath(root, 'link-in'), { dev: st.dev, ino: st.ino });
+    assert.equal(await readAll(openBeneathSync(root, 'sub/file')), fs.readFileSync(path.join(root, 'sub', 'file'), 'utf8'));
+    for (const call of [(rel: string) => statBeneath(root, rel), (rel: string) => openBeneathSync(root, rel)]) {
+      assert.throws(() => call('link-out'), { code: 'EXDEV', syscall: 'openat2', path: 'link-out' });
+      assert.throws(() => call('sub'), { code: 'ENOTREG' });
+      assert.throws(() => call('fifo'), { code: 'ENOTREG' });
+      assert.throws(() => call('sub/nope'), { code: 'ENOENT' });
+      assert.throws(() => call(''), { code: 'ERR_INVALID_ARG_VALUE' });
+    }
+    assert.throws(() => statBeneath(path.join(root, 'nope'), 'x'), { code: 'ENOENT', syscall: 'open' });
   });
 });
 

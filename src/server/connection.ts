@@ -450,6 +450,9 @@ export class Connection implements LeaseHolder {
   /** A map reply (MAP or ALLOC): the head, one X line per extent, END; written at once (the socket buffers what the
    *  kernel does not take yet), then the next request waits for the buffer to drain. */
   private async sendMap(verb: 'MAP' | 'ALLOC', answer: MapAnswer, first: Record<string, string>): Promise<void> {
+    const extents = answer.extents;
+    const encoded = answer.encoded;
+    const n = encoded ? encoded.extents : extents.length;
     const head: Record<string, string | number> = {
       ...first,
       size: answer.size,
@@ -457,15 +460,14 @@ export class Connection implements LeaseHolder {
       ino: answer.ino,
       change: answer.change,
       mtime: answer.mtime,
-      extents: answer.extents.length,
+      extents: n,
     };
     if (answer.networkReason) head.network = answer.networkReason;
-    const extents = answer.extents;
-    const n = extents.length;
     // The head line is ASCII (every field is encoded): latin1 writes it byte for byte.
     const headLine = formatOk(verb, head) + '\n';
     this.replying = true;
     try {
+      if (encoded) return await this.writeEncoded(headLine, encoded.body);
       const bound = headLine.length + n * MAX_X_LINE + 4;
       if (bound <= SMALL_REPLY_BYTES) {
         const buf = Buffer.allocUnsafe(bound);
@@ -487,6 +489,26 @@ export class Connection implements LeaseHolder {
     } finally {
       this.replied();
     }
+  }
+
+  /** A map reply whose extent lines are encoded already (a cached map, shared by every reply of it: never changed).
+   *  A small one is copied into one buffer; a large one goes as head, body and END in one corked write. */
+  private writeEncoded(headLine: string, body: Buffer): Promise<void> {
+    const bytes = headLine.length + body.length + 4;
+    if (bytes <= SMALL_REPLY_BYTES) {
+      const buf = Buffer.allocUnsafe(bytes);
+      let at = buf.write(headLine, 0, 'latin1');
+      at += body.copy(buf, at);
+      buf.write('END\n', at, 'latin1');
+      return this.writeBytes(buf);
+    }
+    if (this.socket.destroyed) return Promise.resolve();
+    this.socket.cork();
+    this.socket.write(headLine, 'latin1');
+    this.socket.write(body);
+    const ok = this.socket.write('END\n', 'latin1');
+    this.socket.uncork();
+    return this.written(ok);
   }
 
   /** The OK HELLO fields: who we are, and our proof that we know this node's key. */

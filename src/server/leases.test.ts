@@ -79,6 +79,148 @@ test('a break waits for RETURN, then lets the opener in at once', async () => {
   assert.equal(k.leases.size, 0);
 });
 
+// The map cache kept with a read lease, and the lingering lease that keeps it for repeat maps.
+
+/** A table that caches maps and keeps a read lease LINGER ms after its last map. */
+const LINGER = 150;
+function cachingTable(kernel: FakeKernel, opts: { cacheBytes?: number; maxLingering?: number; log?: string[] } = {}) {
+  const log = opts.log ?? [];
+  return new LeaseTable({
+    leaseTimeMs: T, marginMs: MARGIN, recallQueueMs: 100, maxFiles: 4, log: (l) => log.push(l), kernel,
+    lingerMs: LINGER, maxLingering: opts.maxLingering ?? 4, cacheBytes: opts.cacheBytes ?? 1024,
+  });
+}
+
+const V1 = { size: 4096n, mtimeNs: 1_000n, ctimeNs: 2_000n };
+const mapOf = (version: typeof V1, body = 'X 0 8192 4096 DATA 1\n') => ({ ...version, extents: 1, body: Buffer.from(body) });
+
+/** One read map of file `key` on fd, held by a new holder, its map cached (if the cache takes it). */
+function mapOne(t: LeaseTable, key: string, fd: number) {
+  const holder = new FakeHolder('a');
+  const f = t.acquireFile(key, fd);
+  assert.ok(f.ok, f.ok ? '' : f.reason);
+  const lease = t.grant(holder, f.file);
+  const cached = t.cacheMap(f.file, mapOf(V1));
+  return { file: f.file, lease, holder, cached };
+}
+
+/** One read map of file `key` on fd, its map cached, then released: the lease now lingers. */
+function mapAndRelease(t: LeaseTable, key: string, fd: number) {
+  const { file, lease, holder, cached } = mapOne(t, key, fd);
+  assert.equal(cached, true);
+  assert.equal(t.release(holder, lease.id), true);
+  return file;
+}
+
+test('a map cached with its read lease is found by the next map of the same version, after the last map went', async () => {
+  const k = new FakeKernel();
+  const t = cachingTable(k);
+  const file = mapAndRelease(t, '2:1', 20);
+  assert.equal(k.closed.includes(20), false, 'the lease lingers');
+  assert.equal(t.isLingering(file), true);
+  const again = t.acquireFile('2:1', 21);
+  assert.ok(again.ok);
+  assert.equal(again.file, file, 'the lingering lease is shared');
+  assert.deepEqual(k.closed, [21]);
+  t.grant(new FakeHolder('b'), again.file);
+  assert.equal(t.isLingering(file), false, 'a new map takes it back from lingering');
+  assert.equal(t.cachedMap(file, { ...V1 })?.body.toString(), 'X 0 8192 4096 DATA 1\n');
+  await sleep(LINGER + 50);
+  assert.equal(k.closed.includes(20), false, 'a lease with a map does not expire by lingering');
+});
+
+test('a cached map of another version of the file (size, mtime or ctime) is dropped, not used', () => {
+  const k = new FakeKernel();
+  const t = cachingTable(k);
+  for (const now of [{ ...V1, size: 8192n }, { ...V1, mtimeNs: 1_001n }, { ...V1, ctimeNs: 2_001n }]) {
+    const f = t.acquireFile('2:2', 22);
+    assert.ok(f.ok);
+    t.grant(new FakeHolder('a'), f.file);
+    assert.equal(t.cacheMap(f.file, mapOf(V1)), true);
+    assert.ok(t.cacheSize > 0);
+    assert.equal(t.cachedMap(f.file, now), undefined, JSON.stringify(now, (_, v) => (typeof v === 'bigint' ? String(v) : v)));
+    assert.equal(t.cacheSize, 0);
+    t.closeAll();
+  }
+});
+
+test('a break of a lingering lease drops its map and lets the opener in at once', async () => {
+  const k = new FakeKernel();
+  const log: string[] = [];
+  const t = cachingTable(k, { log });
+  const file = mapAndRelease(t, '2:3', 23);
+  const waited = await k.breakLease(23);
+  assert.ok(waited < 50, `the opener waited ${waited} ms for a lease nobody held`);
+  assert.equal(t.cacheSize, 0);
+  assert.equal(file.cache, undefined);
+  assert.equal(t.fileOf('2:3'), undefined);
+  assert.equal(t.isLingering(file), false);
+});
+
+test('a break of a held lease drops its map at once, before any RETURN', async () => {
+  const k = new FakeKernel();
+  const t = cachingTable(k);
+  const { file, lease, holder } = mapOne(t, '2:4', 24);
+  const opened = k.breakLease(24);
+  await sleep(10);
+  assert.equal(t.cacheSize, 0, 'the map is gone while the recall is out');
+  assert.equal(t.cacheMap(file, mapOf(V1)), false, 'nothing is cached on a breaking lease');
+  t.release(holder, lease.id);
+  await opened;
+});
+
+test('a lingering lease expires after the linger time, and its map with it', async () => {
+  const k = new FakeKernel();
+  const t = cachingTable(k);
+  mapAndRelease(t, '2:5', 25);
+  await sleep(LINGER / 2);
+  assert.equal(k.closed.includes(25), false);
+  await sleep(LINGER);
+  assert.deepEqual(k.closed, [25]);
+  assert.equal(k.leases.size, 0);
+  assert.equal(t.cacheSize, 0);
+  assert.equal(t.fileCount, 0);
+});
+
+test('a lease without a cached map does not linger; a map larger than the cache is not kept', () => {
+  const k = new FakeKernel();
+  const t = cachingTable(k, { cacheBytes: 16 });
+  const { lease, holder, cached } = mapOne(t, '2:6', 26);
+  assert.equal(cached, false);
+  t.release(holder, lease.id);
+  assert.deepEqual(k.closed, [26]);
+});
+
+test('a write lease lets a lingering read lease of the file go first; one with maps is still refused', () => {
+  const k = new FakeKernel();
+  const t = cachingTable(k);
+  const file = mapAndRelease(t, '2:7', 27);
+  const w = t.acquireFile('2:7', 28, 'write');
+  assert.ok(w.ok, w.ok ? '' : w.reason);
+  assert.equal(k.leases.get(28), 'write');
+  assert.equal(k.closed.includes(27), true);
+  assert.equal(file.cache, undefined);
+  const r = mapOne(t, '2:8', 29);
+  assert.equal(t.letGoLingering(r.file), false);
+  assert.equal(t.acquireFile('2:8', 30, 'write').ok, false);
+});
+
+test('lingering leases are bounded: the oldest goes, and one makes room for a new file at the file limit', () => {
+  const k = new FakeKernel();
+  const t = cachingTable(k, { maxLingering: 2 });
+  mapAndRelease(t, '3:1', 31);
+  mapAndRelease(t, '3:2', 32);
+  mapAndRelease(t, '3:3', 33);
+  assert.deepEqual(k.closed, [31], 'the oldest lingering lease went');
+  mapOne(t, '3:4', 34);
+  mapOne(t, '3:5', 35);
+  const next = t.acquireFile('3:6', 36); // maxFiles is 4: 32 and 33 lingering, 34 and 35 held
+  assert.ok(next.ok, next.ok ? '' : next.reason);
+  assert.deepEqual(k.closed, [31, 32]);
+  t.closeAll();
+  assert.equal(t.cacheSize, 0);
+});
+
 test('a holder that never returns is waited for T + margin after the recall, never less, then revoked by name', async () => {
   const k = new FakeKernel();
   const log: string[] = [];

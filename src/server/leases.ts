@@ -45,6 +45,24 @@ export interface FileLease {
   busy: number;
   /** The last map went while busy: undo and close when the work ends. */
   letGoWhenIdle: boolean;
+  /** The read map last made under this kernel lease (see MapPolicy.map); dropped with the lease and at its break. */
+  cache?: CachedMap;
+  /** A read lease whose last map went: kept (and its cache with it) until this timer lets it go. */
+  lingerTimer?: NodeJS.Timeout;
+}
+
+/**
+ * A read map kept with the kernel read lease it was made under: the file's version it describes (size, mtime, ctime
+ * at FIEMAP time) and its extent lines, encoded. The kernel lease has been held since, so nobody has opened the
+ * file for writing or truncated it (that breaks the lease, which drops this); the version is still checked by fstat.
+ */
+export interface CachedMap {
+  size: bigint;
+  mtimeNs: bigint;
+  ctimeNs: bigint;
+  /** How many X lines `body` holds. */
+  extents: number;
+  body: Buffer;
 }
 
 export type KernelLeaseResult = { ok: true; file: FileLease } | { ok: false; reason: string };
@@ -81,12 +99,27 @@ export interface LeaseTableOptions {
   recallQueueMs: number;
   /** Files under a kernel lease at once (each holds a descriptor). */
   maxFiles: number;
+  /** How long a read lease with a cached map and no map holder left is kept, so a repeat map of the file finds
+   *  its cache (default MAP_LINGER_MS; 0: not at all). */
+  lingerMs?: number;
+  /** Read leases kept so at once; past it the oldest goes (default MAX_LINGERING). */
+  maxLingering?: number;
+  /** Bytes of cached maps (CachedMap.body) over all files (default MAP_CACHE_BYTES; 0: no cache). */
+  cacheBytes?: number;
   log: (line: string) => void;
   /** A lease let go without RETURN, after its recall or the end of its connection (for the log and the metrics). */
   onRevoke?: (holder: LeaseHolder, leaseId: string, after: 'recall' | 'disconnect') => void;
   kernel?: KernelLeases;
   now?: () => number;
 }
+
+/** A read lease with a cached map lingers this long after its last map went. Short: while it lingers, an opener for
+ *  writing that does not wait (O_NONBLOCK: coreutils truncate, knfsd) gets EAGAIN although the break is immediate. */
+export const MAP_LINGER_MS = 2000;
+/** Lingering read leases at once (each keeps a descriptor). */
+export const MAX_LINGERING = 256;
+/** Bytes of encoded maps kept with their leases, over all files (a map of 10,000 extents and their holes is ~0.5 MB). */
+export const MAP_CACHE_BYTES = 8 << 20;
 
 export class LeaseTable {
   private readonly byId = new Map<string, Lease>();
@@ -96,6 +129,9 @@ export class LeaseTable {
   private readonly kernel: KernelLeases;
   private readonly now: () => number;
   private readonly idle = new Set<() => void>();
+  /** Read leases with no map, oldest first (a Set keeps insertion order). */
+  private readonly lingering = new Set<FileLease>();
+  private cachedBytes = 0;
 
   constructor(private readonly opts: LeaseTableOptions) {
     this.kernel = opts.kernel ?? NATIVE_KERNEL;
@@ -135,9 +171,11 @@ export class LeaseTable {
   }
 
   /** Take (or share) the kernel read lease on an open file, or take the write lease of a file nobody else has a
-   *  map of. The fd is consumed: kept or closed. A write lease that meets another map is refused. */
+   *  map of. The fd is consumed: kept or closed. A write lease that meets another map is refused; one that meets a
+   *  lingering read lease lets that go first. */
   acquireFile(key: string, fd: number, mode: 'read' | 'write' = 'read'): KernelLeaseResult {
-    const existing = this.files.get(key);
+    let existing = this.files.get(key);
+    if (existing && mode === 'write' && this.letGoLingering(existing)) existing = undefined;
     if (existing) {
       if (mode === 'read' && existing.mode === 'read') {
         this.kernel.close(fd);
@@ -145,6 +183,11 @@ export class LeaseTable {
       }
       this.kernel.close(fd);
       return { ok: false, reason: existing.mode === 'write' ? 'the file is being written directly by another map' : 'the file has read maps' };
+    }
+    if (this.filesByFd.size >= this.opts.maxFiles) {
+      // A lingering lease is only a cache: it makes room.
+      const oldest = this.lingering.values().next().value;
+      if (oldest) this.closeFile(oldest);
     }
     if (this.filesByFd.size >= this.opts.maxFiles) {
       this.kernel.close(fd);
@@ -172,6 +215,7 @@ export class LeaseTable {
     if (file.breaking || file.leases.size === 0 || this.files.get(file.key) !== file || this.filesByFd.get(file.fd) !== file ||
         this.files.has(key)) return false;
     const old = file.fd;
+    this.uncache(file); // a cached map describes the old inode (write leases have none; this keeps it so)
     this.files.delete(file.key);
     this.filesByFd.delete(old);
     file.key = key;
@@ -194,8 +238,79 @@ export class LeaseTable {
     let mine = this.byHolder.get(holder);
     if (!mine) this.byHolder.set(holder, (mine = new Set()));
     mine.add(lease);
-    file?.leases.add(lease);
+    if (file) {
+      file.leases.add(lease);
+      this.unlinger(file);
+    }
     return lease;
+  }
+
+  /** Whether the file's kernel lease is only lingering (no map holds it). */
+  isLingering(file: FileLease): boolean {
+    return this.lingering.has(file);
+  }
+
+  /** Let a lingering read lease go now (a write map of the file is coming, and our own open for writing would break
+   *  it); false if the file's lease is not lingering. */
+  letGoLingering(file: FileLease): boolean {
+    if (!this.lingering.has(file)) return false;
+    this.closeFile(file);
+    return true;
+  }
+
+  /** The map cached with the file's kernel lease, if it describes the file as it is now (`now`: a fresh fstat); one
+   *  of another version is dropped. */
+  cachedMap(file: FileLease, now: { size: bigint; mtimeNs: bigint; ctimeNs: bigint }): CachedMap | undefined {
+    const map = file.cache;
+    if (!map) return undefined;
+    if (map.size === now.size && map.mtimeNs === now.mtimeNs && map.ctimeNs === now.ctimeNs) return map;
+    this.uncache(file);
+    return undefined;
+  }
+
+  /** Keep a read map with the file's kernel lease (replacing one kept before), if the cache has room for it and the
+   *  lease is current; returns whether it was kept. */
+  cacheMap(file: FileLease, map: CachedMap): boolean {
+    if (file.mode !== 'read' || file.breaking || this.files.get(file.key) !== file) return false;
+    const room = (this.opts.cacheBytes ?? MAP_CACHE_BYTES) - this.cachedBytes + (file.cache?.body.length ?? 0);
+    if (map.body.length > room) return false;
+    this.uncache(file);
+    file.cache = map;
+    this.cachedBytes += map.body.length;
+    return true;
+  }
+
+  /** Bytes of maps cached now. */
+  get cacheSize(): number {
+    return this.cachedBytes;
+  }
+
+  private uncache(file: FileLease): void {
+    if (!file.cache) return;
+    this.cachedBytes -= file.cache.body.length;
+    file.cache = undefined;
+  }
+
+  /** Keep a read lease whose last map went for a while (bounded in number), so that a repeat map finds its cache;
+   *  one without a cached map goes at once. */
+  private linger(file: FileLease): boolean {
+    const ms = this.opts.lingerMs ?? MAP_LINGER_MS;
+    if (ms <= 0 || !file.cache || file.mode !== 'read' || file.breaking || this.files.get(file.key) !== file) return false;
+    if (this.lingering.size >= (this.opts.maxLingering ?? MAX_LINGERING)) {
+      const oldest = this.lingering.values().next().value;
+      if (!oldest) return false;
+      this.closeFile(oldest);
+    }
+    this.lingering.add(file);
+    file.lingerTimer = setTimeout(() => this.closeFile(file), ms);
+    file.lingerTimer.unref();
+    return true;
+  }
+
+  private unlinger(file: FileLease): void {
+    if (!this.lingering.delete(file)) return;
+    clearTimeout(file.lingerTimer);
+    file.lingerTimer = undefined;
   }
 
   /** Whether the map behind this lease can still be trusted (no recall, file lease still current). */
@@ -302,7 +417,7 @@ export class LeaseTable {
     } catch (err) {
       this.opts.log(`${file.key}: ${(err as Error).message}`);
     }
-    if (!file.breaking) this.closeFile(file);
+    if (!file.breaking && !this.linger(file)) this.closeFile(file);
   }
 
   private closeFile(file: FileLease): void {
@@ -310,6 +425,8 @@ export class LeaseTable {
       file.letGoWhenIdle = true;
       return;
     }
+    this.unlinger(file);
+    this.uncache(file);
     if (this.files.get(file.key) === file) this.files.delete(file.key);
     if (this.filesByFd.get(file.fd) !== file) return;
     this.filesByFd.delete(file.fd);
@@ -327,9 +444,16 @@ export class LeaseTable {
     const file = this.filesByFd.get(fd);
     if (!file || file.breaking) return;
     file.breaking = true;
-    // New maps of this file must not share a lease that is going away.
+    // New maps of this file must not share a lease that is going away, nor its map.
     if (this.files.get(file.key) === file) this.files.delete(file.key);
+    this.uncache(file);
     const leases = [...file.leases];
+    if (leases.length === 0) {
+      // A lingering lease: nobody to recall, the opener goes on at once.
+      this.opts.log(`lease break on ${file.key}: no maps held, released`);
+      this.closeFile(file);
+      return;
+    }
     this.opts.log(`lease break on ${file.key}: recalling ${leases.length} map(s)`);
     const started = this.now();
     const unreturned = await Promise.all(leases.map((lease) => this.recallOne(lease)));

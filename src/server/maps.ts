@@ -1,18 +1,18 @@
 // The map policies: what a client may learn of a file and under which lease (read maps now; write maps, allocation
 // and commit build on the same table).
 import { randomBytes } from 'node:crypto';
-import { fstatSync, close as closeCb, ftruncate as ftruncateCb, ftruncateSync, futimes as futimesCb, statSync, type BigIntStats } from 'node:fs';
+import { closeSync, fstatSync, close as closeCb, ftruncate as ftruncateCb, ftruncateSync, futimes as futimesCb, statSync, type BigIntStats } from 'node:fs';
 import { open as openFile, unlink } from 'node:fs/promises';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { INODE_FLAGS, fadvise, fiemap, fsync, inodeFlags, openBeneath } from '../native/index.js';
+import { INODE_FLAGS, fadvise, fiemap, fsync, inodeFlags, openBeneathSync, statBeneath } from '../native/index.js';
 import { RESERVE_DIR, RESERVE_FILE, createAllocator, type Allocator } from './allocate.js';
 import { swapEligible } from './pool.js';
-import type { WireExtent } from '../protocol/index.js';
+import { MAX_X_LINE, encodeExtents, type WireExtent } from '../protocol/index.js';
 import { buildMap } from '../volume/extents.js';
 import { splitDev } from '../sys/blockdev.js';
-import type { FileLease, LeaseHolder, LeaseTable } from './leases.js';
+import type { CachedMap, FileLease, KernelLeaseResult, Lease, LeaseHolder, LeaseTable } from './leases.js';
 import { Reply } from './reply.js';
 import type { Volume } from './volumes.js';
 
@@ -52,6 +52,8 @@ export interface MapAnswer {
   ino: string;
   change: string;
   extents: WireExtent[];
+  /** The extent lines already encoded (a read map, kept with its lease): `extents` is then empty. */
+  encoded?: { extents: number; body: Buffer };
   /** Why the whole file is NETWORK, if it is. */
   networkReason?: string;
 }
@@ -65,6 +67,9 @@ export interface MapPolicyOptions {
 
 export class MapPolicy {
   private readonly writes = new WeakMap<FileLease, WriteState>();
+  /** Per read lease: the FIEMAP in flight whose map will be cached. Maps of the file that come meanwhile wait for it
+   *  rather than run their own (under load, connections that map the same files bunch up behind a slow FIEMAP). */
+  private readonly mapping = new WeakMap<FileLease, Promise<void>>();
   /** Per volume: its allocator, or why direct writes are off there (say, a hostile `.fused` in the volume). */
   private readonly allocators = new Map<string, Promise<Allocator | Error>>();
   /** Per volume, once its allocator is made: the reserve it clones from (dev/ino), or null when it keeps none. The
@@ -145,81 +150,130 @@ export class MapPolicy {
 
   /** The kernel lease the server holds on the file this path names now, if any: looked up without opening the
    *  file, since any open (even ours, even O_NONBLOCK) starts breaking a lease. */
-  private leasedNow(volume: Volume, rel: Buffer): { file: FileLease; st: BigIntStats } | undefined {
-    const st = statSync(Buffer.concat([Buffer.from(volume.dir + '/'), rel]), { bigint: true, throwIfNoEntry: false });
-    const file = st === undefined ? undefined : this.leases.fileOf(`${st.dev}:${st.ino}`);
-    return file && st ? { file, st } : undefined;
+  private leasedNow(volume: Volume, rel: Buffer): FileLease | undefined {
+    let id: { dev: bigint; ino: bigint };
+    try {
+      // Found beneath the volume root as openBeneath finds it, through an O_PATH descriptor (which opens nothing).
+      id = statBeneath(volume.dir, rel);
+    } catch (err) {
+      throw openError(err);
+    }
+    return this.leases.fileOf(`${id.dev}:${id.ino}`);
   }
 
-  /** Open a file of the volume for a map (beneath its root, never the server's own files) and fstat it. */
-  private async openFile(volume: Volume, rel: Buffer, write: boolean): Promise<{ fd: number; st: BigIntStats }> {
+  /** Open a file of the volume for a map (beneath its root, never the server's own files) and fstat it.
+   *  Synchronous, like the lookup in leasedNow just before it: a few system calls on a local file system whose
+   *  dentries that lookup has warmed cost less than a trip through the thread pool (measured with mapload). The
+   *  open is O_NONBLOCK, so a lease held elsewhere cannot make it wait. */
+  private openFile(volume: Volume, rel: Buffer, write: boolean): { fd: number; st: BigIntStats } {
     let fd: number;
     try {
-      fd = await openBeneath(volume.dir, rel, { write });
+      fd = openBeneathSync(volume.dir, rel, { write });
     } catch (err) {
       throw openError(err);
     }
     let st: BigIntStats;
     try {
-      // Synchronous: fstat of an open descriptor does not block, and a trip through the thread pool costs more.
       st = fstatSync(fd, { bigint: true });
     } catch (err) {
-      await closeFd(fd).catch(() => {});
+      closeQuietly(fd);
       throw new Reply('INTERNAL', `fstat: ${(err as Error).message}`);
     }
     const reserved = this.reservedReason(volume, st);
     if (reserved) {
-      await closeFd(fd).catch(() => {});
+      closeQuietly(fd);
       throw new Reply('BADPATH', reserved);
     }
     return { fd, st };
   }
 
-  /** Map a file for a client: open beneath the volume root, lease, then fstat, FIEMAP with sync, fstat again. */
+  /** Map a file for a client: open beneath the volume root, lease, then fstat, FIEMAP with sync, fstat again; or,
+   *  for a file whose read lease the server holds already, the map cached with that lease if fstat shows the same
+   *  version. */
   async map(volume: Volume, rel: Buffer, holder: LeaseHolder): Promise<MapAnswer & { leaseId: string }> {
-    // Being written directly, like open for writing: the whole file through the network, not an error.
-    const held = this.leasedNow(volume, rel);
-    if (held?.file.mode === 'write') {
-      return { ...wholeNetwork(held.st, volume.identity.blockSize, 'the file is being written directly by another node (write map)'), leaseId: this.leases.grant(holder, undefined).id };
-    }
-    const opened = await this.openFile(volume, rel, false);
-    const fd = opened.fd;
-    let st = opened.st;
     const blockSize = volume.identity.blockSize;
-    const networkOnly = volume.networkOnly ?? this.fileNetworkReason(volume, fd, st);
+    const held = this.leasedNow(volume, rel);
+    // Being written directly, like open for writing: the whole file through the network, not an error.
+    if (held?.mode === 'write') {
+      return { ...wholeNetwork(fstatSync(held.fd, { bigint: true }), blockSize, 'the file is being written directly by another node (write map)'), leaseId: this.leases.grant(holder, undefined).id };
+    }
+    // A file under our read lease already (other maps of it, or lingering) is shared as it is: no open of our own.
+    const opened = held ? { fd: held.fd, st: fstatSync(held.fd, { bigint: true }) } : this.openFile(volume, rel, false);
+    let st = opened.st;
+    if (held) {
+      const reserved = this.reservedReason(volume, st);
+      if (reserved) throw new Reply('BADPATH', reserved);
+    }
+    const networkOnly = volume.networkOnly ?? this.fileNetworkReason(volume, opened.fd, st);
     if (networkOnly) {
-      await closeFd(fd).catch(() => {});
+      if (!held) closeQuietly(opened.fd);
       return { ...wholeNetwork(st, blockSize, networkOnly), leaseId: this.leases.grant(holder, undefined).id };
     }
     // The lease comes before anything is read of the file: a writer that opens it after this point breaks it. The
     // map lease is granted at once too, so the shared kernel lease (and its fd) stays while FIEMAP runs.
-    const kernel = this.leases.acquireFile(`${st.dev}:${st.ino}`, fd);
+    const kernel: KernelLeaseResult = held ? { ok: true, file: held } : this.leases.acquireFile(`${st.dev}:${st.ino}`, opened.fd);
     if (!kernel.ok) return { ...wholeNetwork(st, blockSize, kernel.reason), leaseId: this.leases.grant(holder, undefined).id };
     const lease = this.leases.grant(holder, kernel.file);
-    const leasedFd = kernel.file.fd;
-    const stale = 'the file was opened for writing while it was mapped';
+    const file = kernel.file;
+    const cacheable = mapsCacheable(volume);
     try {
-      for (let attempt = 1; ; attempt++) {
-        // Size and mtime are read under the lease, before and after FIEMAP: the map describes one version of the
-        // file. (fstatSync right after the check: the shared descriptor cannot be closed in between.)
-        if (!this.leases.isCurrent(lease)) return { ...wholeNetwork(st, blockSize, stale), leaseId: lease.id };
-        const before = fstatSync(leasedFd, { bigint: true });
-        const raw = await fiemap(leasedFd, { sync: true, maxExtents: this.opts.maxExtents });
-        if (!this.leases.isCurrent(lease)) return { ...wholeNetwork(before, blockSize, stale), leaseId: lease.id };
-        const after = fstatSync(leasedFd, { bigint: true });
-        if (before.size === after.size && before.mtimeNs === after.mtimeNs) {
-          const extents = buildMap(raw, Number(after.size), 'read');
-          if (extents.length > this.opts.maxExtents) throw Object.assign(new Error('too many'), { code: 'E2BIG' });
-          return { ...describeFile(after, blockSize), extents, leaseId: lease.id };
-        }
-        if (attempt === MAP_ATTEMPTS) {
-          return { ...wholeNetwork(after, blockSize, `the file kept changing while it was mapped (${MAP_ATTEMPTS} tries)`), leaseId: lease.id };
-        }
-        st = after;
+      // The map made under this same kernel lease, if the file is still the version it describes. The lease has been
+      // held since that FIEMAP, so nobody has opened the file for writing or truncated it, and each other way to
+      // change a file's extents needs a writable descriptor too: fallocate (EBADF without FMODE_WRITE), ext4's
+      // EXT4_IOC_MOVE_EXT (e4defrag: both files open for writing), XFS_IOC_SWAPEXT and XFS_IOC_EXCHANGE_RANGE (xfs_fsr:
+      // the same), FICLONE/FICLONERANGE into the file (the destination must be writable). Not FIDEDUPERANGE: the
+      // file's owner or root may dedupe into a file open read-only, which moves its blocks without a break and
+      // without touching its ctime; so maps are cached only on file systems without it (mapsCacheable). The fstat
+      // still compares size, mtime and ctime, which catches what needs no open (utimes; a change we did not think of
+      // that touches the inode), and then the file is mapped afresh.
+      const flight = cacheable ? this.mapping.get(file) : undefined;
+      if (flight) await flight;
+      if (cacheable && file.cache && this.leases.isCurrent(lease)) {
+        // The fstat made above, with nothing awaited since, is of the file as it is now.
+        const now = flight ? fstatSync(file.fd, { bigint: true }) : st;
+        const cached = this.leases.cachedMap(file, now);
+        if (cached) return { ...describeFile(now, blockSize), extents: [], encoded: cached, leaseId: lease.id };
+      }
+      let mapped = (): void => {};
+      if (cacheable && !this.mapping.has(file)) {
+        this.mapping.set(file, new Promise<void>((resolve) => (mapped = resolve)).finally(() => this.mapping.delete(file)));
+      }
+      try {
+        return await this.mapAfresh(lease, file, st, blockSize, cacheable);
+      } finally {
+        mapped();
       }
     } catch (err) {
       this.leases.release(holder, lease.id);
       throw mapError(err, this.opts.maxExtents);
+    }
+  }
+
+  /** FIEMAP under the lease, between two fstats that must agree (a few tries); the map is cached if it may be. */
+  private async mapAfresh(lease: Lease, file: FileLease, st: BigIntStats, blockSize: number, cacheable: boolean): Promise<MapAnswer & { leaseId: string }> {
+    const leasedFd = file.fd;
+    const stale = 'the file was opened for writing while it was mapped';
+    for (let attempt = 1; ; attempt++) {
+      // Size and mtime are read under the lease, before and after FIEMAP: the map describes one version of the
+      // file. (fstatSync right after the check: the shared descriptor cannot be closed in between.)
+      if (!this.leases.isCurrent(lease)) return { ...wholeNetwork(st, blockSize, stale), leaseId: lease.id };
+      const before = fstatSync(leasedFd, { bigint: true });
+      const raw = await fiemap(leasedFd, { sync: true, maxExtents: this.opts.maxExtents });
+      if (!this.leases.isCurrent(lease)) return { ...wholeNetwork(before, blockSize, stale), leaseId: lease.id };
+      const after = fstatSync(leasedFd, { bigint: true });
+      if (before.size === after.size && before.mtimeNs === after.mtimeNs) {
+        const extents = buildMap(raw, Number(after.size), 'read');
+        if (extents.length > this.opts.maxExtents) throw Object.assign(new Error('too many'), { code: 'E2BIG' });
+        if (!cacheable || before.ctimeNs !== after.ctimeNs) return { ...describeFile(after, blockSize), extents, leaseId: lease.id };
+        // Encoded once, kept with the lease (if the cache has room), and sent as it is.
+        const map: CachedMap = { size: after.size, mtimeNs: after.mtimeNs, ctimeNs: after.ctimeNs, extents: extents.length, body: encodeLines(extents) };
+        this.leases.cacheMap(file, map);
+        return { ...describeFile(after, blockSize), extents: [], encoded: map, leaseId: lease.id };
+      }
+      if (attempt === MAP_ATTEMPTS) {
+        return { ...wholeNetwork(after, blockSize, `the file kept changing while it was mapped (${MAP_ATTEMPTS} tries)`), leaseId: lease.id };
+      }
+      st = after;
     }
   }
 
@@ -247,9 +301,12 @@ export class MapPolicy {
     const blockSize = volume.identity.blockSize;
     const started = Date.now();
     for (;;) {
-      const held = this.leasedNow(volume, rel)?.file;
+      let held = this.leasedNow(volume, rel);
+      // A read lease kept only for its cached map goes first: our own open for writing would break it (and, being
+      // O_NONBLOCK, fail at once).
+      if (held && this.leases.letGoLingering(held)) held = undefined;
       if (held) throw new Reply('CONFLICT', held.mode === 'write' ? 'the file is being written directly by another node (write map)' : 'the file is being read directly by other nodes (read maps)');
-      const { fd, st } = await this.openFile(volume, rel, true);
+      const { fd, st } = this.openFile(volume, rel, true);
       const allocator = await this.allocator(volume);
       const networkOnly =
         volume.networkOnly ?? this.fileNetworkReason(volume, fd, st) ?? (allocator instanceof Error ? `direct writes are off on this volume: ${allocator.message}` : undefined);
@@ -390,6 +447,31 @@ export class MapPolicy {
       throw err;
     }
     return { name, token, path };
+  }
+}
+
+/** Whether read maps of the volume may be cached with their kernel lease: not where a file's blocks can be remapped
+ *  through a read-only descriptor (FIDEDUPERANGE, which XFS has and ext4 has not; see MapPolicy.map). */
+function mapsCacheable(volume: Volume): boolean {
+  const fstype: string = volume.identity.fstype;
+  return fstype === 'ext4' || fstype === 'ext3' || fstype === 'ext2';
+}
+
+/** A map's X lines in a buffer of their own, exactly their size (it is kept with the lease). */
+function encodeLines(extents: readonly WireExtent[]): Buffer {
+  const room = Buffer.allocUnsafeSlow(Math.max(1, extents.length * MAX_X_LINE));
+  const length = encodeExtents(extents, 0, extents.length, room, 0);
+  if (length === room.length) return room;
+  const body = Buffer.allocUnsafeSlow(length);
+  room.copy(body, 0, 0, length);
+  return body;
+}
+
+function closeQuietly(fd: number): void {
+  try {
+    closeSync(fd);
+  } catch {
+    // EBADF/EIO: the descriptor is gone either way
   }
 }
 

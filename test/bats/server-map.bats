@@ -1,6 +1,8 @@
 #!/usr/bin/env bats
 # The map server's refusals when mapping (ext4-4k): a file open for writing goes through the network and
 # every client tool says why; --max-extents answers ERR TOOBIG; --max-leases answers ERR LIMIT until a RELEASE.
+# Maps cached with a lingering read lease: a writer gets in at once and the next map is of the new file; a write
+# map right after read maps is not refused.
 
 load helpers
 source "$FUSED_LIB/readcases.bash"
@@ -11,7 +13,7 @@ setup_file() {
 	# A second server on the same volume with small limits, so the tests can reach them.
 	LIMITED=$BED_SRV_ADDR:7449
 	nsenter --net="/run/netns/$BED_SRV_NS" "$FUSED_BIN/fusedctl" serve --listen "$LIMITED" --volume "vol=$BED_SRV_DIR" \
-		--secret-file "$BED_SECRET" --node limited --max-extents 8 --max-leases 3 \
+		--secret-file "$BED_SECRET" --node limited --max-extents 8 --max-leases 3 --role cli=rw \
 		</dev/null >>"$BED_DIR/limited.log" 2>&1 3>&- &
 	bed_record_pid $! || { cat "$BED_DIR/limited.log" >&2; return 1; }
 	bed_wait_port "$BED_CLI_NS" "$BED_SRV_ADDR" 7449
@@ -169,4 +171,60 @@ r = req(g, 'MAP vol lease4.bin'); print('other connection', r[0].split(' ')[0:2]
 	refute_output --partial 'ECONNRESET'
 	refute_output --partial 'EPIPE'
 	rm "$BED_SRV_DIR/quit.bin"
+}
+
+# data_extents FILE: the file's data extents as filefrag -v sees them, in blocks: "logical physical length" a line.
+data_extents() {
+	filefrag -v "$1" | awk '/^ *[0-9]+:/ { gsub(/(\.\.|:)/, " "); print $2, $4, $6 }'
+}
+
+@test "a map cached with a lingering lease: a writer's open gets in at once, and the next map is of the new extents" {
+	local f=$BED_SRV_DIR/cached.bin
+	blocks_file cached.bin 3
+	# MAP, RELEASE, MAP (from the cache kept with the read lease), RELEASE: the same map both times. Then, within the
+	# 2 s the lease lingers, a blocking open for writing (which waits for the lease break) rewrites the file with
+	# other blocks; then MAP again. Data extents are printed in blocks, as filefrag shows them.
+	run -0 proto "
+import os, subprocess, time
+def data(r): return [' '.join(str(int(n) // 4096) for n in x.split(' ')[1:4]) for x in r[1:-1] if x.split(' ')[4] == 'DATA']
+f = conn()
+maps = []
+for i in range(2):
+    r = req(f, 'MAP vol cached.bin'); maps.append(data(r))
+    assert req(f, 'RELEASE ' + field(r[0], 'lease'))[0] == 'OK RELEASE'
+print('same', maps[0] == maps[1])
+print('\\n'.join(maps[0]))
+print('lingering', subprocess.run(['grep', '-c', 'READ .*:%d ' % os.stat('$f').st_ino, '/proc/locks'], capture_output=True, text=True).stdout.strip())
+t0 = time.monotonic()
+fd = os.open('$f', os.O_WRONLY | os.O_TRUNC)
+print('opened in %.3f s' % (time.monotonic() - t0))
+for i in range(4): os.pwrite(fd, os.urandom(4096), 4096 + i * 8192)
+os.fsync(fd); os.close(fd)
+print('after')
+print('\\n'.join(data(req(f, 'MAP vol cached.bin'))))"
+	# The file as it was, then as it is: each map as filefrag shows it.
+	assert_line --index 0 'same True'
+	assert_line --index 4 'lingering 1'
+	[[ ${lines[5]} =~ ^opened\ in\ ([0-9.]+)\ s$ ]] || fail "no open time: ${lines[5]}"
+	(($(bc <<<"${BASH_REMATCH[1]} < 1"))) || fail "the writer waited ${BASH_REMATCH[1]} s for a lease nobody held"
+	assert_equal "$(printf '%s\n' "${lines[@]:7}")" "$(data_extents "$f")"
+	assert_equal "${#lines[@]}" 11 # four blocks now
+	rm "$f"
+}
+
+@test "a write map right after read maps of the file is not refused because their read lease lingers" {
+	blocks_file rw.bin 2
+	run -0 proto "
+f = conn()
+r = req(f, 'MAP vol rw.bin'); print(r[0].split(' ')[:2])
+print(req(f, 'RELEASE ' + field(r[0], 'lease'))[0])
+w = req(f, 'MAP vol rw.bin write'); print(w[0].split(' ')[:2], field(w[0], 'mode') if w[0].startswith('OK') else w[0])
+print(req(f, 'RELEASE ' + field(w[0], 'lease'))[0])
+r = req(f, 'MAP vol rw.bin'); print(r[0].split(' ')[:2], 'network' in r[0])"
+	assert_line --index 0 "['OK', 'MAP']"
+	assert_line --index 1 'OK RELEASE'
+	assert_line --index 2 "['OK', 'MAP'] write"
+	assert_line --index 3 'OK RELEASE'
+	assert_line --index 4 "['OK', 'MAP'] False"
+	rm "$BED_SRV_DIR/rw.bin"
 }

@@ -258,7 +258,10 @@ proto() { bed_in_client python3 "$FUSED_LIB/fusedproto.py" "$@"; }
 	run -0 env MANPATH="$m" systemd-analyze verify "$unit"
 	assert_output ""
 	grep -q '^Type=notify$' "$unit" && grep -q '^ExecReload=/bin/kill -HUP \$MAINPID$' "$unit" || fail "not Type=notify with a HUP reload"
-	grep -q '^ExecStart=/usr/bin/node --max-semi-space-size=4 .* serve --config /etc/fused/fused.conf$' "$unit" || fail "ExecStart"
+	# The same small semi-space as the fusedctl shim's #! line gives the server.
+	local flag
+	flag=$(head -1 "$BED_ROOT/bin/fusedctl.cjs" | grep -o -- '--max-semi-space-size=[0-9]*') || fail "the fusedctl shim has no small semi-space"
+	grep -q "^ExecStart=/usr/bin/node $flag /usr/lib/fused/bin/fusedctl.cjs serve --config /etc/fused/fused.conf\$" "$unit" || fail "ExecStart"
 	# The sample configuration parses: a server started on it fails only for want of a volume.
 	run -2 --separate-stderr "$FUSED_BIN/fusedctl" serve --config "$BED_ROOT/packaging/fused.conf"
 	assert_equal "${stderr_lines[0]}" "fusedctl: no volume to serve (--volume NAME=DIR, or a [volume NAME] section in $BED_ROOT/packaging/fused.conf)"
