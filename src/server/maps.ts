@@ -63,6 +63,8 @@ export interface MapPolicyOptions {
   /** Bytes of pre-zeroed reserve per volume for allocation (where the file system can clone from it). */
   reserveBytes: number;
   log: (line: string) => void;
+  /** FIEMAP (default the native call); tests pass one that changes the file while it runs. */
+  fiemap?: typeof fiemap;
 }
 
 export class MapPolicy {
@@ -254,17 +256,18 @@ export class MapPolicy {
     const leasedFd = file.fd;
     const stale = 'the file was opened for writing while it was mapped';
     for (let attempt = 1; ; attempt++) {
-      // Size and mtime are read under the lease, before and after FIEMAP: the map describes one version of the
-      // file. (fstatSync right after the check: the shared descriptor cannot be closed in between.)
+      // Size, mtime and ctime are read under the lease, before and after FIEMAP: the map describes one version of
+      // the file (ctime too: a chmod or touch does not break a read lease). (fstatSync right after the check: the
+      // shared descriptor cannot be closed in between.)
       if (!this.leases.isCurrent(lease)) return { ...wholeNetwork(st, blockSize, stale), leaseId: lease.id };
       const before = fstatSync(leasedFd, { bigint: true });
-      const raw = await fiemap(leasedFd, { sync: true, maxExtents: this.opts.maxExtents });
+      const raw = await (this.opts.fiemap ?? fiemap)(leasedFd, { sync: true, maxExtents: this.opts.maxExtents });
       if (!this.leases.isCurrent(lease)) return { ...wholeNetwork(before, blockSize, stale), leaseId: lease.id };
       const after = fstatSync(leasedFd, { bigint: true });
-      if (before.size === after.size && before.mtimeNs === after.mtimeNs) {
+      if (before.size === after.size && before.mtimeNs === after.mtimeNs && before.ctimeNs === after.ctimeNs) {
         const extents = buildMap(raw, Number(after.size), 'read');
         if (extents.length > this.opts.maxExtents) throw Object.assign(new Error('too many'), { code: 'E2BIG' });
-        if (!cacheable || before.ctimeNs !== after.ctimeNs) return { ...describeFile(after, blockSize), extents, leaseId: lease.id };
+        if (!cacheable) return { ...describeFile(after, blockSize), extents, leaseId: lease.id };
         // Encoded once, kept with the lease (if the cache has room), and sent as it is.
         const map: CachedMap = { size: after.size, mtimeNs: after.mtimeNs, ctimeNs: after.ctimeNs, extents: extents.length, body: encodeLines(extents) };
         this.leases.cacheMap(file, map);
