@@ -82,7 +82,7 @@ deps:
 	bash .ci/deps
 
 check: deps all
-	bash test/run.sh
+	FUSED_BUILT=1 bash test/run.sh
 
 demo:
 	bash demo/run.sh

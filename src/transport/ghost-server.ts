@@ -169,7 +169,8 @@ export class GhostListener {
       await this.admit(nodeDir, node, name);
     }
     for (const s of live.values()) {
-      if (!names.includes(s.name)) {
+      // Not in the listing: gone, or made (and admitted by the watcher) after the listing was read.
+      if (!names.includes(s.name) && !fs.existsSync(s.dir)) {
         this.end(s, 'session directory removed');
         continue;
       }
@@ -260,13 +261,10 @@ export class GhostListener {
     s.closed = true;
     s.watcher?.close();
     this.sessions.get(nodeDir)?.delete(s.name);
-    // The client said all it had to say (its end of stream came): nothing more will be read there.
-    const key = join(nodeDir, s.name);
-    this.finished.set(key, Date.now());
-    if (s.stream.readableEnded) {
-      removeSession(key);
-      this.finished.delete(key);
-    }
+    // Not removed now: the client may not have read our last chunks yet (an ERR before its HELLO was through, the
+    // answer to its QUIT). It removes its directory itself when it is done; if it does not, the scan does after the
+    // cleanup interval.
+    this.finished.set(join(nodeDir, s.name), Date.now());
     fs.closeSync(s.fd);
   }
 }
