@@ -148,10 +148,11 @@ tb_when() { awk -v n="$2" '$2 >= n { print $1; exit }' "$1"; }
 	echo "# sharing a 100 MiB/s cap: cli $ra MiB/s, cli2 $rb MiB/s" >&3
 	tb_within "$ra" 40 60 "node cli's MiB/s while both copy"
 	tb_within "$rb" 40 60 "node cli2's MiB/s while both copy"
-	# cli2 is done (its last sample); from 2 s later node cli draws the whole cap.
+	# cli2 is done (its last sample); from 2 s later node cli draws the whole cap (over 2 s: a one-second window of
+	# destination growth caught a writeback stall of the VM's disk once).
 	tb_end=$(tail -1 "$d/b.samples" | cut -d' ' -f1)
-	rate=$(tb_rate "$d/a.samples" "$(tb_plus "$tb_end" 2)" "$(tb_plus "$tb_end" 3)")
-	echo "# alone under the cap, 2 to 3 s after the other finished: cli $rate MiB/s" >&3
+	rate=$(tb_rate "$d/a.samples" "$(tb_plus "$tb_end" 2)" "$(tb_plus "$tb_end" 4)")
+	echo "# alone under the cap, 2 to 4 s after the other finished: cli $rate MiB/s" >&3
 	tb_within "$rate" 85 115 "node cli's MiB/s alone under a 100 MiB/s cap"
 }
 
