@@ -2,8 +2,8 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { FusedError } from '../errors.js';
-import { parseConfig, readConfig } from './config.js';
-import { SERVE_DEFAULTS, resolveServe } from '../commands/serve-config.js';
+import { parseConfig, readConfig } from '../server/config.js';
+import { SERVE_DEFAULTS, resolveServe } from './serve-config.js';
 
 const SAMPLE = `# a server
 listen = 10.0.0.1:7447
