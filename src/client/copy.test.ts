@@ -1,13 +1,14 @@
 // Unit tests for the copier: temporary files discarded on demand mid-copy (a signal), never left after a copy;
-// -j: at most N files at once, results in walk order, one failing file stops no other.
+// -j: at most N files at once (at most LARGE_AT_ONCE large ones), results in walk order, one failing file stops no
+// other; modes of new copies; a trailing hole counts in the size.
 
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { createHash } from 'node:crypto';
-import { mkdir, mkdtemp, readFile, readdir, rm, writeFile } from 'node:fs/promises';
+import { chmod, mkdir, mkdtemp, readFile, readdir, rm, stat, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { Copier, InOrder, Slots, type FileResult } from './copy.js';
+import { Copier, InOrder, LARGE_AT_ONCE, LARGE_FILE, Slots, type FileResult } from './copy.js';
 import type { FileReader, ReadReport, Sink } from './reader.js';
 
 const OPTS = { recursive: false, preserve: false, noClobber: false, force: false, verify: false };
@@ -186,4 +187,72 @@ test('--checksum: the checksum is of the bytes as copied; a restart starts it ag
     assert.equal(results[0]?.status, 'copied', String(results[0]?.error));
     assert.deepEqual(results[0]?.checksum, { type: 'md5', value: expected });
     assert.equal(results[0]?.verified, true);
+  }));
+
+test('-j 16: at most LARGE_AT_ONCE files over LARGE_FILE bytes are copied at once, small ones beside them', () =>
+  withDir(async (dir) => {
+    const src = join(dir, 'src');
+    await mkdir(src);
+    for (let i = 0; i < 8; i++) await writeFile(join(src, `big${i}`), Buffer.alloc(LARGE_FILE + 1, i));
+    for (let i = 0; i < 8; i++) await writeFile(join(src, `small${i}`), `s${i}`);
+    let large = 0;
+    let mostLarge = 0;
+    let running = 0;
+    let most = 0;
+    const reader = {
+      async read(file: Buffer, sink: Sink): Promise<ReadReport> {
+        const big = file.toString().includes('big');
+        most = Math.max(most, ++running);
+        if (big) mostLarge = Math.max(mostLarge, ++large);
+        try {
+          await new Promise((r) => setTimeout(r, big ? 30 : 10));
+          const data = await readFile(file.toString());
+          await sink.write({ offset: 0, data, kind: 'network' });
+          return { size: data.length, path: 'network', reason: null, fallback: false, bytesDirect: 0, bytesZero: 0, bytesNetwork: data.length, interrupted: false, changed: false };
+        } finally {
+          running--;
+          if (big) large--;
+        }
+      },
+    } as unknown as FileReader;
+    const results: FileResult[] = [];
+    await new Copier(reader, { ...OPTS, recursive: true, jobs: 16 }, { file: (r) => results.push(r) }).run([Buffer.from(src)], Buffer.from(join(dir, 'dst')));
+    assert.equal(results.filter((r) => r.status === 'copied').length, 16);
+    assert.equal(mostLarge, LARGE_AT_ONCE, `large files at once: ${mostLarge}`);
+    assert.ok(most > LARGE_AT_ONCE, `files at once: ${most}`);
+    for (let i = 0; i < 8; i++) assert.ok((await readFile(join(dir, 'dst', `big${i}`))).equals(Buffer.alloc(LARGE_FILE + 1, i)));
+  }));
+
+test('a new copy gets the source\'s mode as cp gives it (umask applied), read-only sources too; a trailing run of zeros left as a hole still counts in the size', () =>
+  withDir(async (dir) => {
+    const umask = process.umask();
+    const cases: [string, number][] = [['rw', 0o640], ['exec', 0o755], ['ro', 0o444], ['wo', 0o200]];
+    for (const [name, mode] of cases) {
+      await writeFile(join(dir, name), 'x'.repeat(10));
+      await chmod(join(dir, name), mode);
+    }
+    await writeFile(join(dir, 'tail0'), Buffer.concat([Buffer.from('head'), Buffer.alloc(8192)]));
+    // The reader hands the zero tail as a zero chunk (as the direct path does for ZERO/HOLE ranges): not written.
+    const reader = {
+      async read(file: Buffer, sink: Sink): Promise<ReadReport> {
+        const data = await readFile(file.toString());
+        const head = data.subarray(0, data.length > 4096 ? 4 : data.length);
+        await sink.write({ offset: 0, data: head, kind: 'network' });
+        if (data.length > head.length) await sink.write({ offset: head.length, data: data.subarray(head.length), kind: 'zero' });
+        return { size: data.length, path: 'network', reason: null, fallback: false, bytesDirect: 0, bytesZero: data.length - head.length, bytesNetwork: head.length, interrupted: false, changed: false };
+      },
+    } as unknown as FileReader;
+    const out = join(dir, 'out');
+    await mkdir(out);
+    const results: FileResult[] = [];
+    const copier = new Copier(reader, OPTS, { file: (r) => results.push(r) });
+    await copier.run([...cases.map(([n]) => Buffer.from(join(dir, n))), Buffer.from(join(dir, 'tail0'))], Buffer.from(out));
+    assert.deepEqual(results.map((r) => r.status), ['copied', 'copied', 'copied', 'copied', 'copied']);
+    for (const [name, mode] of cases) {
+      assert.equal((await stat(join(out, name))).mode & 0o7777, mode & ~umask, name);
+      if (mode & 0o400) assert.equal(await readFile(join(out, name), 'utf8'), 'x'.repeat(10));
+    }
+    const tail = await readFile(join(out, 'tail0'));
+    assert.equal(tail.length, 4 + 8192);
+    assert.ok(tail.equals(Buffer.concat([Buffer.from('head'), Buffer.alloc(8192)])));
   }));

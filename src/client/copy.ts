@@ -1,5 +1,5 @@
 // Copying files and trees off fused mounts: temporary name, rename when complete, path taken per file.
-import { randomBytes } from 'node:crypto';
+import { randomFillSync } from 'node:crypto';
 import { chmod, chown, lstat, mkdir, open, readdir, readlink, realpath, rename, stat, symlink, unlink, utimes, type FileHandle } from 'node:fs/promises';
 import { unlinkSync, type Dirent, type Stats } from 'node:fs';
 import { FusedError, describeError, errnoCode } from '../errors.js';
@@ -44,8 +44,13 @@ export interface CopyOptions {
   checksum?: HashType;
 }
 
-/** Files copied at once by default (-j): enough to overlap the network mount's round trips of small files. */
-export const DEFAULT_JOBS = 8;
+/** Files copied at once by default (-j): enough to overlap the network mount's round trips and the local disk's
+ *  fsyncs of small files (measured: 1,000 files of 64 KiB over sshfs, 8 -> 16 took 1.2 s -> 1.1 s). */
+export const DEFAULT_JOBS = 16;
+/** Large files (over LARGE_FILE bytes) copied at once, at most, whatever -j says: each keeps the device's queue
+ *  full on its own and holds up to 16 buffers of 4 MiB; more at once only adds memory. */
+export const LARGE_AT_ONCE = 4;
+export const LARGE_FILE = 8 * 1024 * 1024;
 
 export type CopyStatus = 'copied' | 'skipped' | 'failed';
 
@@ -87,6 +92,8 @@ export class Copier {
   private readonly temporaries = new Set<Buffer>();
   /** Files being copied now, at most `jobs` (-j). */
   private readonly slots: Slots;
+  /** Of those, large files (LARGE_AT_ONCE). */
+  private readonly largeSlots: Slots;
 
   constructor(
     private readonly reader: FileReader,
@@ -98,6 +105,7 @@ export class Copier {
     private readonly throttle?: Throttle,
   ) {
     this.slots = new Slots(Math.max(1, opts.jobs ?? 1));
+    this.largeSlots = new Slots(Math.min(this.slots.size, LARGE_AT_ONCE));
   }
 
   /** cp semantics for SRC... DST. Throws for whole-command errors (usage, target not a directory). */
@@ -135,13 +143,18 @@ export class Copier {
   /** Copy a tree. Files are handed to the job slots as the walk finds them; the directory's own mode and times
    *  are set once every entry under it is done. */
   private async copyDir(src: Buffer, dst: Buffer, st: Stats, order: InOrder<FileResult>): Promise<void> {
+    /** Made by this copy (owner-only until it is done): nothing is in it that the walk did not put there. */
+    let fresh = false;
     const pending: Promise<void>[] = [];
     let ownResults: Emit | undefined;
     try {
       const existing = await lstat(dst).catch(() => undefined);
       if (existing && !existing.isDirectory()) throw new FusedError('failure', 'cannot overwrite non-directory with directory');
       // Owner-writable while we fill it; the final mode is set afterwards.
-      if (!existing) await mkdir(dst, { mode: 0o700 });
+      if (!existing) {
+        await mkdir(dst, { mode: 0o700 });
+        fresh = true;
+      }
       // The entry types come with the listing: no stat through the mount to tell a directory from a file.
       const entries = (await readdir(src, { encoding: 'buffer', withFileTypes: true })) as unknown as Dirent<Buffer>[];
       entries.sort((a, b) => Buffer.compare(a.name, b.name));
@@ -164,7 +177,7 @@ export class Copier {
             await this.copyDir(s, d, est, order);
             continue;
           }
-          pending.push((await this.slots.start(() => this.copyEntry(s, d, est, emit))).done);
+          pending.push((await this.slots.start(() => this.copyEntry(s, d, est, emit, fresh))).done);
           continue;
         }
         const { done } = await this.slots.start(async () => {
@@ -176,7 +189,7 @@ export class Copier {
           }
           // A directory that replaced the file since the listing is not walked: it was not there to walk.
           if (est.isDirectory()) return this.fail(s, d, new FusedError('failure', 'became a directory while being copied (skipped)'), emit);
-          return this.copyEntry(s, d, est, emit);
+          return this.copyEntry(s, d, est, emit, fresh);
         });
         pending.push(done);
       }
@@ -194,8 +207,9 @@ export class Copier {
     }
   }
 
-  /** Copy one non-directory; exactly one result goes to `emit`. */
-  private async copyEntry(src: Buffer, dst: Buffer, st: Stats, emit: Emit): Promise<void> {
+  /** Copy one non-directory; exactly one result goes to `emit`. `fresh`: `dst` is in a directory this copy made,
+   *  so nothing is there yet (no lookup of it). */
+  private async copyEntry(src: Buffer, dst: Buffer, st: Stats, emit: Emit, fresh = false): Promise<void> {
     const t0 = performance.now();
     if (st.isSymbolicLink()) {
       try {
@@ -220,11 +234,12 @@ export class Copier {
     }
     if (!st.isFile()) return this.fail(src, dst, new FusedError('failure', 'not a regular file, directory or symbolic link (skipped)'), emit);
     try {
-      const there = await this.existing(dst);
+      const there = fresh ? undefined : await this.existing(dst);
       if (there === 'skip') return emit({ source: src, destination: dst, status: 'skipped', seconds: 0, note: 'destination exists (-n)' });
       // With copies running at once, the pacing totals of this file's span include the others' (shared budget).
       const before = this.throttle?.totals();
-      const result = await this.copyFile(src, dst, st, there);
+      const copy = () => this.copyFile(src, dst, st, there);
+      const result = st.size > LARGE_FILE && this.slots.size > 1 ? await this.largeSlots.run(copy) : await copy();
       const throttle = before && totalsSince(before, this.throttle!.totals());
       emit({ ...result, seconds: (performance.now() - t0) / 1000, ...(throttle ? { throttle } : {}) });
     } catch (err) {
@@ -263,7 +278,7 @@ export class Copier {
     let fh: FileHandle;
     try {
       // In place: no O_TRUNC, no O_CREAT.
-      fh = await open(path, stream ? 'w' : overwrite ? 'r+' : 'wx', 0o600);
+      fh = await open(path, stream ? 'w' : overwrite ? 'r+' : 'wx', this.createMode(st));
     } catch (err) {
       if (!this.opts.force || stream) {
         forget(path);
@@ -278,7 +293,7 @@ export class Copier {
         this.temporaries.add(path);
       }
       const retry = path;
-      fh = await open(path, 'wx', 0o600).catch((e: unknown) => {
+      fh = await open(path, 'wx', this.createMode(st)).catch((e: unknown) => {
         forget(retry);
         throw e;
       });
@@ -341,7 +356,9 @@ export class Copier {
       else {
         await target.finish(end);
         // A file overwritten in place keeps its mode, as cp keeps an existing destination's (unless -p).
-        if (!overwrite) await chmod(path, this.opts.preserve ? st.mode & 0o7777 : st.mode & 0o777 & ~this.umask);
+        if (!overwrite && (this.opts.preserve || this.createMode(st) !== (st.mode & 0o777))) {
+          await chmod(path, this.opts.preserve ? st.mode & 0o7777 : st.mode & 0o777 & ~this.umask);
+        }
       }
       done = true;
       const checksum = await hash?.digest();
@@ -378,6 +395,12 @@ export class Copier {
       }
       throw err;
     }
+  }
+
+  /** The mode a new destination is created with: like cp, the source's permission bits (the umask applies), so no
+   *  chmod follows; owner read and write are kept while it is written (and with -p, which sets the mode last). */
+  private createMode(st: Stats): number {
+    return this.opts.preserve ? 0o600 : (st.mode & 0o777) | 0o600;
   }
 
   /** One read of the source into the sink; a file that changed while its restarted copy was read is copied
@@ -482,6 +505,16 @@ export class Slots {
     if (this.size === 1) await done;
     return { done };
   }
+
+  /** Run `task` in a slot (waiting for one) and give its result. */
+  async run<T>(task: () => Promise<T>): Promise<T> {
+    let result!: T;
+    const { done } = await this.start(async () => {
+      result = await task();
+    });
+    await done;
+    return result;
+  }
 }
 
 function knownType(e: Dirent<Buffer>): boolean {
@@ -550,7 +583,19 @@ const CHANGED_RETRIES = 3;
 
 /** `.NAME.fused-XXXXXXXX` beside `dst`: where a file is written before it is renamed into place. */
 export function tempName(dst: Buffer): Buffer {
-  return joinBytes(dirBytes(dst), Buffer.concat([Buffer.from('.'), baseBytes(dst).subarray(0, 200), Buffer.from(`.fused-${randomBytes(4).toString('hex')}`)]));
+  return joinBytes(dirBytes(dst), Buffer.concat([Buffer.from('.'), baseBytes(dst).subarray(0, 200), Buffer.from(`.fused-${randomHex()}`)]));
+}
+
+/** 8 random hex digits, drawn from a pool filled 1 KiB at a time (one call per file of a tree is measurable). */
+const randomPool = Buffer.alloc(1024);
+let randomAt = randomPool.length;
+function randomHex(): string {
+  if (randomAt + 4 > randomPool.length) {
+    randomFillSync(randomPool);
+    randomAt = 0;
+  }
+  randomAt += 4;
+  return randomPool.toString('hex', randomAt - 4, randomAt);
 }
 
 /** Whether `inner` is `outer` or below it (both resolved). */

@@ -163,6 +163,9 @@ export class FileReader {
     const size = Number(opened.size);
     if (this.opts.networkOnly) return { reason: 'network path requested (--network-only)', choice: true };
     if (!this.client) return { reason: 'no fuses on this node' };
+    // A small read goes through the mount wherever the file is: no path resolution for it (many small files).
+    const small = this.opts.smallFile ?? DEFAULT_SMALL_FILE;
+    if (wanted < small) return { reason: `small read (${wanted} bytes < ${small}): the network is cheaper than a map round trip`, choice: true };
     let fused;
     try {
       fused = await this.client.resolve(file);
@@ -170,8 +173,6 @@ export class FileReader {
       return { reason: errorMessage(err) };
     }
     if (!fused) return { reason: 'not on a fused mount' };
-    const small = this.opts.smallFile ?? DEFAULT_SMALL_FILE;
-    if (wanted < small) return { reason: `small read (${wanted} bytes < ${small}): the network is cheaper than a map round trip`, choice: true };
     // The session and the device's proof go on while our pages are flushed (the map itself must wait for that).
     this.client.warm?.(fused.fuse);
     // Our own dirty pages of the file reach the server before it maps the file (safety rule 4). A mount that

@@ -90,6 +90,9 @@ export class DirectWriter {
       fh ? MountTarget.over(fh, { reason, fallback }, kind) : MountTarget.open(path, { reason, fallback }, undefined, kind);
     if (this.opts.networkOnly) return network('network path requested (--network-only)', false);
     if (!this.client) return network('no fuses on this node', false);
+    // A small file goes through the mount wherever it is: no path resolution for it (many small files).
+    const small = this.opts.smallFile ?? DEFAULT_SMALL_FILE;
+    if (sizeHint >= 0 && sizeHint < small) return network(`small file (${sizeHint} bytes < ${small}): the network is cheaper than a map round trip`, false);
     let fused;
     try {
       fused = await this.client.resolve(path);
@@ -99,8 +102,6 @@ export class DirectWriter {
     if (!fused) return network('not on a fused mount', false);
     // A read-only node writes through the mount as a matter of course, not as a fallback.
     if (fused.fuse.access === 'ro') return network('this node is read-only on the map server (role ro)', false);
-    const small = this.opts.smallFile ?? DEFAULT_SMALL_FILE;
-    if (sizeHint >= 0 && sizeHint < small) return network(`small file (${sizeHint} bytes < ${small}): the network is cheaper than a map round trip`, false);
     // The server may put a pre-zeroed file in place of an empty one at its first ALLOC (ext4's pool): a new inode,
     // which an overwrite in place must not get.
     if (inplace && fh && (await fh.stat()).size === 0) return network('an empty file overwritten in place keeps its inode: written through the mount', false);
@@ -313,6 +314,11 @@ export class MountTarget implements WriteTarget {
     this.report = report ?? { path: 'network', reason: why.reason, fallback: why.fallback, bytesDirect: 0, bytesNetwork: 0, interrupted: false };
   }
 
+  /** A new file ('file' over a descriptor the caller just created) holds nothing past what this target wrote. */
+  private empty = false;
+  /** The end of the bytes written so far (zeros skipped as holes are not written). */
+  private writtenEnd = 0;
+
   static async open(path: Buffer, why: { reason: string | null; fallback: boolean }, report?: WriteReport, kind: MountKind = 'file'): Promise<MountTarget> {
     return new MountTarget(await open(path, 'r+'), why, report, kind);
   }
@@ -323,22 +329,28 @@ export class MountTarget implements WriteTarget {
     return this.fh.fd;
   }
 
-  /** Over a descriptor the caller opened already. */
+  /** Over a descriptor the caller opened already; for kind 'file', of a file it has just created (empty). */
   static over(fh: FileHandle, why: { reason: string | null; fallback: boolean } = { reason: null, fallback: false }, kind: MountKind = 'file'): MountTarget {
-    return new MountTarget(fh, why, undefined, kind);
+    const target = new MountTarget(fh, why, undefined, kind);
+    target.empty = kind === 'file';
+    return target;
   }
 
   async write(offset: number, data: Buffer, zero: boolean): Promise<boolean> {
     // Zeros are left as holes (cp --sparse=auto) in a new file; finish sets the size.
     if (this.kind === 'stream') await writeAll(this.fh, data, null);
-    else if (!zero || this.kind === 'overwrite') await writeAll(this.fh, data, offset);
+    else if (!zero || this.kind === 'overwrite') {
+      await writeAll(this.fh, data, offset);
+      this.writtenEnd = Math.max(this.writtenEnd, offset + data.length);
+    }
     this.report.bytesNetwork += data.length;
     return false;
   }
 
   async finish(size: number): Promise<void> {
     if (this.kind === 'stream') return this.fh.close();
-    await this.fh.truncate(size);
+    // A new file written up to its end has its size already (no trailing hole, nothing past it).
+    if (!(this.empty && this.writtenEnd === size)) await this.fh.truncate(size);
     // The name must only ever show a complete file: the bytes reach the disk before the rename does.
     await this.fh.sync();
     await this.fh.close();
@@ -353,7 +365,11 @@ export class MountTarget implements WriteTarget {
 
   async restart(): Promise<void> {
     // Overwritten in place, the old bytes are overwritten again from the start: nothing to throw away.
-    if (this.kind !== 'overwrite') await this.fh.truncate(0);
+    if (this.kind !== 'overwrite') {
+      await this.fh.truncate(0);
+      this.empty = this.kind === 'file';
+    }
+    this.writtenEnd = 0;
     this.report.bytesNetwork = 0;
   }
 

@@ -14,7 +14,7 @@ shift $(($# < 3 ? $# : 3))
 variants=("$@")
 ((${#variants[@]})) || variants=('-j 1' '--small-file 0' '-j 16')
 [[ $(id -u) == 0 ]] || { echo "smallfiles.sh: must run as root (loop devices, namespaces)" >&2; exit 2; }
-npx tsc -p tsconfig.json
+npm run --silent build # tsc and the one-file bundles the commands start from
 source test/lib/bed.bash
 bed_init "bsf$$"
 trap bed_teardown EXIT
