@@ -8,7 +8,9 @@ import { findDeviceByIdentity } from './devices.js';
 import { deviceIdentity } from './identity.js';
 import { proveDevice } from './proof.js';
 import { openSession } from './fuse.js';
-import { findFuseFor, loadFuses, type FuseRecord, type FusedFile } from './registry.js';
+import { findFuseFor, fuseOfPath, loadFuses, type FuseRecord, type FusedFile } from './registry.js';
+import { baseBytes, dirBytes } from './paths.js';
+import { realpath } from 'node:fs/promises';
 import type { FileMap, Session } from './session.js';
 import type { MapMode } from '../protocol/index.js';
 
@@ -80,6 +82,17 @@ export class FuseClient {
       perFuse.set(fuse.mountpoint, proof);
     }
     return proof;
+  }
+
+  /** Warm (below) the fuse a file about to be created as `file` would be under: its directory resolved, no check
+   *  of the mount (the write itself does that). Errors are left for the write to meet. */
+  warmFor(file: Buffer): void {
+    realpath(dirBytes(file), { encoding: 'buffer' })
+      .then((dir) => {
+        const found = fuseOfPath(Buffer.concat([dir as Buffer, Buffer.from('/'), baseBytes(file)]), this.fuses);
+        if (found && found.fuse.access !== 'ro') this.warm(found.fuse);
+      })
+      .catch(() => {});
   }
 
   /** Start the session to a fuse's server and the proof of its device now, so that they overlap other work (a

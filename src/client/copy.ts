@@ -8,27 +8,11 @@ import { FileReader, type Chunk, type ReadReport, type Sink } from './reader.js'
 import { totalsSince, type Throttle, type ThrottleTotals } from './pacer.js';
 import { MountTarget, WriteRestart, type DirectWriter, type WriteReport, type WriteTarget } from './writer.js';
 import { fadvise } from '../native/index.js';
+import { baseBytes, dirBytes, joinBytes } from './paths.js';
+
+export { baseBytes, dirBytes, joinBytes };
 
 const SLASH = 0x2f;
-
-export function joinBytes(dir: Buffer, name: Buffer): Buffer {
-  return dir.at(-1) === SLASH ? Buffer.concat([dir, name]) : Buffer.concat([dir, Buffer.from('/'), name]);
-}
-
-/** Last component, ignoring trailing slashes (`a/b/` -> `b`). */
-export function baseBytes(p: Buffer): Buffer {
-  let end = p.length;
-  while (end > 1 && p[end - 1] === SLASH) end--;
-  const start = p.lastIndexOf(SLASH, end - 1) + 1;
-  return p.subarray(start, end);
-}
-
-export function dirBytes(p: Buffer): Buffer {
-  let end = p.length;
-  while (end > 1 && p[end - 1] === SLASH) end--;
-  const i = p.lastIndexOf(SLASH, end - 1);
-  return i < 0 ? Buffer.from('.') : i === 0 ? Buffer.from('/') : p.subarray(0, i);
-}
 
 export interface CopyOptions {
   recursive: boolean;
@@ -275,6 +259,7 @@ export class Copier {
       if (temporary(p)) this.temporaries.delete(p);
     };
     if (temporary(path)) this.temporaries.add(path);
+    if (!stream) this.writer?.warmFor(dst, st.size);
     let fh: FileHandle;
     try {
       // In place: no O_TRUNC, no O_CREAT.

@@ -160,7 +160,11 @@ export interface FusedFile {
 
 /** The fuse a file lives under (longest mount point that is a prefix of its resolved path), if any. */
 export async function findFuseFor(file: Buffer, records: FuseRecord[]): Promise<FusedFile | undefined> {
-  const abs = (await realpath(file, { encoding: 'buffer' })) as Buffer;
+  return fuseOfPath((await realpath(file, { encoding: 'buffer' })) as Buffer, records);
+}
+
+/** The fuse a resolved absolute path is under (longest mount point that is a prefix of it), if any. */
+export function fuseOfPath(abs: Buffer, records: FuseRecord[]): FusedFile | undefined {
   let best: FusedFile | undefined;
   for (const fuse of records) {
     const mp = Buffer.from(fuse.mountpoint);

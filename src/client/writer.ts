@@ -74,9 +74,16 @@ export type DeviceWriter = Pick<Device, 'path' | 'writeAt' | 'outside' | 'close'
 export class DirectWriter {
 
   constructor(
-    private readonly client: Pick<FuseClient, 'resolve' | 'map'> | null,
+    private readonly client: (Pick<FuseClient, 'resolve' | 'map'> & Partial<Pick<FuseClient, 'warmFor'>>) | null,
     private readonly opts: WriterOptions = {},
   ) {}
+
+  /** A file of `sizeHint` bytes is about to be created as `path`: if it may go direct, the session and the device's
+   *  proof start now, beside the create through the mount (open() then finds them ready). */
+  warmFor(path: Buffer, sizeHint: number): void {
+    if (this.opts.networkOnly || sizeHint < (this.opts.smallFile ?? DEFAULT_SMALL_FILE)) return;
+    this.client?.warmFor?.(path);
+  }
 
   /** A target for `path`, a file created through the network mount; `opened` is its descriptor there, kept for
    *  writing through the mount and closed only to try the direct path (so that the server can take the write

@@ -16,7 +16,7 @@ fstypes=("$@")
 [[ $(id -u) == 0 ]] || { echo "write.sh: must run as root (loop devices, namespaces)" >&2; exit 2; }
 command -v fio >/dev/null || apt-get install -y -q fio >/dev/null
 command -v fio >/dev/null || { echo "write.sh: fio is missing and could not be installed" >&2; exit 2; }
-npx tsc -p tsconfig.json
+npm run --silent build # tsc and the one-file bundles the commands start from
 source test/lib/bed.bash
 
 bytes=$((size_mib * 1024 * 1024))
@@ -104,6 +104,7 @@ bench_one() {
 	echo "$fstype: reserve warm after $(warm_reserve) s" >&2
 	echo "$fstype: $size_mib MiB, $rounds round(s), reserve $reserve bytes; volume $BED_DEV_B, scratch $scratch at $offset; $(nproc) cores" >&2
 	: >"$BED_DIR/inner-times"
+	: >"$BED_DIR/pairs"
 	declare -A times=()
 	for ((r = 1; r <= rounds; r++)); do
 		# Interleaved, so drift in the machine's load hits every contender alike.
@@ -111,6 +112,11 @@ bench_one() {
 		times[fiosync]+="$(fio_write "$scratch" "$offset" sync) "
 		echo "$fstype: reserve warm again after $(warm_reserve) s" >&2
 		times[fusedcp]+="$(fusedcp_write "$r") "
+		# This round's pairs, run back to back: fio (plain, durable) against the whole command and the copy itself.
+		read -r -a f <<<"${times[fio]}"
+		read -r -a fs <<<"${times[fiosync]}"
+		read -r -a w <<<"${times[fusedcp]}"
+		echo "${f[-1]} ${fs[-1]} ${w[-1]} $(tail -1 "$BED_DIR/inner-times")" >>"$BED_DIR/pairs"
 		[[ $r == 1 ]] && times[cp]+="$(cp_write) " # through a 1 Gbit link: one round is plenty
 		echo "$fstype: round $r done" >&2
 	done
@@ -132,6 +138,13 @@ bench_one() {
 		printf "ratio fusedcp(copy only)/fio durable: %.2f\n", i / s
 		printf "ratio fusedcp/cp(network):    %.1f\n", f / c
 	}'
+	# Per round the contenders ran back to back: the median of their ratios is the least disturbed by the device's
+	# drift between rounds (a virtual disk over a shared host: single runs wander by up to 2x).
+	pair_median() { awk "{ print $1 }" "$BED_DIR/pairs" | sort -g | awk -v what="$2" '{ a[NR] = $1 } END {
+		printf "%s, median of the %d rounds'"'"' pairs: %.2f (%.2f to %.2f)\n", what, NR, a[int((NR + 1) / 2)], a[1], a[NR] }'; }
+	pair_median '$1 / $3' "ratio fusedcp/fio"
+	pair_median '$1 / $4' "ratio fusedcp(copy only)/fio"
+	pair_median '$2 / $4' "ratio fusedcp(copy only)/fio durable"
 	bed_teardown
 	trap - EXIT
 }
