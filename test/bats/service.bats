@@ -249,7 +249,7 @@ proto() { bed_in_client python3 "$FUSED_LIB/fusedproto.py" "$@"; }
 	! grep -q '^{' "$log" || fail "JSON lines in a text log"
 }
 
-@test "the packaged systemd unit passes systemd-analyze verify and runs serve --config with a small semi-space" {
+@test "the packaged systemd unit passes systemd-analyze verify and runs serve --config with a small semi-space and two malloc arenas" {
 	command -v systemd-analyze >/dev/null || fail "no systemd-analyze (.ci/deps installs the systemd package)"
 	local unit=$BED_ROOT/packaging/fused-server.service m=$BATS_TEST_TMPDIR/man
 	# Its Documentation= pages, where man finds them.
@@ -262,6 +262,9 @@ proto() { bed_in_client python3 "$FUSED_LIB/fusedproto.py" "$@"; }
 	local flag
 	flag=$(head -1 "$BED_ROOT/bin/fusedctl.cjs" | grep -o -- '--max-semi-space-size=[0-9]*') || fail "the fusedctl shim has no small semi-space"
 	grep -q "^ExecStart=/usr/bin/node $flag /usr/lib/fused/bin/fusedctl.cjs serve --config /etc/fused/fused.conf\$" "$unit" || fail "ExecStart"
+	# And the same malloc arenas (a few, not 8 per core: the pool threads' arenas are RSS that stays).
+	flag=$(head -1 "$BED_ROOT/bin/fusedctl.cjs" | grep -o -- 'MALLOC_ARENA_MAX=[0-9]*') || fail "the fusedctl shim sets no MALLOC_ARENA_MAX"
+	grep -q "^Environment=$flag\$" "$unit" || fail "the unit's MALLOC_ARENA_MAX differs from the shim's"
 	# The sample configuration parses: a server started on it fails only for want of a volume.
 	run -2 --separate-stderr "$FUSED_BIN/fusedctl" serve --config "$BED_ROOT/packaging/fused.conf"
 	assert_equal "${stderr_lines[0]}" "fusedctl: no volume to serve (--volume NAME=DIR, or a [volume NAME] section in $BED_ROOT/packaging/fused.conf)"
