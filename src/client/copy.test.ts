@@ -4,7 +4,7 @@
 
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { createHash } from 'node:crypto';
+import { createHash, randomBytes } from 'node:crypto';
 import { chmod, mkdir, mkdtemp, readFile, readdir, rm, stat, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -255,4 +255,42 @@ test('a new copy gets the source\'s mode as cp gives it (umask applied), read-on
     const tail = await readFile(join(out, 'tail0'));
     assert.equal(tail.length, 4 + 8192);
     assert.ok(tail.equals(Buffer.concat([Buffer.from('head'), Buffer.alloc(8192)])));
+  }));
+
+test('a large new local copy gets its blocks before the first write (fallocate); blocks past a shorter end are given back', () =>
+  withDir(async (dir) => {
+    const size = LARGE_FILE * 5; // 40 MiB: over the write-behind size, where preallocation starts
+    const src = join(dir, 'big.bin');
+    await writeFile(src, randomBytes(size));
+    const seen: number[] = [];
+    // Delivers the file in 4 MiB chunks; for 'short' it stops at half (the file shrank while it was read).
+    const reader = (short: boolean) => ({
+      async read(file: Buffer, sink: Sink): Promise<ReadReport> {
+        const data = await readFile(file.toString());
+        const end = short ? size / 2 : size;
+        for (let at = 0; at < end; at += 4 * 1024 * 1024) {
+          await sink.write({ offset: at, data: data.subarray(at, at + 4 * 1024 * 1024), kind: 'network' });
+          if (at === 0) {
+            const temp = (await readdir(join(dir, 'out'))).find((n) => n.includes('.fused-'))!;
+            seen.push((await stat(join(dir, 'out', temp))).blocks * 512);
+          }
+        }
+        return { size: end, path: 'network', reason: null, fallback: false, bytesDirect: 0, bytesZero: 0, bytesNetwork: end, interrupted: false, changed: false };
+      },
+    }) as unknown as FileReader;
+    await mkdir(join(dir, 'out'));
+    for (const short of [false, true]) {
+      const results: FileResult[] = [];
+      const dst = join(dir, 'out', short ? 'short.bin' : 'whole.bin');
+      await new Copier(reader(short), OPTS, { file: (r) => results.push(r) }).run([Buffer.from(src)], Buffer.from(dst));
+      assert.equal(results[0]!.status, 'copied');
+      const st = await stat(dst);
+      const want = short ? size / 2 : size;
+      assert.equal(st.size, want);
+      assert.ok((await readFile(dst)).equals((await readFile(src)).subarray(0, want)));
+      // Every block allocated after the first 4 MiB were written: preallocated, not grown write by write.
+      assert.ok(seen.at(-1)! >= size, `allocated after the first write: ${seen.at(-1)} of ${size}`);
+      // None left past the end (the file system's own metadata blocks aside: at most 1 MiB).
+      assert.ok(st.blocks * 512 <= want + 1024 * 1024, `${st.blocks * 512} bytes allocated for ${want}`);
+    }
   }));

@@ -287,7 +287,10 @@ export class Copier {
     let target: WriteTarget;
     try {
       target = stream || !this.writer ? MountTarget.over(fh, undefined, kind) : await this.writer.open(path, st.size, fh, overwrite);
-      if (kind === 'file' && target instanceof MountTarget && st.size >= WRITE_BEHIND) target = new WriteBehind(target, target.fd);
+      if (kind === 'file' && target instanceof MountTarget && st.size >= WRITE_BEHIND) {
+        await target.preallocate(st.size);
+        target = new WriteBehind(target, target.fd);
+      }
     } catch (err) {
       await fh.close().catch(() => {});
       if (temporary(path)) {

@@ -2,7 +2,8 @@
 // O_DIRECT, COMMIT); the network mount whenever the direct path is not available or stops being safe.
 import { open, type FileHandle } from 'node:fs/promises';
 import { performance } from 'node:perf_hooks';
-import { FusedError, errorMessage, reasonOf } from '../errors.js';
+import { FusedError, errnoCode, errorMessage, reasonOf } from '../errors.js';
+import { fallocate } from '../native/index.js';
 import { LIMITS } from '../protocol/index.js';
 import type { MapExtent } from '../volume/extents.js';
 import type { FuseClient } from './client.js';
@@ -325,6 +326,8 @@ export class MountTarget implements WriteTarget {
   private empty = false;
   /** The end of the bytes written so far (zeros skipped as holes are not written). */
   private writtenEnd = 0;
+  /** Blocks allocated ahead (preallocate), past the size until written. */
+  private preallocated = 0;
 
   static async open(path: Buffer, why: { reason: string | null; fallback: boolean }, report?: WriteReport, kind: MountKind = 'file'): Promise<MountTarget> {
     return new MountTarget(await open(path, 'r+'), why, report, kind);
@@ -343,6 +346,23 @@ export class MountTarget implements WriteTarget {
     return target;
   }
 
+  /**
+   * A new file of `size` bytes gets its blocks now (fallocate, size kept): in few extents, and a destination
+   * without the room fails at once rather than after most of the copy. A file system that cannot (EOPNOTSUPP:
+   * sshfs, tmpfs before 3.5, ...) is written as before. Only ever for a file this target created.
+   */
+  async preallocate(size: number): Promise<void> {
+    if (!this.empty || this.kind !== 'file' || size <= 0) return;
+    try {
+      await fallocate(this.fh.fd, { keepSize: true }, 0, size);
+      this.preallocated = size;
+    } catch (err) {
+      const code = errnoCode(err);
+      if (code === 'ENOSPC' || code === 'EDQUOT') throw new FusedError('failure', `no room for ${size} bytes on the destination's file system (${code})`);
+      // Anything else: no preallocation; the writes meet any real problem themselves.
+    }
+  }
+
   async write(offset: number, data: Buffer, zero: boolean): Promise<boolean> {
     // Zeros are left as holes (cp --sparse=auto) in a new file; finish sets the size.
     if (this.kind === 'stream') await writeAll(this.fh, data, null);
@@ -356,8 +376,9 @@ export class MountTarget implements WriteTarget {
 
   async finish(size: number): Promise<void> {
     if (this.kind === 'stream') return this.fh.close();
-    // A new file written up to its end has its size already (no trailing hole, nothing past it).
-    if (!(this.empty && this.writtenEnd === size)) await this.fh.truncate(size);
+    // A new file written up to its end has its size already (no trailing hole, nothing past it; blocks preallocated
+    // past the end are given back by the truncate).
+    if (!(this.empty && this.writtenEnd === size && this.preallocated <= size)) await this.fh.truncate(size);
     // The name must only ever show a complete file: the bytes reach the disk before the rename does.
     await this.fh.sync();
     await this.fh.close();
@@ -375,6 +396,7 @@ export class MountTarget implements WriteTarget {
     if (this.kind !== 'overwrite') {
       await this.fh.truncate(0);
       this.empty = this.kind === 'file';
+      this.preallocated = 0;
     }
     this.writtenEnd = 0;
     this.report.bytesNetwork = 0;
