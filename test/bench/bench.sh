@@ -87,7 +87,17 @@ sha() { openssl dgst -sha256 -r <"$1" | cut -d' ' -f1; }
 now() { date +%s.%N; }
 elapsed() { awk -v a="$1" -v b="$(now)" 'BEGIN { printf "%.4f\n", b - a }'; }
 median() { sort -g | awk '{ a[NR] = $1 } END { print a[int((NR + 1) / 2)] }'; }
-drop_caches() { sync; echo 3 >/proc/sys/vm/drop_caches; }
+# Cold caches for the data (the server's and the client's page cache, sshfs's), then the programs are loaded again
+# (untimed): their start-up from a cold virtual disk (node alone is ~100 MB) is not the read path, and fio, which
+# reads no file, never pays it.
+drop_caches() {
+	sync
+	echo 3 >/proc/sys/vm/drop_caches
+	"$FUSED_BIN/fusedcat" --version >/dev/null
+	"$FUSED_BIN/fusedcp" --version >/dev/null
+	cp --version >/dev/null
+	! command -v nfs-cp >/dev/null || nfs-cp >/dev/null 2>&1 || true
+}
 fail() { echo "bench.sh: $*" >&2; exit 1; }
 
 # The file read by everyone, written on the server; the file written by everyone, local to the client.
