@@ -1,6 +1,9 @@
 // Bindings for FIEMAP, confined opens, direct I/O and block device facts (each on the libuv pool), and the quick
 // synchronous name calls of the ext4 pool's swap.
 #include <fcntl.h>
+#include <sys/mman.h>
+#include <cerrno>
+#include <cstdint>
 #include <unistd.h>
 #include <linux/falloc.h>
 #include <linux/fiemap.h>
@@ -382,7 +385,19 @@ Napi::Value JsReadHead(const Napi::CallbackInfo& info) {
   return (new ReadHeadWorker(info.Env(), ArgBytes(info[0]), static_cast<size_t>(length)))->Start();
 }
 
-// Aligned memory for O_DIRECT; the finalizer frees it and tells V8 the external memory is gone.
+// Aligned memory for O_DIRECT, zeroed; the finalizer frees it and tells V8 the external memory is gone. Large
+// buffers (I/O chunks of megabytes) are anonymous mappings: page-aligned, zero by the kernel's promise, their pages
+// faulted in by the first read into them (on a pool thread), not by a memset on the event loop. Measured: 16
+// buffers of 4 MiB took 51 ms of fusedcat's main thread with posix_memalign + memset.
+namespace {
+constexpr int64_t kMapAtLeast = 64 * 1024;
+
+struct AlignedMemory {
+  int64_t bytes;
+  bool mapped;
+};
+}  // namespace
+
 Napi::Value JsAlignedBuffer(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   if (ThrowIfNot(env, IsInt(info[0]) && IsInt(info[1]), "alignedBuffer(size, align)")) return Napi::Value();
@@ -392,23 +407,41 @@ Napi::Value JsAlignedBuffer(const Napi::CallbackInfo& info) {
   if (ThrowIfNot(env, ok, "alignedBuffer: align a power of two, size a positive multiple of it"))
     return Napi::Value();
   void* mem = nullptr;
-  int rc = posix_memalign(&mem, static_cast<size_t>(align), static_cast<size_t>(size));
-  if (rc != 0) {
-    Fault fault;
-    fault.err = rc;
-    fault.syscall = "posix_memalign";
-    MakeError(env, fault).ThrowAsJavaScriptException();
-    return Napi::Value();
+  bool mapped = size >= kMapAtLeast && align <= sysconf(_SC_PAGESIZE);
+  if (mapped) {
+    // Not advised for huge pages: with THP's synchronous compaction (defrag=madvise) touching 16 such chunks took
+    // 413 ms instead of 37 ms on this VM.
+    mem = mmap(nullptr, static_cast<size_t>(size), PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (mem == MAP_FAILED) {
+      Fault fault;
+      fault.err = errno;
+      fault.syscall = "mmap";
+      MakeError(env, fault).ThrowAsJavaScriptException();
+      return Napi::Value();
+    }
+  } else {
+    int rc = posix_memalign(&mem, static_cast<size_t>(align), static_cast<size_t>(size));
+    if (rc != 0) {
+      Fault fault;
+      fault.err = rc;
+      fault.syscall = "posix_memalign";
+      MakeError(env, fault).ThrowAsJavaScriptException();
+      return Napi::Value();
+    }
+    memset(mem, 0, static_cast<size_t>(size));
   }
-  memset(mem, 0, static_cast<size_t>(size));
   Napi::MemoryManagement::AdjustExternalMemory(env, size);
-  auto* hint = new int64_t(size);
+  auto* hint = new AlignedMemory{size, mapped};
   return Napi::Buffer<char>::New(
       env, static_cast<char*>(mem), static_cast<size_t>(size),
-      [](Napi::Env env, char* data, int64_t* bytes) {
-        free(data);
-        Napi::MemoryManagement::AdjustExternalMemory(env, -*bytes);
-        delete bytes;
+      [](Napi::Env env, char* data, AlignedMemory* m) {
+        if (m->mapped) {
+          munmap(data, static_cast<size_t>(m->bytes));
+        } else {
+          free(data);
+        }
+        Napi::MemoryManagement::AdjustExternalMemory(env, -m->bytes);
+        delete m;
       },
       hint);
 }

@@ -326,10 +326,26 @@ describe('openBeneath', () => {
 });
 
 describe('direct I/O', () => {
-  test('alignedBuffer is zeroed and validated', () => {
+  test('alignedBuffer is zeroed and validated, small (heap) and large (an anonymous mapping) alike', async () => {
     const buf = alignedBuffer(8192);
     assert.equal(buf.length, 8192);
     assert.ok(buf.every((b) => b === 0));
+    // Many large ones (each freed by the GC with its own finalizer, munmap): every one zero, and aligned for
+    // O_DIRECT at any 4 KiB offset into it.
+    const data = Buffer.alloc(4 * MiB + 8 * KiB);
+    for (let i = 0; i < data.length; i++) data[i] = (i * 7) % 253;
+    fs.writeFileSync(file('big-direct'), data);
+    const fd = await openDirect(file('big-direct'));
+    try {
+      for (let i = 0; i < 24; i++) {
+        const big = alignedBuffer(4 * MiB + 8 * KiB);
+        assert.ok(big.every((b) => b === 0), `buffer ${i} is zero`);
+        assert.equal(await pread(fd, big, 4 * KiB, 4 * MiB, 4 * KiB), 4 * MiB);
+        assert.ok(big.subarray(4 * KiB, 4 * KiB + 4 * MiB).equals(data.subarray(4 * KiB, 4 * KiB + 4 * MiB)));
+      }
+    } finally {
+      await close(fd);
+    }
     assert.throws(() => alignedBuffer(1000), { code: 'ERR_OUT_OF_RANGE' });
     assert.throws(() => alignedBuffer(0), { code: 'ERR_OUT_OF_RANGE' });
     assert.throws(() => alignedBuffer(4096, 3000), { code: 'ERR_OUT_OF_RANGE' });
