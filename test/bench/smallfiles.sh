@@ -4,7 +4,7 @@
 # checked file by file (sha256) so a fast wrong copy cannot win. Prints median seconds and the ratio to cp.
 # Usage (root): test/bench/smallfiles.sh [FILES] [SIZE_KIB] [ROUNDS] [VARIANT...]
 #   defaults: 1000 files of 64 KiB, 3 rounds; a VARIANT is a quoted set of extra fusedcp options, e.g. '-j 1'
-#   (default variants: '-j 1', '--small-file 0', '-j 16')
+#   (default variants: '-j 1', '-j 8', '--small-file 0')
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 files=${1:-1000}
@@ -12,7 +12,7 @@ size_kib=${2:-64}
 rounds=${3:-3}
 shift $(($# < 3 ? $# : 3))
 variants=("$@")
-((${#variants[@]})) || variants=('-j 1' '--small-file 0' '-j 16')
+((${#variants[@]})) || variants=('-j 1' '-j 8' '--small-file 0')
 [[ $(id -u) == 0 ]] || { echo "smallfiles.sh: must run as root (loop devices, namespaces)" >&2; exit 2; }
 npm run --silent build # tsc and the one-file bundles the commands start from
 source test/lib/bed.bash
