@@ -10,8 +10,6 @@ import { MountTarget, WriteRestart, type DirectWriter, type WriteReport, type Wr
 import { fadvise } from '../native/index.js';
 import { baseBytes, dirBytes, joinBytes } from './paths.js';
 
-export { baseBytes, dirBytes, joinBytes };
-
 const SLASH = 0x2f;
 
 export interface CopyOptions {

@@ -15,7 +15,7 @@ import { columnsHelp, renderTable, rowsToJson, selectColumns, type Column } from
 import { formatError, humanBytes, jsonOut } from '../ui/messages.js';
 import { extentSvg } from '../ui/svg.js';
 import { summarize, totalOf, type MapSummary } from '../volume/summary.js';
-import { joinBytes } from '../client/copy.js';
+import { joinBytes } from '../client/paths.js';
 
 interface Row { index: number; e: MapExtent; blockSize: number; blocks: boolean }
 
