@@ -198,9 +198,17 @@ keys=(read_fio read_fusedcp read_fusedcat read_sshfs write_fio write_fusedcp wri
 ((nfs)) && keys=(read_fio read_fusedcp read_fusedcat read_sshfs read_nfs write_fio write_fusedcp write_sshfs write_nfs)
 for ((r = 1; r <= rounds; r++)); do
 	# Interleaved, so drift in the machine's load hits every contender alike.
-	runs[read_fio]+="$(fio_run read "$BED_DEV_B" "$phys");"
+	# fio and fusedcat run back to back, swapping places every round: the figure issue 9 holds fusedcat to is their
+	# ratio, and a read right after fusedcp's (which leaves the virtual disk writing its 1 GiB copy out) or right
+	# after another's would favour whoever does not follow it.
+	if ((r % 2 == 1)); then
+		runs[read_fio]+="$(fio_run read "$BED_DEV_B" "$phys");"
+		runs[read_fusedcat]+="$(timed_cat);"
+	else
+		runs[read_fusedcat]+="$(timed_cat);"
+		runs[read_fio]+="$(fio_run read "$BED_DEV_B" "$phys");"
+	fi
 	runs[read_fusedcp]+="$(timed_read bash -c 'fusedcp_checked "$@"' - .path "$BED_CLI_DIR/$file" "$out");"
-	runs[read_fusedcat]+="$(timed_cat);"
 	runs[read_sshfs]+="$(timed_read cp "$BED_CLI_DIR/$file" "$out");"
 	((nfs)) && runs[read_nfs]+="$(timed_read nfs-cp "$BED_NFS_URL/$file" "$out");"
 	runs[write_fio]+="$(fio_run write "$scratch" 0);"
