@@ -290,7 +290,8 @@ export function build(ctx: CommandContext): Command {
         const stop = (sig: string) => {
           logger.line(`${sig}: shutting down`, 'shutdown');
           process.off('SIGHUP', onHup);
-          void Promise.all([running.close().then(() => ghost?.close()), metricsEndpoint?.close()]).then(() => resolve());
+          // Ghost clients are refused at once from now on (ALIVE goes); the sessions already open drain with the rest.
+          void Promise.all([ghost?.retire(), running.close().then(() => ghost?.close()), metricsEndpoint?.close()]).then(() => resolve());
         };
         process.once('SIGTERM', () => stop('SIGTERM'));
         process.once('SIGINT', () => stop('SIGINT'));

@@ -73,6 +73,10 @@ export class GhostListener {
   private timer: NodeJS.Timeout | undefined;
   private readonly roots: string[] = [];
   private closing = false;
+  /** Shutting down (retire): ALIVE is gone and not written again; the open sessions go on until close. */
+  private retiring = false;
+  /** The periodic scan under way, if any (retire waits for its ALIVE write). */
+  private ticking: Promise<void> = Promise.resolve();
 
   constructor(
     private readonly host: GhostHost,
@@ -108,12 +112,23 @@ export class GhostListener {
       }
       await this.writeAlive(root);
     }
-    this.timer = setInterval(() => void this.tick(), this.scanMs);
+    this.timer = setInterval(() => {
+      this.ticking = this.tick().catch(() => {});
+    }, this.scanMs);
     this.o.log(`ghost files: ${this.roots.join(', ')} for node(s) ${this.o.nodes.map((n) => `${n.node} (uid ${n.uid})`).join(', ')}; cleanup after ${this.o.cleanupMs / 1000} s`);
   }
 
   private get scanMs(): number {
     return this.o.scanMs ?? ALIVE_INTERVAL_MS;
+  }
+
+  /** The server begins to shut down: ALIVE goes at once and is not written again, so a new client is refused at
+   *  once ("no map server serves this volume") rather than waiting for an answer that will not come, while the
+   *  sessions already open get their BYE and their maps drain (which may take the lease time). */
+  async retire(): Promise<void> {
+    this.retiring = true;
+    await this.ticking;
+    for (const root of this.roots) await unlink(join(root, ALIVE_FILE)).catch(() => {});
   }
 
   async close(): Promise<void> {
@@ -129,7 +144,7 @@ export class GhostListener {
 
   private async tick(): Promise<void> {
     if (this.closing) return;
-    for (const root of this.roots) await this.writeAlive(root).catch((err: unknown) => this.o.log(`ghost: ${root}: ${errorMessage(err)}`));
+    if (!this.retiring) for (const root of this.roots) await this.writeAlive(root).catch((err: unknown) => this.o.log(`ghost: ${root}: ${errorMessage(err)}`));
     for (const root of this.roots) {
       for (const n of this.o.nodes) await this.scanNode(join(root, n.node), n);
     }

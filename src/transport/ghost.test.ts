@@ -2,7 +2,7 @@
 // client in one temporary directory (standing in for the volume and its network mount).
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { mkdir, mkdtemp, readdir, rm, stat, symlink, writeFile } from 'node:fs/promises';
+import { mkdir, mkdtemp, readFile, readdir, rm, stat, symlink, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
@@ -190,6 +190,31 @@ test('a session whose client went silent is removed after the cleanup interval; 
     assert.match(greetings[1] ?? '', /^ERR BUSY too many ghost sessions for node n1 \(limit 1\)/);
     a.destroy();
     b.destroy();
+  } finally {
+    await l.close();
+    await rm(vol, { recursive: true, force: true });
+  }
+});
+
+test('a retiring listener (the server shutting down) refuses new clients at once and keeps the open session', async () => {
+  const vol = await tmp();
+  const { l } = await echoListener(vol);
+  try {
+    const open = await connectGhost(vol, 'n1', { busy: () => true, idleMs: () => 50 });
+    assert.deepEqual(await lines(open, 1), ['+ greeting']);
+    await l.retire();
+    await assert.rejects(readFile(join(vol, '.fused/ghost/ALIVE')), { code: 'ENOENT' });
+    // Several scans later ALIVE is still gone (the scan goes on for the open sessions but writes no ALIVE).
+    await sleep(200);
+    await assert.rejects(readFile(join(vol, '.fused/ghost/ALIVE')), { code: 'ENOENT' });
+    const t0 = Date.now();
+    await assert.rejects(connectGhost(vol, 'n1', { busy: () => true, idleMs: () => 50 }), /no map server serves this volume over ghost files/);
+    assert.ok(Date.now() - t0 < 1000);
+    // The session opened before goes on until the listener closes.
+    const reply = lines(open, 1);
+    open.write('PING\n');
+    assert.deepEqual(await reply, ['OK PING']);
+    open.destroy();
   } finally {
     await l.close();
     await rm(vol, { recursive: true, force: true });
