@@ -82,8 +82,14 @@ export class DirectWriter {
   /** A file of `sizeHint` bytes is about to be created as `path`: if it may go direct, the session and the device's
    *  proof start now, beside the create through the mount (open() then finds them ready). */
   warmFor(path: Buffer, sizeHint: number): void {
-    if (this.opts.networkOnly || sizeHint < (this.opts.smallFile ?? DEFAULT_SMALL_FILE)) return;
+    if (this.opts.networkOnly || this.smallFile(sizeHint) !== undefined) return;
     this.client?.warmFor?.(path);
+  }
+
+  /** Why a file of `sizeHint` bytes goes through the mount by choice (small), or undefined (-1: size unknown). */
+  private smallFile(sizeHint: number): string | undefined {
+    const small = this.opts.smallFile ?? DEFAULT_SMALL_FILE;
+    return sizeHint >= 0 && sizeHint < small ? `small file (${sizeHint} bytes < ${small}): the network is cheaper than a map round trip` : undefined;
   }
 
   /** A target for `path`, a file created through the network mount; `opened` is its descriptor there, kept for
@@ -99,8 +105,8 @@ export class DirectWriter {
     if (this.opts.networkOnly) return network('network path requested (--network-only)', false);
     if (!this.client) return network('no fuses on this node', false);
     // A small file goes through the mount wherever it is: no path resolution for it (many small files).
-    const small = this.opts.smallFile ?? DEFAULT_SMALL_FILE;
-    if (sizeHint >= 0 && sizeHint < small) return network(`small file (${sizeHint} bytes < ${small}): the network is cheaper than a map round trip`, false);
+    const small = this.smallFile(sizeHint);
+    if (small !== undefined) return network(small, false);
     let fused;
     try {
       fused = await this.client.resolve(path);
@@ -352,7 +358,7 @@ export class MountTarget implements WriteTarget {
    * sshfs, tmpfs before 3.5, ...) is written as before. Only ever for a file this target created.
    */
   async preallocate(size: number): Promise<void> {
-    if (!this.empty || this.kind !== 'file' || size <= 0) return;
+    if (!this.empty || size <= 0) return;
     try {
       await fallocate(this.fh.fd, { keepSize: true }, 0, size);
       this.preallocated = size;

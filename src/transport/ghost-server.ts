@@ -113,7 +113,7 @@ export class GhostListener {
       await this.writeAlive(root);
     }
     this.timer = setInterval(() => {
-      this.ticking = this.tick().catch(() => {});
+      this.ticking = this.tick();
     }, this.scanMs);
     this.o.log(`ghost files: ${this.roots.join(', ')} for node(s) ${this.o.nodes.map((n) => `${n.node} (uid ${n.uid})`).join(', ')}; cleanup after ${this.o.cleanupMs / 1000} s`);
   }
@@ -127,7 +127,7 @@ export class GhostListener {
    *  sessions already open get their BYE and their maps drain (which may take the lease time). */
   async retire(): Promise<void> {
     this.retiring = true;
-    await this.ticking;
+    await this.ticking.catch(() => {}); // a failed scan has surfaced already, where it happened
     for (const root of this.roots) await unlink(join(root, ALIVE_FILE)).catch(() => {});
   }
 
