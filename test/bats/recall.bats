@@ -33,14 +33,15 @@ cat_slowly() {
 	bg=$!
 }
 
-# cp_slowly: fusedcp --json of $cf into a directory on the client's network mount (the 1 Gbit/s link makes a
-# 256 MiB copy take seconds), in the background. The copy lands at $dstsrv/NAME on the server's side.
+# cp_slowly [OPTION...]: fusedcp --json [OPTION...] of $cf into a directory on the client's network mount (the
+# 1 Gbit/s link makes a 256 MiB copy through it take seconds), in the background. The copy lands at $dstsrv/NAME
+# on the server's side.
 cp_slowly() {
 	out=$BATS_TEST_TMPDIR/cp
 	dstsrv=$BED_SRV_DIR/dst-$BATS_TEST_NUMBER
 	mkdir -p "$dstsrv"
 	(
-		bed_in_client "$FUSED_BIN/fusedcp" --json "$cf" "$BED_CLI_DIR/dst-$BATS_TEST_NUMBER/" >"$out.json" 2>"$out.err"
+		bed_in_client "$FUSED_BIN/fusedcp" --json "$@" "$cf" "$BED_CLI_DIR/dst-$BATS_TEST_NUMBER/" >"$out.json" 2>"$out.err"
 		echo $? >"$out.rc"
 	) &
 	bg=$!
@@ -219,17 +220,24 @@ assert_fast_writer() { ((ms < 5000)) || fail "the opener on the server waited ${
 
 @test "the map server killed mid-copy: fusedcp completes through the mount or leaves nothing" {
 	make_file kill.bin
-	cp_slowly
+	# Paced at 64 MiB/s, the 256 MiB copy takes about 4 s. The kill waits for the copy's first bytes at the
+	# destination, not only for the server's lease: a kill between the lease and the map's reply would send the
+	# whole file through the mount from the start, with nothing to interrupt.
+	cp_slowly --limit 64MiB/s
 	rc_wait_lease "$f"
+	local tries=200
+	until [[ $(find "$dstsrv" -maxdepth 1 -name '.kill.bin.fused-*' -size +0 | wc -l) -gt 0 ]]; do
+		((tries-- > 0)) || fail "the copy wrote nothing in 10 s"
+		sleep 0.05
+	done
 	kill -KILL "$BED_SERVER_PID"
 	wait "$bg"
 	local rc
 	rc=$(cat "$out.rc")
 	if [[ $rc == 0 ]]; then
 		assert_equal "$(rc_sha "$dstsrv/kill.bin")" "$old"
-		# The kill hit the copy: its direct read, or (a 256 MiB read can be over within the first tenth of a second,
-		# and a read lease now lingers 2 s after it) its direct write onto the fused mount, which then went through
-		# the mount.
+		# The kill hit the copy: its direct read, or (a read lease lingers 2 s after the read) its direct write onto
+		# the fused mount, which then went through the mount.
 		run -0 jq -c '.[0] | [.status, (.interrupted or .write.interrupted)]' "$out.json"
 		assert_output '["copied",true]'
 	else
