@@ -3,6 +3,10 @@
 // MAPLOAD_PIPELINE=0), for SECONDS; prints one JSON line of figures.
 // Usage: node mapload.mjs HOST:PORT KEYFILE NODE VOLUME SECONDS CONNS PATH...
 // Connection i maps PATH[i % n], PATH[(i + 1) % n], ...; latency is that of MAP (request sent to END read).
+// MAPLOAD_RATE=R (maps/s, all connections together): an open loop instead of as fast as they can. Connection i
+// sends its k-th MAP at start + (i / CONNS + k) * CONNS / R s, or at once if the previous reply came later than
+// that; its latency counts from that scheduled time, not from the send (a late reply delays the requests behind it
+// and they count the wait: no coordinated omission), so timer lateness in this process counts against the server.
 import { createHmac, randomBytes } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import { connect } from 'node:net';
@@ -18,6 +22,17 @@ const seconds = Number(secondsArg);
 const conns = Number(connsArg);
 // MAPLOAD_PIPELINE=0: each RELEASE in a write of its own, its reply awaited before the next MAP.
 const pipeline = process.env.MAPLOAD_PIPELINE !== '0';
+const rate = Number(process.env.MAPLOAD_RATE ?? 0);
+if (!(rate >= 0)) {
+  console.error('mapload.mjs: MAPLOAD_RATE must be a number of maps per second');
+  process.exit(2);
+}
+/** An open loop's gap between one connection's requests (ms); 0: a closed loop. */
+const interval = rate > 0 ? (conns * 1000) / rate : 0;
+const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
+// MAPLOAD_WARMUP=S (default 1): seconds of the same load before the measured SECONDS, counted nowhere (the server's
+// first maps of each file and its JIT compiling the map path are not its steady state).
+const warmup = Number(process.env.MAPLOAD_WARMUP ?? 1);
 const hmac = (msg) => createHmac('sha256', key).update(msg).digest('hex');
 // Paths as the protocol encodes them (percent-encoding for anything but plain bytes).
 const wirePath = (p) => Buffer.from(p).toString('latin1').replace(/[^A-Za-z0-9._\/-]/g, (c) => '%' + c.charCodeAt(0).toString(16).padStart(2, '0'));
@@ -81,8 +96,9 @@ function run(index, go, lat, authed) {
       const auth = await line();
       if (!auth.startsWith('OK AUTH')) throw new Error(auth);
       authed();
-      const deadline = await go;
+      const { from: measureFrom, deadline } = await go;
       let maps = 0;
+      let all = 0; // with the warm-up's
       let extents = 0;
       let errors = 0;
       let k = index;
@@ -93,8 +109,16 @@ function run(index, go, lat, authed) {
         const rel = await line();
         if (!rel.startsWith('OK RELEASE')) throw new Error(rel);
       };
+      // The open loop's schedule: this connection's first request a fraction of the interval after the start.
+      let due = measureFrom - warmup * 1000 + (interval * index) / conns;
       while (performance.now() < deadline) {
-        const t0 = performance.now();
+        let t0 = performance.now();
+        if (interval > 0) {
+          if (due > t0) await sleep(due - t0);
+          if (due >= deadline) break;
+          t0 = due;
+          due += interval;
+        }
         const map = `MAP ${volume} ${wire[k++ % wire.length]} read`;
         if (held !== null && pipeline) {
           send(`RELEASE ${held}\n${map}`);
@@ -110,7 +134,8 @@ function run(index, go, lat, authed) {
           continue;
         }
         const n = await dataLines();
-        lat.push(performance.now() - t0);
+        const measured = t0 >= measureFrom;
+        if (measured) lat.push(performance.now() - t0);
         const f = fieldsOf(head);
         if (f.network !== undefined) throw new Error(`NETWORK map: ${head}`);
         if (Number(f.extents) !== n) throw new Error(`extents=${f.extents} but ${n} X lines`);
@@ -121,7 +146,8 @@ function run(index, go, lat, authed) {
           held = null;
           await release();
         }
-        maps++;
+        if (measured) maps++;
+        all++;
       }
       if (held !== null) {
         send(`RELEASE ${held}`);
@@ -130,7 +156,7 @@ function run(index, go, lat, authed) {
       send('QUIT');
       await line();
       sock.destroy();
-      return { maps, extents, errors };
+      return { maps, all, extents, errors };
     })().then(resolve, reject);
   });
 }
@@ -145,8 +171,8 @@ const running = [];
 for (let i = 0; i < conns; i++) {
   await new Promise((authed, failed) => running.push(run(i, go, lat, authed).catch((e) => { failed(e); throw e; })));
 }
-start = performance.now();
-startAll(start + seconds * 1000);
+start = performance.now() + warmup * 1000;
+startAll({ from: start, deadline: start + seconds * 1000 });
 const results = await Promise.all(running);
 const elapsed = (performance.now() - start) / 1000;
 lat.sort((a, b) => a - b);
@@ -156,6 +182,8 @@ console.log(JSON.stringify({
   conns,
   seconds: Number(elapsed.toFixed(2)),
   maps,
+  mapsWithWarmup: results.reduce((s, r) => s + r.all, 0),
+  warmupSeconds: warmup,
   mapsPerSecond: Math.round(maps / elapsed),
   extentsPerMap: results[0].extents,
   p50ms: Number(pct(50).toFixed(2)),
@@ -163,4 +191,5 @@ console.log(JSON.stringify({
   maxms: Number(lat[lat.length - 1].toFixed(2)),
   errors: results.reduce((s, r) => s + r.errors, 0),
   pipelined: pipeline,
+  ...(rate > 0 ? { offeredPerSecond: rate } : {}),
 }));
