@@ -9,17 +9,22 @@ import { deviceIdentity } from './identity.js';
 import { proveDevice } from './proof.js';
 import { openSession } from './fuse.js';
 import { findFuseFor, fuseOfPath, loadFuses, type FuseRecord, type FusedFile } from './registry.js';
-import { baseBytes, dirBytes } from './paths.js';
+import { baseBytes, dirBytes, joinBytes } from './paths.js';
 import { realpath } from 'node:fs/promises';
 import type { FileMap, Session } from './session.js';
 import type { MapMode } from '../protocol/index.js';
 
-/** The device path proven for a session, or why the direct path is refused for that fuse (naming the device). */
-export type ProvenDevice = { path: string } | { reason: string };
+/** The device proven for a session (its path, and the read-only descriptor the proof read it through, kept open for
+ *  the session's readers and closed with the client), or why the direct path is refused for that fuse (naming the
+ *  device). */
+export type ProvenDevice = { path: string; device?: Device } | { reason: string };
 
 export class FuseClient {
   private readonly sessions = new Map<string, Promise<Session>>();
   private readonly proofs = new WeakMap<Session, Map<string, Promise<ProvenDevice>>>();
+  /** Each fuse's device, found by its identity and opened (its UUID checked), before and apart from any proof, so
+   *  that opening it overlaps the session's start: one per fuse for the command, closed by close(). */
+  private readonly devices = new Map<string, Promise<Device>>();
   private mounts: Promise<MountEntry[]> | undefined;
 
   private constructor(readonly fuses: FuseRecord[]) {}
@@ -78,7 +83,12 @@ export class FuseClient {
     if (!perFuse) this.proofs.set(session, (perFuse = new Map()));
     let proof = perFuse.get(fuse.mountpoint);
     if (!proof) {
-      proof = proveFuseDevice(fuse, session).catch((err: unknown) => ({ reason: reasonOf(err) }));
+      proof = this.openDevice(fuse)
+        .then(async (device) => {
+          await proveDevice(session, fuse.volume, device);
+          return { path: device.path, device };
+        })
+        .catch((err: unknown) => ({ reason: reasonOf(err) }));
       perFuse.set(fuse.mountpoint, proof);
     }
     return proof;
@@ -95,15 +105,25 @@ export class FuseClient {
       .catch(() => {});
   }
 
+  /** Warm the fuse a file's path names as written (before its symlinks are resolved by resolve()): right unless a
+   *  symlink leads out of or into a mount, and a wrong guess costs one unused session and proof. */
+  warmPath(file: Buffer): void {
+    const abs = file[0] === 0x2f ? file : joinBytes(Buffer.from(process.cwd()), file);
+    const found = fuseOfPath(abs, this.fuses);
+    if (found) this.warm(found.fuse);
+  }
+
   /** Start the session to a fuse's server and the proof of its device now, so that they overlap other work (a
    *  later map() uses them); failures wait for map() to report them. */
   warm(fuse: FuseRecord): void {
+    this.openDevice(fuse).catch(() => {});
     this.session(fuse).then((session) => this.device(fuse, session)).catch(() => {});
   }
 
   /** Ask the server for a file's map (read, or write: one writer under a write lease), and check it tiles the file
-   *  before anyone trusts it. With the map, the device proven for this session (or why there is none). */
-  async map(file: FusedFile, mode: MapMode = 'read'): Promise<{ map: FileMap; session: Session; device: ProvenDevice }> {
+   *  before anyone trusts it. With the map, the proof of the device for this session: its outcome (the device, or
+   *  why there is none) may come after the map for a read, and has come before it for a write. */
+  async map(file: FusedFile, mode: MapMode = 'read'): Promise<{ map: FileMap; session: Session; device: Promise<ProvenDevice> }> {
     const session = await this.session(file.fuse);
     const proving = this.device(file.fuse, session);
     // A write map taken in vain would hold the file up for others: no proven device, no write map. A read map is
@@ -124,7 +144,7 @@ export class FuseClient {
       await session.release(map.lease).catch(() => {});
       throw new FusedError('failure', `map server sent an invalid ${mode} map: ${problem}`);
     }
-    return { map, session, device: await proving };
+    return { map, session, device: proving };
   }
 
   async close(): Promise<void> {
@@ -136,11 +156,25 @@ export class FuseClient {
       }
     }
     this.sessions.clear();
+    const devices = [...this.devices.values()];
+    this.devices.clear();
+    for (const d of devices) await d.then((device) => device.close(), () => {});
+  }
+
+  /** The fuse's device, opened once (unproven: only a proof in a session makes it trusted). */
+  private openDevice(fuse: FuseRecord): Promise<Device> {
+    let d = this.devices.get(fuse.mountpoint);
+    if (!d) {
+      d = findFuseDevice(fuse).then((path) => Device.open(path, fuse.uuid));
+      this.devices.set(fuse.mountpoint, d);
+    }
+    return d;
   }
 }
 
-/** Find the fuse's device by its recorded identity, check its UUID and prove it by content. Throws with the reason. */
-async function proveFuseDevice(fuse: FuseRecord, session: Session): Promise<ProvenDevice> {
+/** The fuse's device: the recorded path while it has the recorded identity, else the device that has it. Throws
+ *  with the reason when none has. */
+async function findFuseDevice(fuse: FuseRecord): Promise<string> {
   let path = fuse.device;
   if (fuse.deviceId) {
     const now = await deviceIdentity(fuse.device);
@@ -152,12 +186,6 @@ async function proveFuseDevice(fuse: FuseRecord, session: Session): Promise<Prov
       path = found;
     }
   }
-  const device = await Device.open(path, fuse.uuid);
-  try {
-    await proveDevice(session, fuse.volume, device);
-  } finally {
-    await device.close();
-  }
-  return { path };
+  return path;
 }
 

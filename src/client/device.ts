@@ -93,4 +93,12 @@ export class Device {
   async close(): Promise<void> {
     await close(this.fd).catch(() => {});
   }
+
+  /** This device for one of its owner's readers: the same descriptor (positioned reads share it safely), which
+   *  the owner closes, not the borrower. */
+  borrow(): Device {
+    const view = Object.create(this) as Device;
+    view.close = async () => {};
+    return view;
+  }
 }

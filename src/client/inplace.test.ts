@@ -145,7 +145,7 @@ function setupShared(t: { after: (fn: () => void) => void }, size: number) {
     map: async () => {
       const map = maps[Math.min(mapped++, maps.length - 1)]!;
       session.sizeAtMap.set(map.lease, map.size);
-      return { map, session: session as unknown as Session, device: { path: '/dev/fake' } };
+      return { map, session: session as unknown as Session, device: Promise.resolve({ path: '/dev/fake' }) };
     },
   };
   const writer = new DirectWriter(client, { smallFile: 0, openDevice: async () => device });

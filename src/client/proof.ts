@@ -24,7 +24,8 @@ export async function proveDevice(session: Session, volume: string, device: Devi
   try {
     await checkProbeOnDevice(session, volume, device, probe);
   } finally {
-    await session.unprobe(volume, probe.name).catch(() => {});
+    // Sent now, its answer not awaited (replies come in order; nothing depends on it): the proof is done.
+    void session.unprobe(volume, probe.name).catch(() => {});
   }
 }
 
@@ -66,6 +67,7 @@ export async function checkProbeOnDevice(session: Session, volume: string, devic
     if (!seen.equals(token)) throw new FusedError('refused', notOnDevice(''), device.path);
     return map;
   } finally {
-    await session.release(map.lease).catch(() => {});
+    // Not awaited, like UNPROBE: the check above is the proof, whatever the server answers to the release.
+    void session.release(map.lease).catch(() => {});
   }
 }

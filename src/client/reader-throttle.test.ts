@@ -49,7 +49,7 @@ async function setup(t: { after: (fn: () => void | Promise<void>) => void }, gra
   const fuse = { mountpoint: dir, uuid: 'u', volume: 'vol', device: '/dev/fake' } as FuseRecord;
   const client: MapSource = {
     resolve: async (file: Buffer) => ({ fuse, rel: Buffer.from('clip.bin'), abs: file }) as FusedFile,
-    map: async () => ({ map: await session.map('vol', Buffer.from('clip.bin')), session, device: { path: '/dev/fake' } }),
+    map: async () => ({ map: await session.map('vol', Buffer.from('clip.bin')), session, device: Promise.resolve({ path: '/dev/fake' }) }),
   };
   const parts = new Map<number, Buffer>();
   const sink = {

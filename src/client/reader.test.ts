@@ -81,7 +81,7 @@ function source(session: Session, dir: string): MapSource {
   const fuse = { mountpoint: dir, uuid: 'u', volume: 'vol', device: '/dev/fake' } as FuseRecord;
   return {
     resolve: async (file: Buffer) => ({ fuse, rel: Buffer.from('clip.bin'), abs: file }) as FusedFile,
-    map: async () => ({ map: await session.map('vol', Buffer.from('clip.bin')), session, device: { path: '/dev/fake' } }),
+    map: async () => ({ map: await session.map('vol', Buffer.from('clip.bin')), session, device: Promise.resolve({ path: '/dev/fake' }) }),
   };
 }
 
@@ -290,7 +290,7 @@ test('a map of another file (another inode, or other nanoseconds, where the moun
     const fuse = { mountpoint: dir, uuid: 'u', volume: 'vol', device: '/dev/fake', ...c.fidelity } as FuseRecord;
     const src: MapSource = {
       resolve: async (f: Buffer) => ({ fuse, rel: Buffer.from('clip.bin'), abs: f }) as FusedFile,
-      map: async () => ({ map: await session.map('vol', Buffer.from('clip.bin')), session, device: { path: '/dev/fake' } }),
+      map: async () => ({ map: await session.map('vol', Buffer.from('clip.bin')), session, device: Promise.resolve({ path: '/dev/fake' }) }),
     };
     const device = new FakeDevice(file.image);
     const { sink, result } = collector(true);

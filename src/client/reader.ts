@@ -56,7 +56,7 @@ export interface ReadReport {
 export type DeviceReader = Pick<Device, 'path' | 'info' | 'fsSize' | 'readInto' | 'close' | 'outside'>;
 
 /** What the reader needs of the fuse client (FuseClient; tests pass fakes). */
-export type MapSource = Pick<FuseClient, 'resolve' | 'map'> & Partial<Pick<FuseClient, 'warm'>>;
+export type MapSource = Pick<FuseClient, 'resolve' | 'map'> & Partial<Pick<FuseClient, 'warm' | 'warmPath'>>;
 
 export interface ReaderOptions {
   networkOnly?: boolean;
@@ -166,6 +166,8 @@ export class FileReader {
     // A small read goes through the mount wherever the file is: no path resolution for it (many small files).
     const small = this.opts.smallFile ?? DEFAULT_SMALL_FILE;
     if (wanted < small) return { reason: `small read (${wanted} bytes < ${small}): the network is cheaper than a map round trip`, choice: true };
+    // The session and the proof start now for the fuse the path names as written, while the path is resolved.
+    this.client.warmPath?.(file);
     let fused;
     try {
       fused = await this.client.resolve(file);
@@ -192,18 +194,10 @@ export class FileReader {
       return { reason: `map server: ${errorMessage(err)}` };
     }
     const { map, session } = got;
-    const proven = got.device;
-    // The proven device is opened while the file is looked at again through the mount; closed unless it is used.
-    const opening = 'path' in proven
-      ? (this.opts.openDevice ?? Device.open)(proven.path, fused.fuse.uuid).then((device) => ({ device }), (err: unknown) => ({ err }))
-      : undefined;
-    const release = async () => {
-      const o = await opening;
-      if (o && 'device' in o) await o.device.close();
-      await session.release(map.lease).catch(() => {});
-    };
+    const release = () => session.release(map.lease).catch(() => {});
     // The map must be of the file we opened: the path may have been renamed over meanwhile, and the map must
-    // describe that file as the mount shows it (inode and nanoseconds where the mount passes them through).
+    // describe that file as the mount shows it (inode and nanoseconds where the mount passes them through). The
+    // device's proof goes on meanwhile.
     const now = await stat(file, { bigint: true }).catch(() => undefined);
     if (!now || now.dev !== opened.dev || now.ino !== opened.ino || now.size !== opened.size || now.mtimeNs !== opened.mtimeNs) {
       await release();
@@ -227,21 +221,28 @@ export class FileReader {
       };
       return { reason: map.networkReason ?? networkReasons(map.extents), version: async () => (await version()) === map.change ? map.change : undefined };
     }
-    // The device proven by its content for this session (rule 7), found by its identity: never just the recorded path.
-    if (!opening) {
+    // The device proven by its content for this session (rule 7), found by its identity: never just the recorded
+    // path. Its proof's own descriptor is shared by the session's readers.
+    const proven = await got.device;
+    if (!('path' in proven)) {
       await release();
-      return { reason: (proven as { reason: string }).reason };
+      return { reason: proven.reason };
     }
-    const o = await opening;
-    if ('err' in o) {
-      await release();
-      const err = o.err;
-      return { reason: err instanceof FusedError && err.subject ? `${err.subject}: ${err.message}` : `device: ${errorMessage(err)}` };
+    let device: DeviceReader;
+    if (proven.device && !this.opts.openDevice) {
+      device = proven.device.borrow();
+    } else {
+      try {
+        device = await (this.opts.openDevice ?? Device.open)(proven.path, fused.fuse.uuid);
+      } catch (err) {
+        await release();
+        return { reason: err instanceof FusedError && err.subject ? `${err.subject}: ${err.message}` : `device: ${errorMessage(err)}` };
+      }
     }
-    const device = o.device;
     // Every DATA extent must lie inside the device and its file system (never another volume's bytes).
     const outside = device.outside(map.extents);
     if (outside) {
+      await device.close();
       await release();
       return { reason: outside };
     }

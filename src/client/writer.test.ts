@@ -67,7 +67,7 @@ function setup(t: { after: (fn: () => void) => void }) {
   const map: FileMap = { lease: 'W1', size: 0, blockSize: 4096, change: 'c', extents: [] };
   const client = {
     resolve: async (file: Buffer) => ({ fuse, rel: Buffer.from('.dst'), abs: file }) as FusedFile,
-    map: async () => ({ map, session: session as unknown as Session, device: { path: '/dev/fake' } }),
+    map: async () => ({ map, session: session as unknown as Session, device: Promise.resolve({ path: '/dev/fake' }) }),
   };
   const writer = new DirectWriter(client, { smallFile: 0, openDevice: async () => device });
   return { path, session, device, writer };

@@ -145,13 +145,14 @@ export class DirectWriter {
       await release();
       return { reason: map.networkReason ?? 'parts of the file cannot be written directly (shared or not aligned)' };
     }
-    if ('reason' in got.device) {
+    const proven = await got.device; // settled before a write map is asked for
+    if ('reason' in proven) {
       await release();
-      return { reason: got.device.reason };
+      return { reason: proven.reason };
     }
     let device: DeviceWriter;
     try {
-      device = await (this.opts.openDevice ?? ((p, u) => Device.open(p, u, { write: true })))(got.device.path, fused.fuse.uuid);
+      device = await (this.opts.openDevice ?? ((p, u) => Device.open(p, u, { write: true })))(proven.path, fused.fuse.uuid);
     } catch (err) {
       await release();
       return { reason: reasonOf(err) };
