@@ -10,6 +10,9 @@
 # Defaults: 1024 MiB, 3 rounds (median), 1gbit, disk (images under /var/tmp), ext4-4k, 1000 small files of 64 KiB.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
+# The commands run without NODE_EXTRA_CA_CERTS and NODE_OPTIONS (Node reads the extra CA file at every start: a cost
+# of this environment, tens of ms, not of fused), as in read.sh and startup.sh.
+unset NODE_EXTRA_CA_CERTS NODE_OPTIONS
 here=$PWD
 
 size_mib=1024 rounds=3 link=1gbit backing=disk fstype=ext4-4k files=1000 nfs=1 json_out='' svg_out=''
@@ -121,8 +124,12 @@ echo "bench: $size_mib MiB ($extents extent(s)), $rounds round(s), link $link, b
 
 # Each contender prints "SECONDS LINK_BYTES" for one run and checks its result.
 # fio's seconds are its own clock (without its start-up); everyone else's are the whole command's.
+# A read by fio starts from the same state as fusedcat's: right after drop_caches (its sync and the programs'
+# reload). Without that, fio's reads that ran first in a round took 0.54-0.57 s and the ones right after fusedcat
+# 0.96 s, while every fusedcat (all after a drop) took 1.16-1.27 s (2026-11-28, disk): the ratio measured the drop.
 fio_run() {
 	local rw=$1 dev=$2 offset=$3 j=$BED_DIR/fio.json l0
+	[[ $rw != read ]] || drop_caches
 	l0=$(bed_link_bytes)
 	fio --name=limit --filename="$dev" --offset="$offset" --size="$bytes" --direct=1 --rw="$rw" --bs=4M --iodepth=8 \
 		--ioengine=libaio --output-format=json >"$j"
