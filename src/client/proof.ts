@@ -24,8 +24,9 @@ export async function proveDevice(session: Session, volume: string, device: Devi
   try {
     await checkProbeOnDevice(session, volume, device, probe);
   } finally {
-    // Sent now, its answer not awaited (replies come in order; nothing depends on it): the proof is done.
-    void session.unprobe(volume, probe.name).catch(() => {});
+    // Awaited, though nothing depends on its answer: a request sent next (the reader's first GRANT) would only
+    // queue behind it, and its wait would count as the throttle's.
+    await session.unprobe(volume, probe.name).catch(() => {});
   }
 }
 
@@ -67,7 +68,6 @@ export async function checkProbeOnDevice(session: Session, volume: string, devic
     if (!seen.equals(token)) throw new FusedError('refused', notOnDevice(''), device.path);
     return map;
   } finally {
-    // Not awaited, like UNPROBE: the check above is the proof, whatever the server answers to the release.
-    void session.release(map.lease).catch(() => {});
+    await session.release(map.lease).catch(() => {});
   }
 }
