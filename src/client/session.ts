@@ -85,6 +85,8 @@ export interface FileMap {
   extents: WireExtent[];
   /** Why the server marked the whole file NETWORK, if it did. */
   networkReason?: string;
+  /** ALLOC: bytes the server said it can allocate next without writing zeros (0 if it did not say). */
+  ready?: number;
 }
 
 interface Pending {
@@ -528,5 +530,6 @@ function parseMap(head: Fields, data: string[]): FileMap {
     ...(mtimeNs !== undefined ? { mtimeNs } : {}),
     extents,
     ...(head.network ? { networkReason: head.network } : {}),
+    ...(head.ready !== undefined && /^\d+$/.test(head.ready) ? { ready: Number(head.ready) } : {}),
   };
 }

@@ -167,6 +167,28 @@ test('ALLOC slices double from 32 MiB up to 256 MiB, each asked for while the on
   assert.equal(target.report.bytesDirect, size);
 });
 
+test('a server that can clone from its reserve (ready=) gets the rest of the file in the second ALLOC, at most what it has ready', async (t) => {
+  const { path, session, writer } = setup(t);
+  const size = 480 * MiB;
+  const alloc = session.alloc.bind(session);
+  // The reserve holds 400 MiB before the first ALLOC; each ALLOC takes what it gives from it.
+  let reserve = 400 * MiB;
+  session.alloc = async (lease, offset, length) => {
+    const map = await alloc(lease, offset, length);
+    reserve = Math.max(0, reserve - length);
+    return reserve > 0 ? { ...map, ready: reserve } : map;
+  };
+  const target = await writer.open(Buffer.from(path), size);
+  const chunk = Buffer.alloc(4 * MiB, 0x5a);
+  for (let at = 0; at < size; at += chunk.length) await target.write(at, chunk, false);
+  await target.finish(size);
+  // 32 MiB first (nothing known of the server yet), then all 368 MiB it said it had ready, then slices again (the
+  // third ALLOC's slice is 128 MiB: the doubling went on behind the larger asks), never past the size.
+  assert.deepEqual(session.allocs, [[0, 32 * MiB], [32 * MiB, 368 * MiB], [400 * MiB, 80 * MiB]]);
+  assert.deepEqual(session.commits, [size]);
+  assert.equal(target.report.bytesDirect, size);
+});
+
 test('every device write carries the lease deadline down to the pool thread', async (t) => {
   const { path, session, device, writer } = setup(t);
   const target = await writer.open(Buffer.from(path), 9 * MiB);

@@ -29,6 +29,9 @@ export interface Allocator {
   /** Whether (dev, ino) is one of the server's own files (the pool). */
   owns(dev: bigint, ino: bigint): boolean;
   stats(): AllocatorStats;
+  /** Bytes the next allocations can have without zeros written for them (cloned from the reserve): 0 where each
+   *  allocation writes its zeros (or the device does), which is worth asking in slices that overlap the writes. */
+  readyBytes(): number;
   /** A client is writing the volume's device directly (a write map is out): background work (the reserve's
    *  refill) keeps off the device until every returned function has been called (each is idempotent). */
   writing(): () => void;
@@ -303,6 +306,10 @@ class VolumeAllocator implements Allocator {
   private held(): { bytes: number; target: number } {
     if (this.method !== 'pool') return { bytes: this.reserveSize, target: this.reserveTarget };
     return { bytes: this.pool.reduce((n, f) => n + (f.fd >= 0 ? f.filled : 0), 0), target: this.pool.reduce((n, f) => n + f.size, 0) };
+  }
+
+  readyBytes(): number {
+    return this.method === 'reflink' && this.reserveFd >= 0 ? this.reserveSize : 0;
   }
 
   owns(dev: bigint, ino: bigint): boolean {

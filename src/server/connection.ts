@@ -418,7 +418,7 @@ export class Connection implements LeaseHolder {
       }
       case 'ALLOC': {
         const answer = await server.maps.alloc(this, req.lease, req.offset, req.length);
-        return this.sendMap('ALLOC', answer, { lease: req.lease });
+        return this.sendMap('ALLOC', answer, { lease: req.lease, ...(answer.ready ? { ready: String(answer.ready) } : {}) });
       }
       case 'COMMIT': {
         const done = await server.maps.commit(this, req.lease, req.size);

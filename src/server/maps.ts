@@ -56,6 +56,8 @@ export interface MapAnswer {
   encoded?: { extents: number; body: Buffer };
   /** Why the whole file is NETWORK, if it is. */
   networkReason?: string;
+  /** ALLOC: bytes the server can allocate next without writing zeros (its XFS reserve), if any. */
+  ready?: number;
 }
 
 export interface MapPolicyOptions {
@@ -379,11 +381,14 @@ export class MapPolicy {
       throw new Reply('INTERNAL', `allocation failed: ${(err as Error).message}`);
     }
     if (!this.leases.isCurrent(this.leases.leaseOf(holder, leaseId)!)) throw new Reply('CONFLICT', 'the write map was recalled');
+    let map: MapAnswer;
     try {
-      return await this.writeMap(file.fd, bs);
+      map = await this.writeMap(file.fd, bs);
     } catch (err) {
       throw mapError(err, this.opts.maxExtents);
     }
+    const ready = allocator.readyBytes();
+    return ready > 0 ? { ...map, ready } : map;
   }
 
   /** COMMIT: set the size (never below the size at map time), sync, drop the server's cached pages, touch the

@@ -118,6 +118,8 @@ hole_case() {
 	# Without a pool (--reserve 0) ext4 zero-fills (the pool is write-pool.bats's).
 	run -0 --separate-stderr alloc "$BED_DIR/ext4-4k" "$BED_DIR/ext4-4k/stats" 0 4096 --reserve 0
 	assert_output --partial '"method":"zero-fill"'
+	# Zeros written on the ALLOC's clock: nothing is ready (no ready= in ALLOC replies; the client asks in slices).
+	[[ $(jq '.after.readyBytes' <<<"$output") -eq 0 ]]
 	rm -f "$BED_DIR/ext4-4k/stats"
 }
 
@@ -143,6 +145,8 @@ hole_case() {
 	local out=$output
 	[[ $(jq '.before.reserveBytes' <<<"$out") -eq $((64 * MiB)) ]]
 	[[ $(jq '.after.reserveBytes' <<<"$out") -eq $((48 * MiB)) ]]
+	# What an ALLOC reply then says is ready (ready=): what the reserve holds, for the client's next ALLOC.
+	[[ $(jq '.after.readyBytes' <<<"$out") -eq $((48 * MiB)) ]]
 	[[ $(jq '.after.allocatedBytes' <<<"$out") -eq $((16 * MiB)) ]]
 	[[ $(jq '.refilled.reserveBytes' <<<"$out") -eq $((64 * MiB)) ]]
 	[[ $(stat -c %s "$dir/.fused/reserve") -eq $((64 * MiB)) ]]

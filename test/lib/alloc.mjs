@@ -67,7 +67,8 @@ if (cmd === 'dontneed') {
       status = 1;
     }
     const ms = performance.now() - t0;
-    const after = allocator.stats();  // before the refill adds to the reserve
+    // Before the refill adds to the reserve; with what the server's ALLOC reply says it has ready (ready=).
+    const after = { ...allocator.stats(), readyBytes: allocator.readyBytes() };
     await sleep(10);  // a break signal is delivered within a millisecond
     const leaseKept = breaks === 0 && getLease(fd) === 'write';
     setLease(fd, 'none');
