@@ -8,6 +8,8 @@
 # RESERVE_BYTES=N sets the server's --reserve (default 1 GiB, as fusedctl serve; 0: zero-fill only, for comparison).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
+# Without NODE_EXTRA_CA_CERTS and NODE_OPTIONS, as read.sh and bench.sh (node reads the CA file at every start here).
+unset NODE_EXTRA_CA_CERTS NODE_OPTIONS
 size_mib=${1:-1024}
 rounds=${2:-3}
 shift 2 || shift $#
