@@ -496,8 +496,6 @@ class DirectTarget implements WriteTarget {
   private allocating: Promise<void> | undefined;
   /** The size of the last ALLOC's slice (0 before the first). */
   private slice = 0;
-  /** What the last ALLOC's reply said the server can allocate next without writing zeros (its XFS reserve). */
-  private ready = 0;
 
   /**
    * ALLOC until `end` bytes are allocated, in slices of at most ALLOC_SLICE: a slice is quick to zero where the
@@ -533,12 +531,11 @@ class DirectTarget implements WriteTarget {
     // comes in one ALLOC instead: each ALLOC ends with an fsync, which would flush the client's writes so far to the
     // disk while the writes past the slice wait for its reply (XFS, 1 GiB: seven ALLOCs, the last ones 60-115 ms).
     this.slice = Math.min(ALLOC_SLICE, Math.max(FIRST_SLICE, this.slice * 2));
-    const step = Math.max(Math.min(want, this.slice), Math.min(want, this.ready));
+    // The last ALLOC reply's ready= (the map a MAP reply made has none).
+    const step = Math.max(Math.min(want, this.slice), Math.min(want, this.map.ready ?? 0));
     const to = Math.ceil((from + Math.max(bs, step)) / bs) * bs;
     try {
-      const got = await this.session.alloc(this.map.lease, from, to - from);
-      this.ready = got.ready ?? 0;
-      this.map = this.shaped({ ...got, lease: this.map.lease });
+      this.map = this.shaped({ ...(await this.session.alloc(this.map.lease, from, to - from)), lease: this.map.lease });
     } catch (err) {
       if ((err as { code?: string }).code === 'NOSPACE') {
         throw new FusedError('failure', `no space left on the volume for ${to - from} bytes (${errorMessage(err)})`);

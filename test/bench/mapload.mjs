@@ -33,6 +33,10 @@ const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 // MAPLOAD_WARMUP=S (default 1): seconds of the same load before the measured SECONDS, counted nowhere (the server's
 // first maps of each file and its JIT compiling the map path are not its steady state).
 const warmup = Number(process.env.MAPLOAD_WARMUP ?? 1);
+if (!(warmup >= 0)) {
+  console.error('mapload.mjs: MAPLOAD_WARMUP must be a number of seconds');
+  process.exit(2);
+}
 const hmac = (msg) => createHmac('sha256', key).update(msg).digest('hex');
 // Paths as the protocol encodes them (percent-encoding for anything but plain bytes).
 const wirePath = (p) => Buffer.from(p).toString('latin1').replace(/[^A-Za-z0-9._\/-]/g, (c) => '%' + c.charCodeAt(0).toString(16).padStart(2, '0'));
