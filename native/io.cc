@@ -8,6 +8,7 @@
 #include <linux/falloc.h>
 #include <linux/fiemap.h>
 
+#include <algorithm>
 #include <cstdlib>
 #include <cstring>
 #include <vector>
@@ -166,6 +167,85 @@ class TransferWorker : public PromiseWorker {
   double not_after_ms_;
   Napi::Reference<Napi::Buffer<char>> keep_;
   ssize_t done_ = 0;
+};
+
+// The pipe a pool thread splices through: made at its first splice, kept for the thread's life, 1 MiB where the
+// kernel lets it be (fs.pipe-max-size). Closed after any failure, so no bytes of one call are left for the next.
+struct ThreadPipe {
+  int r = -1;
+  int w = -1;
+  size_t size = 0;
+  ~ThreadPipe() { Drop(); }
+  int Ensure() {
+    if (r >= 0) return 0;
+    int p[2];
+    if (pipe2(p, O_CLOEXEC) < 0) return -errno;
+    r = p[0];
+    w = p[1];
+    int got = fcntl(w, F_SETPIPE_SZ, 1 << 20);
+    if (got < 0) got = fcntl(w, F_GETPIPE_SZ);
+    size = got > 0 ? static_cast<size_t>(got) : 65536;
+    return 0;
+  }
+  void Drop() {
+    if (r >= 0) close(r);
+    if (w >= 0) close(w);
+    r = w = -1;
+  }
+};
+thread_local ThreadPipe thread_pipe;
+
+// splice: bytes of a file (through its page cache) to a device opened with O_DIRECT, through the pool thread's
+// pipe: no copy through user space. Owns a duplicate of the source descriptor, as FiemapWorker does: a caller that
+// closes its fd (whose number another open may then take) cannot make it read another file. The deadline is checked
+// before every splice into the device. Resolves to the bytes written: fewer than asked only where the source ended.
+class SpliceWorker : public PromiseWorker {
+ public:
+  SpliceWorker(Napi::Env env, int src_fd, int64_t src_offset, int dev_fd, int64_t dev_offset, int64_t length,
+               double not_after_ms)
+      : PromiseWorker(env, "fused:splice"), src_(fcntl(src_fd, F_DUPFD_CLOEXEC, 0)), dup_errno_(src_ < 0 ? errno : 0),
+        src_offset_(src_offset), dev_(dev_fd), dev_offset_(dev_offset), length_(length), not_after_ms_(not_after_ms) {}
+  ~SpliceWorker() override {
+    if (src_ >= 0) close(src_);
+  }
+  void Execute() override {
+    if (src_ < 0) return Fail(-dup_errno_, "fcntl(F_DUPFD_CLOEXEC)");
+    int rc = thread_pipe.Ensure();
+    if (rc < 0) return Fail(rc, "pipe2");
+    loff_t in = src_offset_, out = dev_offset_;
+    int64_t left = length_;
+    while (left > 0) {
+      ssize_t n = splice(src_, &in, thread_pipe.w, nullptr, static_cast<size_t>(std::min<int64_t>(left, thread_pipe.size)), SPLICE_F_MOVE);
+      if (n < 0 && errno == EINTR) continue;
+      if (n < 0) return Failed(-errno);
+      if (n == 0) break;  // the source ends here
+      for (ssize_t m = n; m > 0;) {
+        if (not_after_ms_ > 0 && MonotonicMs() >= not_after_ms_) return Failed(-ETIME);
+        ssize_t k = splice(thread_pipe.r, nullptr, dev_, &out, static_cast<size_t>(m), SPLICE_F_MOVE);
+        if (k < 0 && errno == EINTR) continue;
+        if (k < 0) return Failed(-errno);
+        if (k == 0) return Failed(-EIO);
+        m -= k;
+        done_ += k;
+      }
+      left -= n;
+    }
+  }
+  Napi::Value Result() override { return Napi::Number::New(Env(), static_cast<double>(done_)); }
+
+ private:
+  void Failed(int err) {
+    thread_pipe.Drop();
+    Fail(err, "splice");
+  }
+  int src_;  // declared first: dup_errno_ is initialised from it
+  int dup_errno_;
+  loff_t src_offset_;
+  int dev_;
+  loff_t dev_offset_;
+  int64_t length_;
+  double not_after_ms_;
+  int64_t done_ = 0;
 };
 
 // fsync, close, fadvise, fallocate: a call that yields nothing but success or an errno.
@@ -340,6 +420,18 @@ Napi::Value Transfer(const Napi::CallbackInfo& info, bool write) {
 Napi::Value JsPread(const Napi::CallbackInfo& info) { return Transfer(info, false); }
 Napi::Value JsPwrite(const Napi::CallbackInfo& info) { return Transfer(info, true); }
 
+Napi::Value JsSpliceWrite(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  bool ok = IsInt(info[0]) && IsInt(info[1]) && IsInt(info[2]) && IsInt(info[3]) && IsInt(info[4]) &&
+            (info.Length() < 6 || info[5].IsUndefined() || info[5].IsNumber());
+  if (ThrowIfNot(env, ok, "spliceWrite(srcFd, srcOffset, devFd, devOffset, length[, notAfterMs])")) return Napi::Value();
+  int64_t src_offset = ArgInt64(info, 1), dev_offset = ArgInt64(info, 3), length = ArgInt64(info, 4);
+  ok = src_offset >= 0 && dev_offset >= 0 && length >= 0;
+  if (ThrowIfNot(env, ok, "spliceWrite offsets and length must not be negative")) return Napi::Value();
+  double not_after_ms = info.Length() >= 6 && info[5].IsNumber() ? info[5].As<Napi::Number>().DoubleValue() : 0;
+  return (new SpliceWorker(env, ArgInt(info, 0), src_offset, ArgInt(info, 2), dev_offset, length, not_after_ms))->Start();
+}
+
 Napi::Value JsFsync(const Napi::CallbackInfo& info) {
   if (ThrowIfNot(info.Env(), IsInt(info[0]), "fsync(fd)")) return Napi::Value();
   return (new SimpleWorker(info.Env(), SimpleWorker::Op::kFsync, ArgInt(info, 0), 0, 0, 0))->Start();
@@ -499,6 +591,7 @@ void InitIo(Napi::Env env, Napi::Object exports) {
   exports.Set("statBeneath", Napi::Function::New(env, JsStatBeneath, "statBeneath"));
   exports.Set("openDirect", Napi::Function::New(env, JsOpenDirect, "openDirect"));
   exports.Set("deviceInfo", Napi::Function::New(env, JsDeviceInfo, "deviceInfo"));
+  exports.Set("spliceWrite", Napi::Function::New(env, JsSpliceWrite, "spliceWrite"));
   exports.Set("alignedBuffer", Napi::Function::New(env, JsAlignedBuffer, "alignedBuffer"));
   exports.Set("pread", Napi::Function::New(env, JsPread, "pread"));
   exports.Set("pwrite", Napi::Function::New(env, JsPwrite, "pwrite"));

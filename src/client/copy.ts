@@ -314,6 +314,19 @@ export class Copier {
           this.events.progress?.(src, written, st.size);
           return kept;
         },
+        // Straight from the source onto the device where the target can (a direct write), unless the bytes must be
+        // hashed as they go.
+        ...(hash
+          ? {}
+          : {
+              splice: async (fd: number, offset: number, length: number) => {
+                if (!target.splice || !(await target.splice(fd, offset, length))) return false;
+                written += length;
+                end = Math.max(end, offset + length);
+                this.events.progress?.(src, written, st.size);
+                return true;
+              },
+            }),
         ...(stream
           ? {}
           : {

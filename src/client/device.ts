@@ -1,6 +1,6 @@
 // Reading a volume's bytes straight from the client's own path to the disk, with O_DIRECT.
 import { FusedError, errorMessage } from '../errors.js';
-import { alignedBuffer, close, deviceInfo, openDirect, pread, pwrite, type DeviceInfo } from '../native/index.js';
+import { alignedBuffer, close, deviceInfo, openDirect, pread, pwrite, spliceWrite, type DeviceInfo } from '../native/index.js';
 import { PROBE_BYTES, probeSuperblock } from '../volume/superblock.js';
 import { readMounts } from '../sys/blockdev.js';
 import { mountsOfDevice } from '../volume/mountinfo.js';
@@ -78,15 +78,28 @@ export class Device {
   /** Write `length` bytes of `buf` (aligned memory) at `position`: offset and length in whole logical sectors.
    *  Past `notAfter` (performance.now() clock) no part of it is issued: it rejects with code ETIME. */
   async writeAt(buf: Buffer, bufOffset: number, length: number, position: number, notAfter?: number): Promise<void> {
-    const sector = this.info.logicalSectorSize || 512;
-    if (position % sector !== 0 || length % sector !== 0) {
-      throw new RangeError(`device write of ${length} bytes at ${position} is not in whole ${sector}-byte sectors`);
-    }
+    this.checkSectors(position, length);
     let done = 0;
     while (done < length) {
       const n = await pwrite(this.fd, buf, bufOffset + done, length - done, position + done, notAfter);
       if (n <= 0) throw new FusedError('failure', `short write at byte ${position + done}`, this.path);
       done += n;
+    }
+  }
+
+  /** Write `length` bytes of the file `srcFd` from `srcOffset` at `position`, spliced from the file's page cache
+   *  (no copy through this process): in whole logical sectors, like writeAt, and past `notAfter` nothing more is
+   *  issued (ETIME). A source that ends before `length` bytes is an error (the file shrank while being copied). */
+  async spliceAt(srcFd: number, srcOffset: number, length: number, position: number, notAfter?: number): Promise<void> {
+    this.checkSectors(position, length);
+    const n = await spliceWrite(srcFd, srcOffset, this.fd, position, length, notAfter);
+    if (n < length) throw new FusedError('failure', `the source file ended at byte ${srcOffset + n} while it was copied (it shrank)`, this.path);
+  }
+
+  private checkSectors(position: number, length: number): void {
+    const sector = this.info.logicalSectorSize || 512;
+    if (position % sector !== 0 || length % sector !== 0) {
+      throw new RangeError(`device write of ${length} bytes at ${position} is not in whole ${sector}-byte sectors`);
     }
   }
 

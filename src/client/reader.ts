@@ -29,6 +29,9 @@ export interface Sink {
   write(chunk: Chunk): Promise<void | boolean>;
   /** Throw away everything written so far (for a consistent restart through the mount); absent for pipes. */
   restart?(): Promise<void>;
+  /** Take the bytes [offset, offset+length) of the open file `fd` straight from it (spliced), in order like write;
+   *  false: not so, nothing taken (they are read and written as usual). */
+  splice?(fd: number, offset: number, length: number): Promise<boolean>;
 }
 
 export interface ReadReport {
@@ -412,7 +415,7 @@ export class FileReader {
     // Reads run ahead of the sink (READ_AHEAD chunks, each in its own shared buffer), so the source and the
     // destination work at the same time.
     const ahead: { buf: Buffer; data: Promise<Buffer>; at: number }[] = [];
-    let next = start;
+    let { next, paid } = await this.spliced(fh, start, end, sink, report);
     const fill = () => {
       while (ahead.length < READ_AHEAD && next < end) {
         const buf = takeBuffer();
@@ -437,7 +440,9 @@ export class FileReader {
           for (const r of ahead.splice(0)) void r.data.catch(() => {}).then(() => giveBuffer(r.buf));
         }
         fill();
-        await this.opts.throttle?.limit(data.length);
+        // --limit: the chunk the sink would not take spliced was paid for already.
+        await this.opts.throttle?.limit(Math.max(0, data.length - paid));
+        paid = 0;
         const kept = await sink.write({ offset: at, data, kind: 'network', buf });
         if (kept !== true) giveBuffer(buf);
         report.bytesNetwork += data.length;
@@ -449,6 +454,21 @@ export class FileReader {
         giveBuffer(r.buf);
       }
     }
+  }
+
+  /** The chunks from `start` on that the sink takes straight from the file (a direct write splices them onto the
+   *  device: the bytes never pass through this process), until one it will not take so; returns where that one
+   *  starts (`end` when it took all), and the bytes of it already paid for under --limit. */
+  private async spliced(fh: FileHandle, start: number, end: number, sink: Sink, report: ReadReport): Promise<{ next: number; paid: number }> {
+    let at = start;
+    while (sink.splice && at < end) {
+      const n = Math.min(CHUNK, end - at);
+      await this.opts.throttle?.limit(n);
+      if (!(await sink.splice(fh.fd, at, n))) return { next: at, paid: n };
+      report.bytesNetwork += n;
+      at += n;
+    }
+    return { next: at, paid: 0 };
   }
 }
 

@@ -42,6 +42,10 @@ export interface WriteTarget {
   restart(): Promise<void>;
   /** Give up: let go of leases and descriptors (the caller removes the file). */
   abort(): Promise<void>;
+  /** The file `fd`'s bytes [offset, offset+length), in order like write, taken from the file itself (spliced on the
+   *  device, never read into this process); resolves false, having written nothing, when this target cannot take
+   *  them so (the caller reads them and writes them). */
+  splice?(fd: number, offset: number, length: number): Promise<boolean>;
 }
 
 /** Device writes in flight (fio's depth for the device's limit); each holds a libuv pool thread. */
@@ -69,7 +73,7 @@ export interface WriterOptions {
 }
 
 /** What the writer needs of a device (Device; tests pass fakes). */
-export type DeviceWriter = Pick<Device, 'path' | 'writeAt' | 'outside' | 'close'>;
+export type DeviceWriter = Pick<Device, 'path' | 'writeAt' | 'outside' | 'close'> & Partial<Pick<Device, 'spliceAt'>>;
 
 /** Chooses, per destination file, the direct path or the mount. */
 export class DirectWriter {
@@ -629,21 +633,53 @@ class DirectTarget implements WriteTarget {
     const done = () => {
       if (--pending === 0) giveBuffer(stage.buf);
     };
+    const all = await this.issue(pieces, (p, notAfter) => this.device.writeAt(stage.buf, p.bufOffset, p.length, p.physical, notAfter), done);
+    // Recalled mid-stage: what was issued of it is overwritten through the mount after the commit.
+    if (!all) return this.toMount('recalled: the file was opened on the server', stage);
+    this.durableEnd = end;
+    this.report.bytesDirect += stage.length;
+  }
+
+  /** The file `fd`'s bytes [offset, offset+length) spliced onto the device (see WriteTarget.splice): only whole
+   *  aligned blocks into aligned extents, with nothing staged before them; else false and nothing written. */
+  async splice(fd: number, offset: number, length: number): Promise<boolean> {
+    const spliceAt = this.device.spliceAt?.bind(this.device);
+    if (!spliceAt || !this.direct || this.stage || length === 0 || offset % ALIGN !== 0 || length % ALIGN !== 0) return false;
+    const end = offset + length;
+    await this.allocate(end);
+    this.prefetch(end);
+    const pieces = piecesOf(this.map.extents, offset, end, end);
+    if (pieces.some((p) => p.physical % ALIGN !== 0 || p.length % ALIGN !== 0)) return false;
+    // As flush: budget first; over the limit (or recalled meanwhile) the caller writes these bytes through the mount.
+    const unpaced = await this.paced(length, pieces.length);
+    if (unpaced) {
+      this.overLimit = unpaced === OVER_LIMIT;
+      await this.toMount(unpaced);
+      return false;
+    }
+    if (!(await this.issue(pieces, (p, notAfter) => spliceAt(fd, offset + p.bufOffset, p.length, p.physical, notAfter)))) {
+      await this.toMount('recalled: the file was opened on the server');
+      return false;
+    }
+    this.durableEnd = end;
+    this.report.bytesDirect += length;
+    return true;
+  }
+
+  /** Issue one device write per piece, WRITE_DEPTH in flight, each under the write lease; `settled` after each
+   *  completes. False when a recall (or the mount) stopped it before every piece was issued. */
+  private async issue(pieces: readonly Piece[], start: (p: Piece, notAfter: number) => Promise<void>, settled: () => void = () => {}): Promise<boolean> {
     for (const p of pieces) {
       while (this.inflight.size >= WRITE_DEPTH) await Promise.race(this.inflight);
       if (this.failure) throw new WriteRestart(this.failure.message);
-      if (this.recalled || this.mode !== 'direct') {
-        // Recalled mid-stage: what was issued of it is overwritten through the mount after the commit.
-        await this.toMount('recalled: the file was opened on the server', stage);
-        return;
-      }
+      if (this.recalled || this.mode !== 'direct') return false;
       // Nothing starts later than one margin before the deadline: a write slow to land still lands in time.
       if (!this.session.leaseValid(this.map.lease, performance.now() + LIMITS.leaseMarginMs)) {
         throw new WriteRestart(`write lease expired: no answer from the map server within the lease time (${this.session.leaseMs / 1000} s)`);
       }
-      // The pool thread checks the deadline again right before its pwrite: a write that waited in the pool's queue
-      // (or in a process stopped meanwhile) past it is never issued.
-      const w = this.device.writeAt(stage.buf, p.bufOffset, p.length, p.physical, this.session.deadline(this.map.lease)).then(
+      // The pool thread checks the deadline again right before its system call: a write that waited in the pool's
+      // queue (or in a process stopped meanwhile) past it is never issued.
+      const w = start(p, this.session.deadline(this.map.lease)).then(
         () => {
           if (!this.session.leaseValid(this.map.lease)) this.failure ??= new Error('a direct write completed after the lease deadline');
         },
@@ -654,11 +690,10 @@ class DirectTarget implements WriteTarget {
       this.inflight.add(w);
       void w.finally(() => {
         this.inflight.delete(w);
-        done();
+        settled();
       });
     }
-    this.durableEnd = end;
-    this.report.bytesDirect += stage.length;
+    return true;
   }
 
   /** Waits for budget for `bytes` in `ops` writes; the reason to go on through the mount instead, if any. */
@@ -775,8 +810,10 @@ function dataEnd(extents: readonly MapExtent[]): number {
 
 /** The device writes for [start, end) of the file (start aligned), clipped to the DATA extents; bytes of data
  *  (below dataEnd) outside DATA extents are an error. */
-function piecesOf(extents: readonly MapExtent[], start: number, end: number, dataEndAt: number): { bufOffset: number; length: number; physical: number }[] {
-  const out: { bufOffset: number; length: number; physical: number }[] = [];
+interface Piece { bufOffset: number; length: number; physical: number }
+
+function piecesOf(extents: readonly MapExtent[], start: number, end: number, dataEndAt: number): Piece[] {
+  const out: Piece[] = [];
   let covered = start;
   for (const e of extents) {
     const s = Math.max(start, e.logical);

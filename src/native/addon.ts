@@ -34,6 +34,7 @@ export interface NativeAddon {
   alignedBuffer(size: number, align: number): Buffer;
   pread(fd: number, buf: Buffer, bufOffset: number, length: number, position: number): Promise<number>;
   pwrite(fd: number, buf: Buffer, bufOffset: number, length: number, position: number, notAfterMs?: number): Promise<number>;
+  spliceWrite(srcFd: number, srcOffset: number, devFd: number, devOffset: number, length: number, notAfterMs?: number): Promise<number>;
   fsync(fd: number): Promise<void>;
   close(fd: number): Promise<void>;
   fadvise(fd: number, offset: number, length: number, advice: number): Promise<void>;

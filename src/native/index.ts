@@ -146,10 +146,31 @@ export async function pread(fd: number, buf: Buffer, bufOffset: number, length: 
 export async function pwrite(fd: number, buf: Buffer, bufOffset: number, length: number, position: number, notAfter?: number): Promise<number> {
   checkTransfer(fd, buf, bufOffset, length, position);
   if (notAfter === undefined) return addon().pwrite(fd, buf, bufOffset, length, position);
+  return addon().pwrite(fd, buf, bufOffset, length, position, monotonicDeadline(notAfter));
+}
+
+/** Copy `length` bytes of the file `srcFd` from `srcOffset` to the device `devFd` (opened with O_DIRECT) at
+ *  `devOffset` with splice, on the pool: the bytes go from the file's page cache to the device through a pipe of the
+ *  pool thread, never through user space. Offsets and length in whole sectors of the device. The addon reads the
+ *  source through its own duplicate of `srcFd`. With `notAfter` (performance.now() clock), each splice into the
+ *  device is checked against it first, as pwrite's one call is: past it, nothing more is written (ETIME). Resolves
+ *  to the bytes written, fewer than `length` only where the source ended. */
+export async function spliceWrite(srcFd: number, srcOffset: number, devFd: number, devOffset: number, length: number, notAfter?: number): Promise<number> {
+  checkFd(srcFd);
+  checkFd(devFd);
+  checkOffset('srcOffset', srcOffset);
+  checkOffset('devOffset', devOffset);
+  checkOffset('length', length);
+  if (notAfter === undefined) return addon().spliceWrite(srcFd, srcOffset, devFd, devOffset, length);
+  return addon().spliceWrite(srcFd, srcOffset, devFd, devOffset, length, monotonicDeadline(notAfter));
+}
+
+/** A deadline on the performance.now() clock as CLOCK_MONOTONIC milliseconds, which the addon compares with. */
+function monotonicDeadline(notAfter: number): number {
   if (!Number.isFinite(notAfter)) throw argError(RangeError, 'ERR_OUT_OF_RANGE', 'notAfter must be a finite time');
   // performance.now() and process.hrtime share libuv's monotonic clock; the addon reads CLOCK_MONOTONIC.
   const monotonicNow = Number(process.hrtime.bigint()) / 1e6;
-  return addon().pwrite(fd, buf, bufOffset, length, position, Math.max(1e-3, monotonicNow + (notAfter - performance.now())));
+  return Math.max(1e-3, monotonicNow + (notAfter - performance.now()));
 }
 
 export async function fsync(fd: number): Promise<void> {
