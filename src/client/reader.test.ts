@@ -4,7 +4,7 @@
 
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { mkdtempSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, readSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { open } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -16,6 +16,7 @@ import { FileReader, type Chunk, type DeviceReader, type MapSource } from './rea
 import type { FusedFile, FuseRecord } from './registry.js';
 import type { Session } from './session.js';
 import { Device } from './device.js';
+import type { Throttle } from './pacer.js';
 
 const MiB = 1024 * 1024;
 const P0 = 4 * MiB;
@@ -304,4 +305,32 @@ test('a map of another file (another inode, or other nanoseconds, where the moun
     const r2 = await new FileReader({ ...src, resolve: async (f: Buffer) => ({ fuse: blind, rel: Buffer.from('clip.bin'), abs: f }) as FusedFile }, { openDevice: async () => new FakeDevice(file.image) }).read(Buffer.from(file.path), collector(true).sink);
     assert.equal(r2.path, 'direct', `${c.name} on a mount that does not show it`);
   }
+});
+
+test('a file that is not fused goes to a sink that splices: whole chunks spliced until one is refused, the rest read; --limit paid once', async (t) => {
+  const dir = mkdtempSync(join(tmpdir(), 'fused-reader-'));
+  t.after(() => rmSync(dir, { recursive: true, force: true }));
+  const bytes = randomBytes(13 * MiB + 7);
+  writeFileSync(join(dir, 'local.bin'), bytes);
+  const spliced: [number, number][] = [];
+  const { sink: plain, result } = collector(true);
+  // Takes the first two chunks straight from the file (as a direct write does), refuses the third.
+  const sink = {
+    ...plain,
+    splice: async (fd: number, offset: number, length: number) => {
+      if (spliced.length === 2) return false;
+      spliced.push([offset, length]);
+      const b = Buffer.alloc(length);
+      assert.equal(readSync(fd, b, 0, length, offset), length);
+      await plain.write({ offset, data: b, kind: 'network' });
+      return true;
+    },
+  };
+  const paid: number[] = [];
+  const throttle = { limit: async (n: number) => void paid.push(n) } as unknown as Throttle;
+  const r = await new FileReader(null, { throttle }).read(Buffer.from(join(dir, 'local.bin')), sink);
+  assert.deepEqual(spliced, [[0, 4 * MiB], [4 * MiB, 4 * MiB]]);
+  assert.ok(result().equals(bytes), 'the whole file, spliced and read');
+  assert.equal(r.bytesNetwork, bytes.length);
+  assert.equal(paid.reduce((a, b) => a + b, 0), bytes.length, 'every byte paid for once under --limit');
 });

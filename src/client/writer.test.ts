@@ -4,7 +4,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { EventEmitter } from 'node:events';
-import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { closeSync, mkdtempSync, openSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { randomBytes } from 'node:crypto';
@@ -95,6 +95,51 @@ test('data lands at the extent\'s place on the device, whole aligned zero blocks
   assert.ok(device.image.subarray(P + size, P + Math.ceil(size / 4096) * 4096).every((x) => x === 0));
   assert.equal(target.report.path, 'direct');
   assert.equal(target.report.bytesDirect, size);
+});
+
+test('a local source\'s whole aligned chunks are spliced onto the device; an unaligned tail is refused and written from the buffer', async (t) => {
+  const { path, session, device, writer } = setup(t);
+  const src = randomBytes(9 * MiB + 5);
+  const srcPath = `${path}.src`;
+  writeFileSync(srcPath, src);
+  const fd = openSync(srcPath, 'r');
+  t.after(() => closeSync(fd));
+  const target = await writer.open(Buffer.from(path), src.length);
+  assert.equal(await target.splice!(fd, 0, 4 * MiB), true);
+  assert.equal(await target.splice!(fd, 4 * MiB, 4 * MiB), true);
+  assert.equal(await target.splice!(fd, 8 * MiB, MiB + 5), false, 'not whole blocks');
+  await target.write(8 * MiB, src.subarray(8 * MiB), false);
+  await target.finish(src.length);
+  assert.deepEqual(session.commits, [src.length]);
+  assert.ok(device.image.subarray(P, P + src.length).equals(src), 'the device holds the file');
+  assert.deepEqual(device.writes.filter((w) => w.spliced).map((w) => [w.position, w.length]), [[P, 4 * MiB], [P + 4 * MiB, 4 * MiB]]);
+  assert.ok(device.notAfter.every((d) => d !== undefined), 'every write under the lease deadline');
+  assert.equal(target.report.bytesDirect, src.length);
+  // Nothing staged may be skipped over: with bytes waiting in the stage, a splice is refused.
+  const again = await writer.open(Buffer.from(path), 8 * MiB);
+  await again.write(0, src.subarray(0, 100), false);
+  assert.equal(await again.splice!(fd, 4096, 4 * MiB), false);
+  await again.abort();
+});
+
+test('a source that shrank under a splice, or a splice past the lease deadline: the file starts again through the mount (WriteRestart)', async (t) => {
+  const { path, session, device, writer } = setup(t);
+  const srcPath = `${path}.src`;
+  writeFileSync(srcPath, randomBytes(6 * MiB));
+  const fd = openSync(srcPath, 'r');
+  t.after(() => closeSync(fd));
+  const target = await writer.open(Buffer.from(path), 8 * MiB);
+  assert.equal(await target.splice!(fd, 0, 4 * MiB), true);
+  assert.equal(await target.splice!(fd, 4 * MiB, 4 * MiB), true); // issued; it finds 2 MiB
+  await assert.rejects(target.finish(8 * MiB), (err: unknown) => err instanceof WriteRestart && /shrank/.test((err as Error).message));
+  assert.deepEqual(session.commits, [], 'nothing committed');
+  await target.abort();
+  const late = await writer.open(Buffer.from(path), 8 * MiB);
+  session.valid = false;
+  const before = device.writes.length;
+  await assert.rejects(late.splice!(fd, 0, 4 * MiB), WriteRestart);
+  assert.equal(device.writes.length, before, 'nothing spliced past the deadline');
+  await late.abort();
 });
 
 test('a recall commits what is on the device and the rest goes through the mount', async (t) => {

@@ -6,7 +6,7 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import {
   INODE_FLAGS, alignedBuffer, cloneRange, close, copyAccessAcl, exchangeAt, openDirBeneath, setDirect, statAt, deviceInfo, fadvise, fallocate, fiemap, fsync, getLease, inodeFlags, onLeaseBreak, openBeneath, openBeneathSync, statBeneath,
-  openDirect, pread, pwrite, readHead, setLease, type FiemapExtent,
+  openDirect, pread, pwrite, readHead, spliceWrite, setLease, type FiemapExtent,
 } from './index.js';
 
 const LAST = 0x1;
@@ -409,6 +409,43 @@ describe('direct I/O', () => {
       assert.equal(got.subarray(2, 8).toString(), 'extent');
     } finally {
       fs.closeSync(bfd);
+    }
+  });
+
+  test('spliceWrite: a file\'s bytes onto an O_DIRECT file at another offset; short where the source ends; a passed deadline writes nothing', async () => {
+    const src = Buffer.alloc(3 * MiB);
+    for (let i = 0; i < src.length; i += 4) src.writeUInt32LE(i, i);
+    fs.writeFileSync(file('splice-src'), src);
+    fs.writeFileSync(file('splice-dst'), Buffer.alloc(4 * MiB, 0x5a));
+    const dst = await openDirect(file('splice-dst'), { write: true });
+    const sfd = fs.openSync(file('splice-src'), 'r');
+    try {
+      // 2 MiB from 512 KiB of the source to 1 MiB of the destination: more than one pipe's worth.
+      assert.equal(await spliceWrite(sfd, 512 * KiB, dst, 1 * MiB, 2 * MiB, performance.now() + 60_000), 2 * MiB);
+      await fsync(dst);
+      const got = fs.readFileSync(file('splice-dst'));
+      assert.ok(got.subarray(1 * MiB, 3 * MiB).equals(src.subarray(512 * KiB, 2560 * KiB)), 'the spliced bytes');
+      assert.ok(got.subarray(0, 1 * MiB).every((b) => b === 0x5a) && got.subarray(3 * MiB).every((b) => b === 0x5a), 'nothing else changed');
+      // The source ends 1 MiB in: the count says how much was written.
+      assert.equal(await spliceWrite(sfd, 2 * MiB, dst, 0, 2 * MiB), 1 * MiB);
+      assert.ok(fs.readFileSync(file('splice-dst')).subarray(0, 1 * MiB).equals(src.subarray(2 * MiB)));
+      // Past the deadline nothing reaches the destination.
+      await assert.rejects(spliceWrite(sfd, 0, dst, 3 * MiB, 1 * MiB, performance.now() - 1), { code: 'ETIME', syscall: 'splice' });
+      assert.ok(fs.readFileSync(file('splice-dst')).subarray(3 * MiB).every((b) => b === 0x5a), 'a late splice wrote nothing');
+      // The addon reads through its own duplicate: the caller's descriptor closed at once does not matter.
+      const early = fs.openSync(file('splice-src'), 'r');
+      const pending = spliceWrite(early, 0, dst, 3 * MiB, 1 * MiB);
+      fs.closeSync(early);
+      assert.equal(await pending, 1 * MiB);
+      assert.ok(fs.readFileSync(file('splice-dst')).subarray(3 * MiB).equals(src.subarray(0, 1 * MiB)));
+      // Not in whole sectors, O_DIRECT refuses it; the next splice of the same pool threads is whole again.
+      await assert.rejects(spliceWrite(sfd, 0, dst, 100, 4 * KiB), { syscall: 'splice' });
+      assert.equal(await spliceWrite(sfd, 0, dst, 0, 1 * MiB), 1 * MiB);
+      assert.ok(fs.readFileSync(file('splice-dst')).subarray(0, 1 * MiB).equals(src.subarray(0, 1 * MiB)));
+      await assert.rejects(spliceWrite(sfd, -1, dst, 0, 1), { code: 'ERR_OUT_OF_RANGE' });
+    } finally {
+      fs.closeSync(sfd);
+      await close(dst);
     }
   });
 
