@@ -73,7 +73,7 @@ export interface WriterOptions {
 }
 
 /** What the writer needs of a device (Device; tests pass fakes). */
-export type DeviceWriter = Pick<Device, 'path' | 'writeAt' | 'outside' | 'close'> & Partial<Pick<Device, 'spliceAt'>>;
+export type DeviceWriter = Pick<Device, 'path' | 'writeAt' | 'outside' | 'close'> & Partial<Pick<Device, 'spliceAt' | 'info'>>;
 
 /** Chooses, per destination file, the direct path or the mount. */
 export class DirectWriter {
@@ -649,7 +649,10 @@ class DirectTarget implements WriteTarget {
     await this.allocate(end);
     this.prefetch(end);
     const pieces = piecesOf(this.map.extents, offset, end, end);
-    if (pieces.some((p) => p.physical % ALIGN !== 0 || p.length % ALIGN !== 0)) return false;
+    // Extents in whole sectors of the device, as O_DIRECT needs (1 KiB blocks of ext4-1k are: the pipe's pages then
+    // start at 1 KiB offsets, which the device's DMA alignment allows).
+    const sector = this.device.info?.logicalSectorSize || 512;
+    if (pieces.some((p) => p.physical % sector !== 0 || p.length % sector !== 0)) return false;
     // As flush: budget first; over the limit (or recalled meanwhile) the caller writes these bytes through the mount.
     const unpaced = await this.paced(length, pieces.length);
     if (unpaced) {

@@ -66,12 +66,26 @@ test_write_big() {
 	wc_src "$size"
 	sha=$(rc_sha "$WC_SRC")
 	before=$(bed_sectors_written "$BED_DEV_B")
-	run -0 --separate-stderr bed_in_client "$FUSED_BIN/fusedcp" --json "$WC_SRC" "$BED_CLI_DIR/big-write.bin"
+	# rchar: the bytes fusedcp read with read(2) and the like (a shell's /proc/PID/io counts its reaped children).
+	run -0 --separate-stderr bed_in_client bash -c '"$@"; grep ^rchar: /proc/$$/io >&2' - "$FUSED_BIN/fusedcp" --json "$WC_SRC" "$BED_CLI_DIR/big-write.bin"
 	json=$(jq -c '.[0]' <<<"$output")
 	assert_copied_direct "$json" "$size"
 	# The client's own device says so too, not only fusedcp's counters.
 	assert_device_wrote_at_least $((size / 512)) "$before"
 	assert_same_everywhere big-write.bin "$sha" "$size"
+	# The source went from its page cache to the device (splice), not through fusedcp's memory: it read a few MiB
+	# (its own code, the tail), not the file.
+	local rchar
+	rchar=$(awk '/^rchar:/ { print $2 }' <<<"$stderr")
+	((rchar < size / 8)) || fail "fusedcp read $rchar bytes with read(2) for a $size-byte copy: the source was not spliced"
+	# The same measure sees every byte of a copy that must hash them (--checksum reads them into the process).
+	head -c $((16 * 1048576)) "$WC_SRC" >"$BATS_TEST_TMPDIR/hashed.bin"
+	run -0 --separate-stderr bed_in_client bash -c '"$@"; grep ^rchar: /proc/$$/io >&2' - "$FUSED_BIN/fusedcp" --checksum xxh64 --json "$BATS_TEST_TMPDIR/hashed.bin" "$BED_CLI_DIR/hashed.bin"
+	assert_copied_direct "$(jq -c '.[0]' <<<"$output")" $((16 * 1048576))
+	rchar=$(awk '/^rchar:/ { print $2 }' <<<"$stderr")
+	((rchar >= 16 * 1048576)) || fail "a --checksum copy of 16 MiB read only $rchar bytes with read(2)"
+	assert_equal "$(rc_sha "$BED_SRV_DIR/hashed.bin")" "$(rc_sha "$BATS_TEST_TMPDIR/hashed.bin")"
+	rm "$BED_SRV_DIR/hashed.bin"
 	rc_no_temps "$BED_SRV_DIR"
 	run -0 --separate-stderr bed_in_client "$FUSED_BIN/fusedcp" --json "$BED_CLI_DIR/big-write.bin" "$BATS_TEST_TMPDIR/back.bin"
 	assert_equal "$(jq -c '.[0] | [.status, .path]' <<<"$output")" '["copied","direct"]'
