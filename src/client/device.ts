@@ -9,6 +9,13 @@ export const ALIGN = 4096;
 export const alignDown = (n: number): number => Math.floor(n / ALIGN) * ALIGN;
 export const alignUp = (n: number): number => Math.ceil(n / ALIGN) * ALIGN;
 
+/** A spliced source ended before the bytes it was to give (it shrank while it was copied): no fault of the device. */
+export class SourceShrank extends FusedError {
+  constructor(at: number) {
+    super('failure', `the source file shrank while it was copied (it ended at byte ${at})`);
+  }
+}
+
 /** An open device whose superblock UUID was checked when it was opened. */
 export class Device {
   private constructor(
@@ -93,7 +100,7 @@ export class Device {
   async spliceAt(srcFd: number, srcOffset: number, length: number, position: number, notAfter?: number): Promise<void> {
     this.checkSectors(position, length);
     const n = await spliceWrite(srcFd, srcOffset, this.fd, position, length, notAfter);
-    if (n < length) throw new FusedError('failure', `the source file ended at byte ${srcOffset + n} while it was copied (it shrank)`, this.path);
+    if (n < length) throw new SourceShrank(srcOffset + n);
   }
 
   private checkSectors(position: number, length: number): void {

@@ -1,7 +1,7 @@
 // Test support: a block device over memory for the writer unit tests (what DirectTarget needs of a Device).
 import assert from 'node:assert/strict';
 import { readSync } from 'node:fs';
-import { Device } from './device.js';
+import { Device, SourceShrank } from './device.js';
 import type { DeviceWriter } from './writer.js';
 
 export class FakeDevice implements DeviceWriter {
@@ -34,7 +34,7 @@ export class FakeDevice implements DeviceWriter {
     if (notAfter !== undefined && performance.now() >= notAfter) throw Object.assign(new Error('splice: deadline passed'), { code: 'ETIME' });
     const n = readSync(srcFd, this.image, position, length, srcOffset);
     this.writes.push({ position, length: n, spliced: true });
-    if (n < length) throw new Error(`the source file ended at byte ${srcOffset + n} while it was copied (it shrank)`);
+    if (n < length) throw new SourceShrank(srcOffset + n);
   }
 
   outside(extents: readonly { physical: number; length: number; state: string }[]): string | undefined {

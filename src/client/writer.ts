@@ -7,7 +7,7 @@ import { fallocate } from '../native/index.js';
 import { LIMITS } from '../protocol/index.js';
 import type { MapExtent } from '../volume/extents.js';
 import type { FuseClient } from './client.js';
-import { ALIGN, Device, alignDown, alignUp } from './device.js';
+import { ALIGN, Device, SourceShrank, alignDown, alignUp } from './device.js';
 import { DEFAULT_SMALL_FILE } from './reader.js';
 import { OVER_LIMIT, type Pacer, type Throttle } from './pacer.js';
 import { CHUNK, giveBuffer, takeBuffer } from './buffers.js';
@@ -687,7 +687,7 @@ class DirectTarget implements WriteTarget {
           if (!this.session.leaseValid(this.map.lease)) this.failure ??= new Error('a direct write completed after the lease deadline');
         },
         (err: unknown) => {
-          this.failure ??= new Error(`device write failed: ${reasonOf(err)}`);
+          this.failure ??= new Error(err instanceof SourceShrank ? err.message : `device write failed: ${reasonOf(err)}`);
         },
       );
       this.inflight.add(w);
