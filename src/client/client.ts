@@ -83,11 +83,9 @@ export class FuseClient {
     if (!perFuse) this.proofs.set(session, (perFuse = new Map()));
     let proof = perFuse.get(fuse.mountpoint);
     if (!proof) {
-      proof = this.openDevice(fuse)
-        .then(async (device) => {
-          await proveDevice(session, fuse.volume, device);
-          return { path: device.path, device };
-        })
+      // The PROBE goes out while the device is still being opened.
+      proof = proveDevice(session, fuse.volume, this.openDevice(fuse))
+        .then((device) => ({ path: device.path, device }))
         .catch((err: unknown) => ({ reason: reasonOf(err) }));
       perFuse.set(fuse.mountpoint, proof);
     }

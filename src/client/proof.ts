@@ -12,17 +12,23 @@ const TOKEN = /^[0-9a-f]{32}$/;
 const notOnDevice = (why: string) =>
   `does not hold the volume's current content (the server's probe token is not on it: a snapshot, clone or other disk with the same UUID?)${why ? `: ${why}` : ''}`;
 
-/** PROBE, check the token is on DEVICE, UNPROBE. Throws FusedError 'refused' naming the device when it is not. */
-export async function proveDevice(session: Session, volume: string, device: Device): Promise<void> {
+/** PROBE, check the token is on DEVICE, UNPROBE; resolves to the device. Throws FusedError 'refused' naming the device
+ *  when it is not. The device may still be opening: the PROBE goes out meanwhile (nothing is read from the device
+ *  before the server's token is known), and a device that fails to open fails the proof, its probe given back. */
+export async function proveDevice(session: Session, volume: string, device: Device | Promise<Device>): Promise<Device> {
+  const opening = Promise.resolve(device);
+  opening.catch(() => {}); // awaited below, whatever the PROBE does
   let probe: Probe;
   try {
     probe = await session.probe(volume);
   } catch (err) {
     if (err instanceof FusedError && err.kind === 'unreachable') throw err;
-    throw new FusedError('failure', `cannot be proven by its content: map server: ${errorMessage(err)}`, device.path);
+    throw new FusedError('failure', `cannot be proven by its content: map server: ${errorMessage(err)}`, (await opening).path);
   }
   try {
-    await checkProbeOnDevice(session, volume, device, probe);
+    const opened = await opening;
+    await checkProbeOnDevice(session, volume, opened, probe);
+    return opened;
   } finally {
     // Awaited, though nothing depends on its answer: a request sent next (the reader's first GRANT) would only
     // queue behind it, and its wait would count as the throttle's.
