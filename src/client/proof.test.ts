@@ -78,18 +78,18 @@ test('a malformed token from the server is a failure, not a proof', async () => 
   assert.deepEqual(calls, ['PROBE', 'UNPROBE']);
 });
 
-test('a device still opening: the PROBE goes out meanwhile; a device that fails to open fails the proof and gives the probe back', async () => {
+test('a device still opening: the PROBE and its map go out meanwhile; a device that fails to open fails the proof and gives both back', async () => {
   const { session, device, calls } = fakes(data(5 * BLOCK), diskWith(TOKEN, 5 * BLOCK));
   let open!: (d: typeof device) => void;
   const opening = new Promise<typeof device>((resolve) => (open = resolve));
   const proving = proveDevice(session, 'vol', opening);
   await new Promise((r) => setTimeout(r, 10));
-  assert.deepEqual(calls, ['PROBE'], 'the PROBE did not wait for the device');
+  assert.deepEqual(calls, ['PROBE', 'MAP .fused-probe-00ff'], 'the PROBE and its map did not wait for the device');
   open(device);
   assert.equal(await proving, device);
   assert.deepEqual(calls, ['PROBE', 'MAP .fused-probe-00ff', 'RELEASE L1', 'UNPROBE']);
   const second = fakes(data(5 * BLOCK), diskWith(TOKEN, 5 * BLOCK));
   const failed = new FusedError('refused', 'device UUID x differs from the volume\'s UUID y', '/dev/fake0');
   await assert.rejects(proveDevice(second.session, 'vol', Promise.reject(failed)), (err) => err === failed);
-  assert.deepEqual(second.calls, ['PROBE', 'UNPROBE'], 'nothing mapped, the probe given back');
+  assert.deepEqual(second.calls, ['PROBE', 'MAP .fused-probe-00ff', 'RELEASE L1', 'UNPROBE'], 'the map released, the probe given back');
 });

@@ -26,9 +26,8 @@ export async function proveDevice(session: Session, volume: string, device: Devi
     throw new FusedError('failure', `cannot be proven by its content: map server: ${errorMessage(err)}`, (await opening).path);
   }
   try {
-    const opened = await opening;
-    await checkProbeOnDevice(session, volume, opened, probe);
-    return opened;
+    await checkProbeOnDevice(session, volume, opening, probe);
+    return await opening;
   } finally {
     // Awaited, though nothing depends on its answer: a request sent next (the reader's first GRANT) would only
     // queue behind it, and its wait would count as the throttle's.
@@ -37,10 +36,13 @@ export async function proveDevice(session: Session, volume: string, device: Devi
 }
 
 /**
- * With a probe already made (fuse uses one probe for the mount and the device): MAP the probe file, check a DATA
- * extent covers the token inside the device and the file system, read those bytes with O_DIRECT, compare, RELEASE.
+ * With a probe already made (fuse uses one probe for the mount and the device): MAP the probe file (while the device
+ * may still be opening), check a DATA extent covers the token inside the device and the file system, read those bytes
+ * with O_DIRECT, compare, RELEASE.
  */
-export async function checkProbeOnDevice(session: Session, volume: string, device: Device, probe: Probe): Promise<FileMap> {
+export async function checkProbeOnDevice(session: Session, volume: string, opening: Device | Promise<Device>, probe: Probe): Promise<FileMap> {
+  // A device that fails to open fails the check below (after the probe's map is released), never unwatched.
+  Promise.resolve(opening).catch(() => {});
   if (!TOKEN.test(probe.token) || !probe.name) {
     throw new FusedError('failure', `map server sent a malformed probe (name '${probe.name}', token '${probe.token}')`);
   }
@@ -53,6 +55,8 @@ export async function checkProbeOnDevice(session: Session, volume: string, devic
     throw new FusedError('failure', `map server: cannot map the probe file: ${errorMessage(err)}`);
   }
   try {
+    // The device may still have been opening while the probe was mapped: nothing is read from it before this.
+    const device = await opening;
     const problem = validateMap(map.extents, map.size);
     if (problem) throw new FusedError('failure', `map server sent an invalid map of the probe file: ${problem}`);
     // The token is the first bytes of the probe file.
