@@ -25,6 +25,8 @@ export class FuseClient {
   /** Each fuse's device, found by its identity and opened (its UUID checked), before and apart from any proof, so
    *  that opening it overlaps the session's start: one per fuse for the command, closed by close(). */
   private readonly devices = new Map<string, Promise<Device>>();
+  /** The fuses' devices opened for writing, by mountpoint and path (see writableDevice). */
+  private readonly writable = new Map<string, Promise<Device>>();
   private mounts: Promise<MountEntry[]> | undefined;
 
   private constructor(readonly fuses: FuseRecord[]) {}
@@ -154,9 +156,27 @@ export class FuseClient {
       }
     }
     this.sessions.clear();
-    const devices = [...this.devices.values()];
+    const devices = [...this.devices.values(), ...this.writable.values()];
     this.devices.clear();
+    this.writable.clear();
     for (const d of devices) await d.then((device) => device.close(), () => {});
+  }
+
+  /** The fuse's device at `path` (the one a proof in this command trusted) opened for writing (O_DIRECT, its UUID
+   *  checked), once per command: each direct write borrows it, and close() closes it. An open that fails is tried
+   *  again for the next file. */
+  writableDevice(fuse: FuseRecord, path: string): Promise<Device> {
+    const key = `${fuse.mountpoint}\0${path}`;
+    let d = this.writable.get(key);
+    if (!d) {
+      const opening = Device.open(path, fuse.uuid, { write: true });
+      this.writable.set(key, opening);
+      opening.catch(() => {
+        if (this.writable.get(key) === opening) this.writable.delete(key);
+      });
+      d = opening;
+    }
+    return d.then((device) => device.borrow());
   }
 
   /** The fuse's device, opened once (unproven: only a proof in a session makes it trusted). */

@@ -12,6 +12,7 @@ import type { FileMap, Session } from './session.js';
 import type { FusedFile, FuseRecord } from './registry.js';
 import { DirectWriter, WriteRestart } from './writer.js';
 import { FakeDevice } from './fake-device.js';
+import type { Device } from './device.js';
 
 const MiB = 1024 * 1024;
 const P = 8 * MiB; // where the server puts the file's one extent on the device
@@ -272,4 +273,28 @@ test('an aligned chunk in its own shared buffer is written from that buffer, wit
   assert.ok(device.image.subarray(P, P + 4 * MiB).equals(data));
   assert.ok(device.image.subarray(P + 4 * MiB, P + 4 * MiB + 100).equals(tail));
   assert.deepEqual(session.commits, [4 * MiB + 100]);
+});
+
+test('without an openDevice hook the writer borrows the client\'s device opened for writing (once per command), for every file', async (t) => {
+  const { path, session, device } = setup(t);
+  const fuse = { mountpoint: join(path, '..'), uuid: 'u', volume: 'vol', device: '/dev/fake', access: 'rw' } as FuseRecord;
+  const asked: string[] = [];
+  const client = {
+    resolve: async (file: Buffer) => ({ fuse, rel: Buffer.from('.dst'), abs: file }) as FusedFile,
+    map: async () => ({ map: { lease: 'W1', size: 0, blockSize: 4096, change: 'c', extents: [] } as FileMap, session: session as unknown as Session, device: Promise.resolve({ path: '/dev/fake' }) }),
+    writableDevice: async (f: FuseRecord, p: string) => {
+      asked.push(`${f.mountpoint} ${p}`);
+      return device as unknown as Device;
+    },
+  };
+  const writer = new DirectWriter(client, { smallFile: 0 });
+  const data = randomBytes(4 * MiB);
+  for (let i = 0; i < 2; i++) {
+    const target = await writer.open(Buffer.from(path), data.length);
+    await target.write(0, data, false);
+    await target.finish(data.length);
+    assert.equal(target.report.path, 'direct');
+  }
+  assert.deepEqual(asked, [`${fuse.mountpoint} /dev/fake`, `${fuse.mountpoint} /dev/fake`]);
+  assert.ok(device.image.subarray(P, P + data.length).equals(data));
 });

@@ -79,7 +79,7 @@ export type DeviceWriter = Pick<Device, 'path' | 'writeAt' | 'outside' | 'close'
 export class DirectWriter {
 
   constructor(
-    private readonly client: (Pick<FuseClient, 'resolve' | 'map'> & Partial<Pick<FuseClient, 'warmFor'>>) | null,
+    private readonly client: (Pick<FuseClient, 'resolve' | 'map'> & Partial<Pick<FuseClient, 'warmFor' | 'writableDevice'>>) | null,
     private readonly opts: WriterOptions = {},
   ) {}
 
@@ -156,7 +156,10 @@ export class DirectWriter {
     }
     let device: DeviceWriter;
     try {
-      device = await (this.opts.openDevice ?? ((p, u) => Device.open(p, u, { write: true })))(proven.path, fused.fuse.uuid);
+      // Opened for writing once per command (the client keeps it), not once per file.
+      const writable = this.client?.writableDevice?.bind(this.client);
+      const open = this.opts.openDevice ?? (writable ? (p: string) => writable(fused.fuse, p) : (p: string, u: string) => Device.open(p, u, { write: true }));
+      device = await open(proven.path, fused.fuse.uuid);
     } catch (err) {
       await release();
       return { reason: reasonOf(err) };
