@@ -22,6 +22,8 @@ export type ProvenDevice = { path: string; device?: Device } | { reason: string 
 export class FuseClient {
   private readonly sessions = new Map<string, Promise<Session>>();
   private readonly proofs = new WeakMap<Session, Map<string, Promise<ProvenDevice>>>();
+  /** Proofs under way: close() lets them end (map released, probe removed) before the sessions go. */
+  private readonly proving = new Set<Promise<unknown>>();
   /** Each fuse's device, found by its identity and opened (its UUID checked), before and apart from any proof, so
    *  that opening it overlaps the session's start: one per fuse for the command, closed by close(). */
   private readonly devices = new Map<string, Promise<Device>>();
@@ -90,6 +92,8 @@ export class FuseClient {
         .then((device) => ({ path: device.path, device }))
         .catch((err: unknown) => ({ reason: reasonOf(err) }));
       perFuse.set(fuse.mountpoint, proof);
+      const settled = proof.finally(() => this.proving.delete(settled));
+      this.proving.add(settled);
     }
     return proof;
   }
@@ -148,6 +152,14 @@ export class FuseClient {
   }
 
   async close(): Promise<void> {
+    // A command that needed no device (fusedmap, a file through the mount) may end while its proof goes on: a map
+    // of the probe still held at QUIT would be kept by the server for a whole lease time (as any map whose
+    // connection ends). The proof is a few requests and one 4 KiB read from its end; waited for, boundedly.
+    if (this.proving.size > 0) {
+      let timer: NodeJS.Timeout | undefined;
+      await Promise.race([Promise.allSettled([...this.proving]), new Promise((r) => (timer = setTimeout(r, PROOF_DRAIN_MS)))]);
+      clearTimeout(timer);
+    }
     for (const s of this.sessions.values()) {
       try {
         (await s).close();
@@ -189,6 +201,9 @@ export class FuseClient {
     return d;
   }
 }
+
+/** How long close() waits for proofs under way. */
+const PROOF_DRAIN_MS = 2000;
 
 /** The fuse's device: the recorded path while it has the recorded identity, else the device that has it. Throws
  *  with the reason when none has. */
