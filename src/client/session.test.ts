@@ -99,3 +99,22 @@ test('a server that announces no lease time is refused', async () => {
     await fake.close();
   }
 });
+
+test('every file in flight may listen for recalls (fusedcp -j 16, reads and writes): no listener-leak warning on stderr', async () => {
+  const fake = await fakeServer({ lease: 2 });
+  const s = await open(fake);
+  const warnings: string[] = [];
+  const onWarning = (w: Error) => warnings.push(w.name);
+  process.on('warning', onWarning);
+  try {
+    const listeners = Array.from({ length: 40 }, () => () => {});
+    for (const l of listeners) s.on('recall', l);
+    await sleep(10); // process warnings are emitted on the next tick
+    assert.deepEqual(warnings, []);
+    for (const l of listeners) s.off('recall', l);
+  } finally {
+    process.off('warning', onWarning);
+    s.close();
+    await fake.close();
+  }
+});

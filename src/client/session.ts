@@ -156,6 +156,9 @@ export class Session extends EventEmitter<SessionEvents> {
 
   private constructor(private readonly socket: Transport, readonly address: ServerAddress) {
     super();
+    // Each file read or written directly listens for recalls while it is in flight (fusedcp -j 16 copies 16 at
+    // once, each a reader and a writer) and stops when it ends: many listeners are the design, not a leak.
+    this.setMaxListeners(0);
     socket.setNoDelay(true);
     socket.on('data', (chunk: Buffer) => {
       for (const ev of this.framer.push(chunk)) {
