@@ -402,12 +402,21 @@ Napi::Value JsDeviceInfo(const Napi::CallbackInfo& info) {
   return (new DeviceInfoWorker(info.Env(), ArgInt(info, 0)))->Start();
 }
 
+// An optional last argument, the deadline in CLOCK_MONOTONIC ms: absent or undefined, or a number.
+bool IsOptionalDeadline(const Napi::CallbackInfo& info, size_t i) {
+  return info.Length() <= i || info[i].IsUndefined() || info[i].IsNumber();
+}
+// That deadline, 0 when there is none.
+double ArgDeadline(const Napi::CallbackInfo& info, size_t i) {
+  return info.Length() > i && info[i].IsNumber() ? info[i].As<Napi::Number>().DoubleValue() : 0;
+}
+
 Napi::Value Transfer(const Napi::CallbackInfo& info, bool write) {
   Napi::Env env = info.Env();
   bool ok = IsInt(info[0]) && info[1].IsBuffer() && IsInt(info[2]) && IsInt(info[3]) && IsInt(info[4]) &&
-            (info.Length() < 6 || info[5].IsUndefined() || info[5].IsNumber());
+            IsOptionalDeadline(info, 5);
   if (ThrowIfNot(env, ok, "pread/pwrite(fd, buf, bufOffset, length, position[, notAfterMs])")) return Napi::Value();
-  double not_after_ms = info.Length() >= 6 && info[5].IsNumber() ? info[5].As<Napi::Number>().DoubleValue() : 0;
+  double not_after_ms = ArgDeadline(info, 5);
   auto buf = info[1].As<Napi::Buffer<char>>();
   int64_t offset = ArgInt64(info, 2), length = ArgInt64(info, 3), position = ArgInt64(info, 4);
   ok = offset >= 0 && length >= 0 && position >= 0 && static_cast<uint64_t>(offset + length) <= buf.Length();
@@ -423,12 +432,12 @@ Napi::Value JsPwrite(const Napi::CallbackInfo& info) { return Transfer(info, tru
 Napi::Value JsSpliceWrite(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   bool ok = IsInt(info[0]) && IsInt(info[1]) && IsInt(info[2]) && IsInt(info[3]) && IsInt(info[4]) &&
-            (info.Length() < 6 || info[5].IsUndefined() || info[5].IsNumber());
+            IsOptionalDeadline(info, 5);
   if (ThrowIfNot(env, ok, "spliceWrite(srcFd, srcOffset, devFd, devOffset, length[, notAfterMs])")) return Napi::Value();
   int64_t src_offset = ArgInt64(info, 1), dev_offset = ArgInt64(info, 3), length = ArgInt64(info, 4);
   ok = src_offset >= 0 && dev_offset >= 0 && length >= 0;
   if (ThrowIfNot(env, ok, "spliceWrite offsets and length must not be negative")) return Napi::Value();
-  double not_after_ms = info.Length() >= 6 && info[5].IsNumber() ? info[5].As<Napi::Number>().DoubleValue() : 0;
+  double not_after_ms = ArgDeadline(info, 5);
   return (new SpliceWorker(env, ArgInt(info, 0), src_offset, ArgInt(info, 2), dev_offset, length, not_after_ms))->Start();
 }
 
