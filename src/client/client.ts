@@ -126,16 +126,13 @@ export class FuseClient {
 
   /** Ask the server for a file's map (read, or write: one writer under a write lease), and check it tiles the file
    *  before anyone trusts it. With the map, the proof of the device for this session: its outcome (the device, or
-   *  why there is none) may come after the map for a read, and has come before it for a write. */
+   *  why there is none) may come after the map. */
   async map(file: FusedFile, mode: MapMode = 'read'): Promise<{ map: FileMap; session: Session; device: Promise<ProvenDevice> }> {
     const session = await this.session(file.fuse);
+    // The map is asked for while the device is being proven, a write map too: no device byte is read or written,
+    // and no ALLOC made, before the proof has passed (the reader and the writer wait for `device`), and a write map
+    // whose proof fails is given back at once, having held the file up for the proof's few milliseconds.
     const proving = this.device(file.fuse, session);
-    // A write map taken in vain would hold the file up for others: no proven device, no write map. A read map is
-    // asked for while the device is being proven (the reader uses no device byte before the proof is done).
-    if (mode === 'write') {
-      const proven = await proving;
-      if ('reason' in proven) throw new FusedError('failure', proven.reason);
-    }
     let map: FileMap;
     try {
       map = await session.map(file.fuse.volume, file.rel, mode);

@@ -10,6 +10,7 @@ import { join } from 'node:path';
 import { randomBytes } from 'node:crypto';
 import type { FileMap, Session } from './session.js';
 import type { FusedFile, FuseRecord } from './registry.js';
+import type { ProvenDevice } from './client.js';
 import { DirectWriter, WriteRestart } from './writer.js';
 import { FakeDevice } from './fake-device.js';
 import type { Device } from './device.js';
@@ -56,7 +57,7 @@ class FakeSession extends EventEmitter {
   }
 }
 
-function setup(t: { after: (fn: () => void) => void }) {
+function setup(t: { after: (fn: () => void) => void }, proof: Promise<ProvenDevice> = Promise.resolve({ path: '/dev/fake' })) {
   const dir = mkdtempSync(join(tmpdir(), 'fused-writer-'));
   t.after(() => rmSync(dir, { recursive: true, force: true }));
   const path = join(dir, '.dst.fused-0000');
@@ -68,7 +69,7 @@ function setup(t: { after: (fn: () => void) => void }) {
   const map: FileMap = { lease: 'W1', size: 0, blockSize: 4096, change: 'c', extents: [] };
   const client = {
     resolve: async (file: Buffer) => ({ fuse, rel: Buffer.from('.dst'), abs: file }) as FusedFile,
-    map: async () => ({ map, session: session as unknown as Session, device: Promise.resolve({ path: '/dev/fake' }) }),
+    map: async () => ({ map, session: session as unknown as Session, device: proof }),
   };
   const writer = new DirectWriter(client, { smallFile: 0, openDevice: async () => device });
   return { path, session, device, writer };
@@ -245,6 +246,33 @@ test('every device write carries the lease deadline down to the pool thread', as
   for (const d of device.notAfter) {
     assert.ok(d !== undefined && d > before && d <= performance.now() + session.leaseMs, `deadline ${d}`);
   }
+});
+
+test('the write map comes while the device is still being proven: nothing is allocated or written before the proof has passed', async (t) => {
+  let pass!: (p: ProvenDevice) => void;
+  const { path, session, device, writer } = setup(t, new Promise<ProvenDevice>((r) => (pass = r)));
+  const opening = writer.open(Buffer.from(path), 4 * MiB);
+  await new Promise((r) => setTimeout(r, 20));
+  assert.deepEqual(session.allocs, [], 'an ALLOC before the proof');
+  assert.equal(device.writes.length, 0);
+  pass({ path: '/dev/fake' });
+  const target = await opening;
+  assert.deepEqual(session.allocs, [[0, 4 * MiB]]);
+  const data = randomBytes(4 * MiB);
+  await target.write(0, data, false);
+  await target.finish(data.length);
+  assert.equal(target.report.path, 'direct');
+  assert.ok(device.image.subarray(P, P + data.length).equals(data));
+});
+
+test('a proof that fails after the write map came: the map is given back unused and the file goes through the mount, saying why', async (t) => {
+  const { path, session, device, writer } = setup(t, new Promise<ProvenDevice>((r) => setTimeout(() => r({ reason: '/dev/fake: not the volume (probe token not found)' }), 10)));
+  const target = await writer.open(Buffer.from(path), 4 * MiB);
+  assert.equal(target.report.path, 'network');
+  assert.match(target.report.reason ?? '', /probe token not found/);
+  assert.deepEqual(session.released, ['W1']);
+  assert.deepEqual(session.allocs, []);
+  assert.equal(device.writes.length, 0);
 });
 
 test('a map reaching past the volume is refused before any write: the file goes through the mount', async (t) => {

@@ -149,7 +149,8 @@ export class DirectWriter {
       await release();
       return { reason: map.networkReason ?? 'parts of the file cannot be written directly (shared or not aligned)' };
     }
-    const proven = await got.device; // settled before a write map is asked for
+    // The proof ran beside the MAP; nothing is allocated or written before it has passed.
+    const proven = await got.device;
     if ('reason' in proven) {
       await release();
       return { reason: proven.reason };

@@ -6,7 +6,8 @@
 load helpers
 
 setup_file() {
-	bed_setup_file ext4-4k 1G
+	# The client may write (--role cli=rw), so that a write's proof is tried too.
+	bed_setup_file ext4-4k 1G --no-server && bed_start_server --role cli=rw
 	head -c 8388608 /dev/urandom >"$BED_SRV_DIR/data.bin"
 	sync
 }
@@ -122,6 +123,16 @@ copy_json() {
 	assert_output $'network\t0'
 	assert_equal "$(sha "$BATS_TEST_TMPDIR/net2.bin")" "$(sha "$BED_SRV_DIR/data.bin")"
 	assert_barely_read "$BED_DEV_B" "$before"
+	# A write: its map is asked for while the device is proven; the proof fails, so the map goes back unused and
+	# the file is written through the mount, nothing on the device.
+	head -c 3145728 /dev/urandom >"$BATS_TEST_TMPDIR/up.bin"
+	local written
+	written=$(bed_sectors_written "$BED_DEV_B")
+	run -0 --separate-stderr bed_in_client "$FUSED_BIN/fusedcp" --json "$BATS_TEST_TMPDIR/up.bin" "$BED_CLI_DIR/up.bin"
+	run -0 jq -r '.[0].write | [.path, .bytesDirect, (.reason | contains("does not hold the volume'"'"'s current content"))] | @tsv' <<<"$output"
+	assert_output $'network\t0\ttrue'
+	assert_equal "$(sha "$BED_SRV_DIR/up.bin")" "$(sha "$BATS_TEST_TMPDIR/up.bin")"
+	assert_equal "$(bed_sectors_written "$BED_DEV_B")" "$written"
 	# Back to the real disk.
 	losetup -d "$BED_DEV_B"
 	rm "$BED_IMG"
@@ -131,6 +142,11 @@ copy_json() {
 	run -0 jq -r '[.path, .bytesDirect] | @tsv' <<<"$json"
 	assert_output $'direct\t8388608'
 	assert_equal "$(sha "$BATS_TEST_TMPDIR/back.bin")" "$(sha "$BED_SRV_DIR/data.bin")"
+	# The write map given back is no longer held: the same name is written again, direct now.
+	run -0 --separate-stderr bed_in_client "$FUSED_BIN/fusedcp" --json "$BATS_TEST_TMPDIR/up.bin" "$BED_CLI_DIR/up.bin"
+	run -0 jq -r '.[0].write | [.path, .bytesDirect] | @tsv' <<<"$output"
+	assert_output $'direct\t3145728'
+	assert_equal "$(sha "$BED_SRV_DIR/up.bin")" "$(sha "$BATS_TEST_TMPDIR/up.bin")"
 }
 
 @test "a clone attached at the fused device's path: the identity no longer matches, the copy goes through the network" {

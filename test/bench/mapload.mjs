@@ -166,6 +166,7 @@ function run(index, go, lat, authed) {
 }
 
 const lat = [];
+const cpu0 = process.cpuUsage();
 // Connections authenticate one after the other (the server admits only a few unauthenticated ones at once),
 // then all start together.
 let start = 0;
@@ -195,5 +196,11 @@ console.log(JSON.stringify({
   maxms: Number(lat[lat.length - 1].toFixed(2)),
   errors: results.reduce((s, r) => s + r.errors, 0),
   pipelined: pipeline,
+  // This process's own CPU (user + system) per map, warm-up included: what the load generator took of the machine.
+  loadCpuUsPerMap: (() => {
+    const c = process.cpuUsage(cpu0);
+    const all = results.reduce((s, r) => s + r.all, 0);
+    return all > 0 ? Math.round((c.user + c.system) / all) : null;
+  })(),
   ...(rate > 0 ? { offeredPerSecond: rate } : {}),
 }));
