@@ -22,6 +22,19 @@ test('every byte 0..255 round-trips and only the safe set stays literal', () => 
   assert.deepEqual(decodeBytes(enc), all);
 });
 
+test('a string encodes as its UTF-8 bytes do: every character alone, and safe ones with an unsafe one at either end', () => {
+  const chars: string[] = [];
+  for (let c = 0; c < 0x800; c++) chars.push(String.fromCharCode(c));
+  chars.push('\ud800', '\udfff', '\u{1f600}', '\uffff');
+  for (const ch of chars) {
+    for (const s of [ch, `abc${ch}`, `${ch}xyz`, `a-1.b_${ch}~c/`]) {
+      assert.equal(encodeBytes(s), encodeBytes(Buffer.from(s, 'utf8')), `encoding of ${JSON.stringify(s)}`);
+    }
+  }
+  const plain = "a1b2c3d4e5f60718 1795918147.903348000 dir/clip-01_(v2)~final.mov";
+  assert.equal(encodeBytes(plain), encodeBytes(Buffer.from(plain)));
+});
+
 test('awkward names survive: spaces, newlines, %, =, non-UTF-8', () => {
   const cases: [Buffer | string, string][] = [
     ['my clip.mov', 'my%20clip.mov'],

@@ -13,6 +13,15 @@ for (let b = 0; b < 256; b++) {
   ENCODED.push(IS_SAFE[b] ? c : '%' + b.toString(16).toUpperCase().padStart(2, '0'));
 }
 
+/** Every character of `s` is in SAFE (so each is one byte in UTF-8, and encodes as itself). */
+function allSafe(s: string): boolean {
+  for (let i = 0; i < s.length; i++) {
+    const c = s.charCodeAt(i);
+    if (c > 0x7f || IS_SAFE[c] === 0) return false;
+  }
+  return true;
+}
+
 function hexValue(c: number): number {
   if (c >= 0x30 && c <= 0x39) return c - 0x30;
   if (c >= 0x41 && c <= 0x46) return c - 0x41 + 10;
@@ -28,6 +37,9 @@ export function excerpt(s: string, max = 40): string {
 
 /** Encodes bytes (a string is taken as UTF-8) in the canonical wire form; never contains a space. */
 export function encodeBytes(b: Buffer | string): string {
+  // A string of safe characters only (a lease id, a number, a plain name) is its own wire form: no conversion to
+  // UTF-8 bytes and back (most reply fields are such strings; this was most of a MAP head's formatting).
+  if (typeof b === 'string' && allSafe(b)) return b;
   const buf = typeof b === 'string' ? Buffer.from(b, 'utf8') : b;
   let out = '';
   for (let i = 0; i < buf.length; i++) out += ENCODED[buf[i]!];
