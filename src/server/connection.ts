@@ -414,11 +414,11 @@ export class Connection implements LeaseHolder {
           server.leases.release(this, answer.leaseId);
           return;
         }
-        return this.sendMap('MAP', answer, { lease: answer.leaseId, ...(req.mode === 'write' ? { mode: 'write' } : {}) });
+        return this.sendMap('MAP', answer, { lease: answer.leaseId, ...(req.mode === 'write' ? { mode: 'write' as const } : {}) });
       }
       case 'ALLOC': {
         const answer = await server.maps.alloc(this, req.lease, req.offset, req.length);
-        return this.sendMap('ALLOC', answer, { lease: req.lease, ...(answer.ready ? { ready: String(answer.ready) } : {}) });
+        return this.sendMap('ALLOC', answer, { lease: req.lease, ...(answer.ready ? { ready: answer.ready } : {}) });
       }
       case 'COMMIT': {
         const done = await server.maps.commit(this, req.lease, req.size);
@@ -449,19 +449,20 @@ export class Connection implements LeaseHolder {
 
   /** A map reply (MAP or ALLOC): the head, one X line per extent, END; written at once (the socket buffers what the
    *  kernel does not take yet), then the next request waits for the buffer to drain. */
-  private async sendMap(verb: 'MAP' | 'ALLOC', answer: MapAnswer, first: Record<string, string>): Promise<void> {
+  private async sendMap(verb: 'MAP' | 'ALLOC', answer: MapAnswer, lead: { lease: string; mode?: 'write'; ready?: number }): Promise<void> {
     const extents = answer.extents;
     const encoded = answer.encoded;
     const n = encoded ? encoded.extents : extents.length;
-    const head: Record<string, string | number> = {
-      ...first,
-      size: answer.size,
-      blocksize: answer.blockSize,
-      ino: answer.ino,
-      change: answer.change,
-      mtime: answer.mtime,
-      extents: n,
-    };
+    // Built field by field in the reply's order: an object spread here cost 5 µs of every map (mapload).
+    const head: Record<string, string | number> = { lease: lead.lease };
+    if (lead.mode) head.mode = lead.mode;
+    if (lead.ready) head.ready = lead.ready;
+    head.size = answer.size;
+    head.blocksize = answer.blockSize;
+    head.ino = answer.ino;
+    head.change = answer.change;
+    head.mtime = answer.mtime;
+    head.extents = n;
     if (answer.networkReason) head.network = answer.networkReason;
     // The head line is ASCII (every field is encoded): latin1 writes it byte for byte.
     const headLine = formatOk(verb, head) + '\n';
