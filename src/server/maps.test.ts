@@ -8,7 +8,7 @@ import assert from 'node:assert/strict';
 import { appendFileSync, chmodSync, closeSync, mkdtempSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import type { FiemapExtent, LeaseType } from '../native/index.js';
+import { INODE_FLAGS, type FiemapExtent, type LeaseType } from '../native/index.js';
 import { splitDev } from '../sys/blockdev.js';
 import { LeaseTable, type KernelLeases, type LeaseHolder } from './leases.js';
 import { MapPolicy } from './maps.js';
@@ -28,7 +28,7 @@ class Kernel implements KernelLeases {
 
 const holder: LeaseHolder = { name: 'node test', recall: async () => performance.now(), abort: () => {} };
 
-function setup(t: { after: (fn: () => void) => void }, fstype: 'ext4' | 'xfs', change: (path: string, call: number) => void) {
+function setup(t: { after: (fn: () => void) => void }, fstype: 'ext4' | 'xfs', change: (path: string, call: number) => void, inodeFlags?: (fd: number) => number) {
   const dir = mkdtempSync(join(tmpdir(), 'fused-maps-'));
   t.after(() => rmSync(dir, { recursive: true, force: true }));
   const path = join(dir, 'clip.bin');
@@ -45,7 +45,7 @@ function setup(t: { after: (fn: () => void) => void }, fstype: 'ext4' | 'xfs', c
     return [{ logical: 0, physical: 1 << 20, length: Math.ceil(size / 4096) * 4096, flags: 1 /* LAST */ }];
   };
   const leases = new LeaseTable({ leaseTimeMs: 1000, marginMs: 100, recallQueueMs: 100, maxFiles: 16, log: () => {}, kernel: new Kernel(), lingerMs: 0 });
-  const policy = new MapPolicy(leases, { maxExtents: 1000, reserveBytes: 0, log: () => {}, fiemap });
+  const policy = new MapPolicy(leases, { maxExtents: 1000, reserveBytes: 0, log: () => {}, fiemap, ...(inodeFlags ? { inodeFlags } : {}) });
   return { volume, policy, leases, calls: () => calls };
 }
 
@@ -83,3 +83,23 @@ for (const fstype of ['ext4', 'xfs'] as const) {
     leases.release(holder, m.leaseId);
   });
 }
+
+test('a map served from the cache of the file\'s read lease skips the flags check; a ctime change (chattr +j) brings it back', async (t) => {
+  let flagCalls = 0;
+  let flags = 0;
+  const { volume, policy, leases, calls } = setup(t, 'ext4', () => {}, () => (flagCalls++, flags));
+  const first = await policy.map(volume, Buffer.from('clip.bin'), holder);
+  assert.equal(first.networkReason, undefined);
+  assert.deepEqual([calls(), flagCalls], [1, 1]);
+  // The first map's lease is held: the file's kernel read lease and the map cached with it stay.
+  const second = await policy.map(volume, Buffer.from('clip.bin'), holder);
+  assert.equal(second.networkReason, undefined);
+  assert.deepEqual([calls(), flagCalls], [1, 1], 'a cache hit made FIEMAP or the flags ioctl again');
+  // chattr +j: new flags, and the ctime moves with them.
+  flags = INODE_FLAGS.JOURNAL_DATA;
+  chmodSync(join(volume.dir, 'clip.bin'), 0o640);
+  const third = await policy.map(volume, Buffer.from('clip.bin'), holder);
+  assert.equal(flagCalls, 2, 'the flags were not read again after the ctime moved');
+  assert.match(third.networkReason ?? '', /journals its data/);
+  for (const m of [first, second, third]) leases.release(holder, m.leaseId);
+});

@@ -67,6 +67,8 @@ export interface MapPolicyOptions {
   log: (line: string) => void;
   /** FIEMAP (default the native call); tests pass one that changes the file while it runs. */
   fiemap?: typeof fiemap;
+  /** FS_IOC_GETFLAGS (default the native call); tests count the calls or report other flags. */
+  inodeFlags?: typeof inodeFlags;
 }
 
 export class MapPolicy {
@@ -208,7 +210,11 @@ export class MapPolicy {
       const reserved = this.reservedReason(volume, st);
       if (reserved) throw new Reply('BADPATH', reserved);
     }
-    const networkOnly = volume.networkOnly ?? this.fileNetworkReason(volume, opened.fd, st);
+    // A file whose map is cached with our read lease, and is still the version that map describes, passed the checks
+    // of fileNetworkReason when it was mapped: its descriptor is the same (so is its device), and its attribute flags
+    // change (chattr) only with its ctime, which that version includes. Their ioctl is not made again.
+    const checked = held !== undefined && this.leases.cachedMap(held, st) !== undefined;
+    const networkOnly = volume.networkOnly ?? (checked ? undefined : this.fileNetworkReason(volume, opened.fd, st));
     if (networkOnly) {
       if (!held) closeQuietly(opened.fd);
       return { ...wholeNetwork(st, blockSize, networkOnly), leaseId: this.leases.grant(holder, undefined).id };
@@ -291,7 +297,7 @@ export class MapPolicy {
     }
     let flags = 0;
     try {
-      flags = inodeFlags(fd);
+      flags = (this.opts.inodeFlags ?? inodeFlags)(fd);
     } catch {
       return undefined; // no attribute flags on this file system: nothing more to learn
     }
