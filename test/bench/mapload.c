@@ -3,7 +3,7 @@
 // generator costs about 50 µs of CPU a map, half a core at 10,000 maps/s). Prints the same JSON line.
 // Usage: mapload-c HOST PORT KEYFILE NODE VOLUME SECONDS CONNS PATH...
 // Environment as mapload.mjs: MAPLOAD_RATE (maps/s, all connections; 0 or unset: a closed loop), MAPLOAD_WARMUP
-// (seconds, default 1). Each connection authenticates (HELLO, AUTH: HMAC-SHA256 with the node key), then maps its
+// (seconds, default 1), MAPLOAD_TRACE (a file: each measured request slower than 20 ms). Each connection authenticates (HELLO, AUTH: HMAC-SHA256 with the node key), then maps its
 // paths in turn (MAP VOLUME PATH read), each RELEASE sent with the next MAP in one write; latency is that of MAP,
 // from the request's scheduled time in an open loop (as mapload.mjs: no coordinated omission) or its send.
 // Build: cc -O2 -o mapload-c mapload.c -lcrypto
@@ -221,6 +221,10 @@ int main(int argc, char **argv) {
     fprintf(stderr, "mapload-c: SECONDS and CONNS must be positive, MAPLOAD_RATE and MAPLOAD_WARMUP not negative\n");
     return 2;
   }
+  // MAPLOAD_TRACE=FILE: each measured request slower than 20 ms, as "scheduled-ms latency-ms connection" lines.
+  const char *tracefile = getenv("MAPLOAD_TRACE");
+  FILE *trace = tracefile && *tracefile ? fopen(tracefile, "w") : NULL;
+  if (tracefile && *tracefile && !trace) die(tracefile);
   char key[512];
   FILE *kf = fopen(keyfile, "r");
   if (!kf || !fgets(key, sizeof key, kf)) die(keyfile);
@@ -352,6 +356,7 @@ int main(int argc, char **argv) {
           }
           lat[nlat++] = done - c->t0;
           c->maps++;
+          if (trace && done - c->t0 >= 20) fprintf(trace, "%.1f %.1f %d\n", c->t0 - start, done - c->t0, (int)(c - cs));
         }
       }
       memmove(c->buf, c->buf + from, c->len - from);
@@ -387,6 +392,7 @@ int main(int argc, char **argv) {
          "\"loadCpuUsPerMap\":%ld,\"generator\":\"c\"",
          conns, elapsed, maps, all, warmup, (long)(maps / elapsed + 0.5), extents_per_map, PCT(50), PCT(99),
          nlat ? lat[nlat - 1] : 0, errors, all > 0 ? (long)(cpu_us / all + 0.5) : 0);
+  if (trace) fclose(trace);
   if (rate > 0) printf(",\"offeredPerSecond\":%g", rate);
   printf("}\n");
   return 0;
