@@ -362,13 +362,20 @@ bool ThrowBeneathFault(Napi::Env env, int rc, const char* syscall, const std::st
 
 // The same open on the calling thread: for the map server's read maps, where the trip through the pool cost more
 // than the opens themselves (a local file system whose dentries the server's own lookup has just warmed).
+// The root of a lookup beneath it: a path (opened for each call), or a directory already open (a non-negative
+// integer: its O_PATH descriptor, so the root is not looked up again).
+bool IsRoot(const Napi::Value& v) { return v.IsString() || (IsInt(v) && v.As<Napi::Number>().Int64Value() >= 0); }
+
 Napi::Value JsOpenBeneathSync(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
-  bool ok = info[0].IsString() && (info[1].IsBuffer() || info[1].IsString()) && info[2].IsBoolean();
+  bool ok = IsRoot(info[0]) && (info[1].IsBuffer() || info[1].IsString()) && info[2].IsBoolean();
   if (ThrowIfNot(env, ok, "openBeneathSync(root, rel, write)")) return Napi::Value();
-  std::string root = ArgBytes(info[0]), rel = ArgBytes(info[1]);
+  bool at = !info[0].IsString();
+  std::string root = at ? std::string() : ArgBytes(info[0]), rel = ArgBytes(info[1]);
+  bool write = info[2].As<Napi::Boolean>();
   const char* syscall = "openat2";
-  int fd = OpenBeneath(root, rel, info[2].As<Napi::Boolean>(), &syscall);
+  int fd = at ? OpenBeneathAt(info[0].As<Napi::Number>().Int32Value(), rel, write, &syscall)
+              : OpenBeneath(root, rel, write, &syscall);
   if (ThrowBeneathFault(env, fd, syscall, root, rel)) return Napi::Value();
   return Napi::Number::New(env, fd);
 }
@@ -376,12 +383,14 @@ Napi::Value JsOpenBeneathSync(const Napi::CallbackInfo& info) {
 // StatBeneath on the calling thread: [dev, ino] as BigInts (an inode number may not fit a double).
 Napi::Value JsStatBeneath(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
-  bool ok = info[0].IsString() && (info[1].IsBuffer() || info[1].IsString());
+  bool ok = IsRoot(info[0]) && (info[1].IsBuffer() || info[1].IsString());
   if (ThrowIfNot(env, ok, "statBeneath(root, rel)")) return Napi::Value();
-  std::string root = ArgBytes(info[0]), rel = ArgBytes(info[1]);
+  bool at = !info[0].IsString();
+  std::string root = at ? std::string() : ArgBytes(info[0]), rel = ArgBytes(info[1]);
   const char* syscall = "openat2";
   uint64_t dev = 0, ino = 0;
-  int rc = StatBeneath(root, rel, &dev, &ino, &syscall);
+  int rc = at ? StatBeneathAt(info[0].As<Napi::Number>().Int32Value(), rel, &dev, &ino, &syscall)
+              : StatBeneath(root, rel, &dev, &ino, &syscall);
   if (ThrowBeneathFault(env, rc, syscall, root, rel)) return Napi::Value();
   Napi::Array out = Napi::Array::New(env, 2);
   out.Set(uint32_t{0}, Napi::BigInt::New(env, dev));

@@ -101,54 +101,49 @@ int FiemapAll(int fd, bool sync, size_t max_extents, std::vector<Extent>* out) {
 
 namespace {
 
-// The O_PATH half of OpenBeneath: fstat of rel beneath root (regular files only) without opening it (a FIFO cannot
-// block, a device has no open side effect, a lease does not break). Returns the root's O_PATH fd, for the caller to
-// open rel from and close.
-int ProbeBeneath(const std::string& root, const std::string& rel, struct stat* want, const char** syscall) {
-  int dirfd = OpenRoot(root, rel, syscall);
-  if (dirfd < 0) return dirfd;
-  int probe = OpenAt2(dirfd, rel.c_str(), O_PATH | O_CLOEXEC, kBeneath);
+// The O_PATH half of OpenBeneath: fstat of rel beneath the directory rootfd (regular files only) without opening it
+// (a FIFO cannot block, a device has no open side effect, a lease does not break).
+int ProbeBeneath(int rootfd, const std::string& rel, struct stat* want, const char** syscall) {
+  if (rel.find('\0') != std::string::npos) {
+    *syscall = "openat2";
+    return -EINVAL;
+  }
+  int probe = OpenAt2(rootfd, rel.c_str(), O_PATH | O_CLOEXEC, kBeneath);
   if (probe < 0) {
-    close(dirfd);
     *syscall = "openat2";
     return probe;
   }
   if (fstat(probe, want) < 0) {
     int err = -errno;
     close(probe);
-    close(dirfd);
     *syscall = "fstat";
     return err;
   }
   close(probe);
   if (!S_ISREG(want->st_mode)) {
-    close(dirfd);
     *syscall = "openat2";
     return -kErrNotRegular;
   }
-  return dirfd;
+  return 0;
 }
 
 }  // namespace
 
-int StatBeneath(const std::string& root, const std::string& rel, uint64_t* dev, uint64_t* ino, const char** syscall) {
+int StatBeneathAt(int rootfd, const std::string& rel, uint64_t* dev, uint64_t* ino, const char** syscall) {
   struct stat want;
-  int dirfd = ProbeBeneath(root, rel, &want, syscall);
-  if (dirfd < 0) return dirfd;
-  close(dirfd);
+  int rc = ProbeBeneath(rootfd, rel, &want, syscall);
+  if (rc < 0) return rc;
   *dev = want.st_dev;
   *ino = want.st_ino;
   return 0;
 }
 
-int OpenBeneath(const std::string& root, const std::string& rel, bool write, const char** syscall) {
+int OpenBeneathAt(int rootfd, const std::string& rel, bool write, const char** syscall) {
   struct stat want;
-  int dirfd = ProbeBeneath(root, rel, &want, syscall);
-  if (dirfd < 0) return dirfd;
+  int rc = ProbeBeneath(rootfd, rel, &want, syscall);
+  if (rc < 0) return rc;
   // O_NONBLOCK: if the name was swapped for a FIFO meanwhile, the open must not hang (dev/ino catches it).
-  int fd = OpenAt2(dirfd, rel.c_str(), (write ? O_RDWR : O_RDONLY) | O_NONBLOCK | O_NOCTTY | O_CLOEXEC,
-                   kBeneath);
-  close(dirfd);
+  int fd = OpenAt2(rootfd, rel.c_str(), (write ? O_RDWR : O_RDONLY) | O_NONBLOCK | O_NOCTTY | O_CLOEXEC, kBeneath);
   if (fd < 0) {
     *syscall = "openat2";
     return fd;
@@ -165,6 +160,22 @@ int OpenBeneath(const std::string& root, const std::string& rel, bool write, con
     *syscall = "openat2";
     return -ESTALE;
   }
+  return fd;
+}
+
+int StatBeneath(const std::string& root, const std::string& rel, uint64_t* dev, uint64_t* ino, const char** syscall) {
+  int rootfd = OpenRoot(root, rel, syscall);
+  if (rootfd < 0) return rootfd;
+  int rc = StatBeneathAt(rootfd, rel, dev, ino, syscall);
+  close(rootfd);
+  return rc;
+}
+
+int OpenBeneath(const std::string& root, const std::string& rel, bool write, const char** syscall) {
+  int rootfd = OpenRoot(root, rel, syscall);
+  if (rootfd < 0) return rootfd;
+  int fd = OpenBeneathAt(rootfd, rel, write, syscall);
+  close(rootfd);
   return fd;
 }
 

@@ -48,6 +48,9 @@ int SetDirect(int fd, bool on);
 int OpenBeneath(const std::string& root, const std::string& rel, bool write, const char** syscall);
 // The same lookup with O_PATH only (opens nothing, breaks no lease): the file's st_dev and st_ino.
 int StatBeneath(const std::string& root, const std::string& rel, uint64_t* dev, uint64_t* ino, const char** syscall);
+// Both beneath a root directory already open (an O_PATH descriptor): the same checks, without opening the root.
+int OpenBeneathAt(int rootfd, const std::string& rel, bool write, const char** syscall);
+int StatBeneathAt(int rootfd, const std::string& rel, uint64_t* dev, uint64_t* ino, const char** syscall);
 
 int OpenDirect(const std::string& path, bool write, bool exclusive);
 int DeviceInfo(int fd, DeviceFacts* out, const char** syscall);

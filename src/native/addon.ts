@@ -27,8 +27,8 @@ export interface NativeAddon {
   inodeFlags(fd: number): number;
   setDirect(fd: number, on: boolean): boolean;
   openBeneath(root: string, rel: Buffer, write: boolean): Promise<number>;
-  openBeneathSync(root: string, rel: Buffer, write: boolean): number;
-  statBeneath(root: string, rel: Buffer): [bigint, bigint];
+  openBeneathSync(root: string | number, rel: Buffer, write: boolean): number;
+  statBeneath(root: string | number, rel: Buffer): [bigint, bigint];
   openDirect(path: string, write: boolean, exclusive: boolean): Promise<number>;
   deviceInfo(fd: number): Promise<RawDeviceInfo>;
   alignedBuffer(size: number, align: number): Buffer;

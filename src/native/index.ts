@@ -74,21 +74,24 @@ export async function openBeneath(root: string, rel: Buffer | string, opts: { wr
 }
 
 /** openBeneath on the calling thread (the same checks and errors, thrown): a few quick system calls on a local file
- *  system cost less than the trip through the thread pool. */
-export function openBeneathSync(root: string, rel: Buffer | string, opts: { write?: boolean } = {}): number {
+ *  system cost less than the trip through the thread pool. `root` may also be the root directory already open (an
+ *  O_PATH descriptor, see openDirBeneath), which saves looking it up by its path. */
+export function openBeneathSync(root: string | number, rel: Buffer | string, opts: { write?: boolean } = {}): number {
   return addon().openBeneathSync(root, beneathArgs(root, rel), opts.write ?? false);
 }
 
-/** The st_dev and st_ino of `rel` beneath `root`, found as openBeneath finds it (the same errors) but through an
- *  O_PATH descriptor only: nothing is opened, so no kernel lease on the file breaks. Synchronous. */
-export function statBeneath(root: string, rel: Buffer | string): { dev: bigint; ino: bigint } {
+/** The st_dev and st_ino of `rel` beneath `root` (a path, or the directory's open descriptor), found as openBeneath
+ *  finds it (the same errors) but through an O_PATH descriptor only: nothing is opened, so no kernel lease on the
+ *  file breaks. Synchronous. */
+export function statBeneath(root: string | number, rel: Buffer | string): { dev: bigint; ino: bigint } {
   const [dev, ino] = addon().statBeneath(root, beneathArgs(root, rel));
   return { dev, ino };
 }
 
 /** openBeneath's arguments checked; rel as bytes. */
-function beneathArgs(root: string, rel: Buffer | string): Buffer {
-  checkPath('root', root);
+function beneathArgs(root: string | number, rel: Buffer | string): Buffer {
+  if (typeof root === 'number') checkFd(root);
+  else checkPath('root', root);
   const bytes = typeof rel === 'string' ? Buffer.from(rel, 'utf8') : rel;
   if (!Buffer.isBuffer(bytes)) throw argError(TypeError, 'ERR_INVALID_ARG_TYPE', 'rel must be a Buffer or a string');
   if (bytes.length === 0) throw argError(TypeError, 'ERR_INVALID_ARG_VALUE', 'rel must not be empty');

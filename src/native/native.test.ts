@@ -323,6 +323,29 @@ describe('openBeneath', () => {
     }
     assert.throws(() => statBeneath(path.join(root, 'nope'), 'x'), { code: 'ENOENT', syscall: 'open' });
   });
+
+  test('the same from the root directory already open (its O_PATH descriptor): same files, same refusals', async () => {
+    const dir = openDirBeneath(root, '.');
+    try {
+      const st = fs.statSync(path.join(root, 'link-in'), { bigint: true });
+      assert.deepEqual(statBeneath(dir, 'link-in'), { dev: st.dev, ino: st.ino });
+      assert.equal(await readAll(openBeneathSync(dir, 'sub/file')), fs.readFileSync(path.join(root, 'sub', 'file'), 'utf8'));
+      const w = openBeneathSync(dir, 'sub/file', { write: true });
+      await close(w);
+      for (const call of [(rel: string) => statBeneath(dir, rel), (rel: string) => openBeneathSync(dir, rel)]) {
+        for (const out of ['link-out', '../outside', '/etc/passwd', 'sub/link-up']) {
+          assert.throws(() => call(out), { code: 'EXDEV', syscall: 'openat2', path: out });
+        }
+        assert.throws(() => call('sub'), { code: 'ENOTREG' });
+        assert.throws(() => call('fifo'), { code: 'ENOTREG' });
+        assert.throws(() => call('sub/nope'), { code: 'ENOENT' });
+      }
+      assert.throws(() => statBeneath(-1, 'x'), { code: 'ERR_INVALID_ARG_TYPE' });
+      assert.throws(() => openBeneathSync(1.5, 'x'), { code: 'ERR_INVALID_ARG_TYPE' });
+    } finally {
+      await close(dir);
+    }
+  });
 });
 
 describe('direct I/O', () => {
