@@ -360,12 +360,12 @@ bool ThrowBeneathFault(Napi::Env env, int rc, const char* syscall, const std::st
   return true;
 }
 
-// The same open on the calling thread: for the map server's read maps, where the trip through the pool cost more
-// than the opens themselves (a local file system whose dentries the server's own lookup has just warmed).
 // The root of a lookup beneath it: a path (opened for each call), or a directory already open (a non-negative
 // integer: its O_PATH descriptor, so the root is not looked up again).
 bool IsRoot(const Napi::Value& v) { return v.IsString() || (IsInt(v) && v.As<Napi::Number>().Int64Value() >= 0); }
 
+// The same open on the calling thread: for the map server's read maps, where the trip through the pool cost more
+// than the opens themselves (a local file system whose dentries the server's own lookup has just warmed).
 Napi::Value JsOpenBeneathSync(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   bool ok = IsRoot(info[0]) && (info[1].IsBuffer() || info[1].IsString()) && info[2].IsBoolean();

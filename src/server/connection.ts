@@ -414,11 +414,11 @@ export class Connection implements LeaseHolder {
           server.leases.release(this, answer.leaseId);
           return;
         }
-        return this.sendMap('MAP', answer, { lease: answer.leaseId, ...(req.mode === 'write' ? { mode: 'write' as const } : {}) });
+        return this.sendMap('MAP', answer, { lease: answer.leaseId, mode: req.mode === 'write' ? 'write' : undefined });
       }
       case 'ALLOC': {
         const answer = await server.maps.alloc(this, req.lease, req.offset, req.length);
-        return this.sendMap('ALLOC', answer, { lease: req.lease, ...(answer.ready ? { ready: answer.ready } : {}) });
+        return this.sendMap('ALLOC', answer, { lease: req.lease, ready: answer.ready });
       }
       case 'COMMIT': {
         const done = await server.maps.commit(this, req.lease, req.size);
@@ -449,7 +449,7 @@ export class Connection implements LeaseHolder {
 
   /** A map reply (MAP or ALLOC): the head, one X line per extent, END; written at once (the socket buffers what the
    *  kernel does not take yet), then the next request waits for the buffer to drain. */
-  private async sendMap(verb: 'MAP' | 'ALLOC', answer: MapAnswer, lead: { lease: string; mode?: 'write'; ready?: number }): Promise<void> {
+  private async sendMap(verb: 'MAP' | 'ALLOC', answer: MapAnswer, lead: { lease: string; mode?: 'write' | undefined; ready?: number | undefined }): Promise<void> {
     const extents = answer.extents;
     const encoded = answer.encoded;
     const n = encoded ? encoded.extents : extents.length;
