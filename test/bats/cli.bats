@@ -93,6 +93,29 @@ cat_to() {
 	assert_output "$(printf '%s\t%s\t%s\t%s' $((64 << 20)) 4096 true 'flags,index,length,logical,physical,rawFlags,state')"
 }
 
+@test "every bundle's code cache is accepted by V8; the commands that move data have every function in theirs" {
+	# Compiled as bin/start.cjs compiles it: a cache V8 refuses (made under other flags, say) would silently cost every
+	# start its compiling.
+	for c in fusedcat fusedcp fusedmap fusedctl fusedthrottle; do
+		run -0 node -e '
+			const { load } = require(process.argv[1]);
+			const vm = require("node:vm"), fs = require("node:fs");
+			const file = process.argv[2];
+			const src = `(function (exports, require, module, __filename, __dirname) {${fs.readFileSync(file, "utf8")}\n})`;
+			const s = new vm.Script(src, { filename: file, cachedData: fs.readFileSync(file + ".cache"),
+				importModuleDynamically: vm.constants?.USE_MAIN_CONTEXT_DEFAULT_LOADER });
+			console.log(s.cachedDataRejected ? "rejected" : "accepted", fs.statSync(file + ".cache").size, fs.statSync(file).size);
+		' "$BED_ROOT/bin/start.cjs" "$BED_ROOT/dist/bundle/$c.cjs"
+		read -r verdict cache bundle <<<"$output"
+		assert_equal "$c $verdict" "$c accepted"
+		# Every function compiled (scripts/bundle.mjs) makes the cache larger than the bundle's source; the functions a
+		# --help run compiles alone make it about half the source.
+		case $c in
+		fusedcat | fusedcp | fusedmap) ((cache > bundle)) || fail "$c: cache $cache bytes, bundle $bundle: not every function" ;;
+		esac
+	done
+}
+
 @test "a command starts from its bundle (with its code cache only if newer), or from the modules when a bare tsc left the bundle older; an unknown name exits 2" {
 	# A copy of the built tree, so the test can plant a bundle that only says where it ran from.
 	local tree=$BATS_TEST_TMPDIR/tree
