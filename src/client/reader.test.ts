@@ -202,6 +202,25 @@ test('a slow read does not hold up the reads behind it: the device stays busy wh
   assert.equal(beforeHead, 3, `${beforeHead} reads started before the first one completed (depth 2, window 4)`);
 });
 
+test('the window behind a slow head is half the depth again, not twice it: fewer fresh buffers at the start', async (t) => {
+  const { dir, file, session } = await setup(t, 24);
+  let headDone = Infinity;
+  const device = new FakeDevice(file.image, (i) => (i === 0 ? 500 : 0));
+  const slowHead = device.readInto.bind(device);
+  device.readInto = async (scratch, position, length) => {
+    const data = await slowHead(scratch, position, length);
+    if (position === P0) headDone = performance.now();
+    return data;
+  };
+  const reader = new FileReader(source(session, dir), { openDevice: async () => device, depth: 4 });
+  const { sink } = collector(true);
+  await reader.read(Buffer.from(file.path), sink);
+  // Depth 4, window 6 chunks: the slow head, the second data chunk, the zeros, three chunks of the tail; five of
+  // them device reads (a window of 8 would have issued seven).
+  const beforeHead = device.reads.filter((x) => x.at < headDone).length;
+  assert.equal(beforeHead, 5, `${beforeHead} reads started before the first one completed (depth 4, window 6)`);
+});
+
 test('a map whose DATA reaches past the file system is refused: nothing is read from the device', async (t) => {
   const { dir, file, session } = await setup(t);
   const device = new FakeDevice(file.image);
