@@ -183,9 +183,9 @@ test('a recall mid-read: RETURN once the reads in flight are done, the copy rest
   assert.ok(result().equals(file.bytes));
 });
 
-test('a slow read does not hold up the reads behind it: the device stays busy while the head is awaited', async (t) => {
+/** Reads issued before the first one (made 500 ms slow, the others instant) completed, at this depth. */
+async function readsBehindSlowHead(t: Parameters<typeof setup>[0], depth: number): Promise<number> {
   const { dir, file, session } = await setup(t, 24);
-  // The first read takes 500 ms, the others none: reads past the first `depth` are issued while it is awaited.
   let headDone = Infinity;
   const device = new FakeDevice(file.image, (i) => (i === 0 ? 500 : 0));
   const slowHead = device.readInto.bind(device);
@@ -194,30 +194,23 @@ test('a slow read does not hold up the reads behind it: the device stays busy wh
     if (position === P0) headDone = performance.now();
     return data;
   };
-  const reader = new FileReader(source(session, dir), { openDevice: async () => device, depth: 2 });
+  const reader = new FileReader(source(session, dir), { openDevice: async () => device, depth });
   const { sink } = collector(true);
   await reader.read(Buffer.from(file.path), sink);
-  const beforeHead = device.reads.filter((x) => x.at < headDone).length;
-  // The window of 4 chunks: the slow head, the second data chunk, the zeros, the first chunk of the tail.
+  return device.reads.filter((x) => x.at < headDone).length;
+}
+
+test('a slow read does not hold up the reads behind it: the device stays busy while the head is awaited', async (t) => {
+  // Reads past the first `depth` are issued while the head is awaited. The window of 4 chunks: the slow head, the
+  // second data chunk, the zeros, the first chunk of the tail.
+  const beforeHead = await readsBehindSlowHead(t, 2);
   assert.equal(beforeHead, 3, `${beforeHead} reads started before the first one completed (depth 2, window 4)`);
 });
 
 test('the window behind a slow head is half the depth again, not twice it: fewer fresh buffers at the start', async (t) => {
-  const { dir, file, session } = await setup(t, 24);
-  let headDone = Infinity;
-  const device = new FakeDevice(file.image, (i) => (i === 0 ? 500 : 0));
-  const slowHead = device.readInto.bind(device);
-  device.readInto = async (scratch, position, length) => {
-    const data = await slowHead(scratch, position, length);
-    if (position === P0) headDone = performance.now();
-    return data;
-  };
-  const reader = new FileReader(source(session, dir), { openDevice: async () => device, depth: 4 });
-  const { sink } = collector(true);
-  await reader.read(Buffer.from(file.path), sink);
   // Depth 4, window 6 chunks: the slow head, the second data chunk, the zeros, three chunks of the tail; five of
   // them device reads (a window of 8 would have issued seven).
-  const beforeHead = device.reads.filter((x) => x.at < headDone).length;
+  const beforeHead = await readsBehindSlowHead(t, 4);
   assert.equal(beforeHead, 5, `${beforeHead} reads started before the first one completed (depth 4, window 6)`);
 });
 
