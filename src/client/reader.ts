@@ -1,5 +1,6 @@
 // The direct reader: a file's bytes in order, DATA from the device, zeros without I/O, the rest through the mount.
 import { open, stat, type FileHandle } from 'node:fs/promises';
+import { readFileSync } from 'node:fs';
 import type { BigIntStats } from 'node:fs';
 import { describeError, errorMessage, FusedError } from '../errors.js';
 import { CHUNK, giveBuffer, takeBuffer } from './buffers.js';
@@ -9,12 +10,21 @@ import { ALIGN, Device } from './device.js';
 import type { FileMap, Session } from './session.js';
 import { mapMismatch } from './mapcheck.js';
 import { OVER_LIMIT, type Pacer, type Throttle } from './pacer.js';
+import { deepDepth, DepthTuner, parseCpuTimes, type DepthDecision, type TunerSettings } from './depth.js';
+import { readQueueFacts } from '../sys/blockdev.js';
 
 export { CHUNK };
-/** Device requests in flight; each holds a libuv pool thread (UV_THREADPOOL_SIZE is raised to 16 at start-up, which
- *  leaves room for the sink's writes). Measured on a disk-backed loop device: 4 reads of 4 MiB in flight reach
- *  about 0.75 of the device's limit (fio at depth 8), 8 about the limit; 12, or 8 MiB reads, no more. */
+/** Device requests in flight at first; each holds a libuv pool thread (UV_THREADPOOL_SIZE is raised to 40 at start-up,
+ *  which leaves room for the sink's writes). Measured on a disk-backed loop device: 4 reads of 4 MiB in flight reach
+ *  about 0.75 of what fio reads at depth 8, 8 about as much; 12 or 16, or 8 MiB reads, no more. A large read may go
+ *  deeper (DEEP_MAX), once it has measured that the device gives more for it (depth.ts). */
 export const DEPTH = 8;
+/** The deepest a read goes (32 reads of 4 MiB: 128 MiB in flight), fewer where the device's queue holds less. */
+export const DEEP_MAX = 32;
+/** Reads of at least this many device bytes try a deeper depth (a smaller one ends before the trial can tell). */
+export const TUNE_AT_LEAST = 256 * 1024 * 1024;
+/** Large direct reads under way in this process (fusedcp -j reads several files at once). */
+let largeReads = 0;
 export const DEFAULT_SMALL_FILE = 256 * 1024;
 /** Chunks read ahead through the mount while the sink takes the current one. */
 const READ_AHEAD = 3;
@@ -49,6 +59,8 @@ export interface ReadReport {
   bytesOverLimit?: number;
   /** The map was recalled or lost mid-read. */
   interrupted: boolean;
+  /** The device reads kept in flight, when the read was large enough to try a deeper depth and got that far. */
+  depth?: DepthDecision;
   /** The file's size or mtime through the mount moved while it was read (after an interruption, or through the
    *  mount when the direct path was refused): the bytes delivered may mix old and new content (unless the sink
    *  could restart). */
@@ -70,8 +82,15 @@ export interface ReaderOptions {
   /** Paces device reads by the server's grants (and, with fallback, sends what is over the limit through the
    *  mount); its --limit paces every byte delivered. */
   throttle?: Throttle;
-  /** Device reads in flight (default DEPTH). Up to twice as many chunks may be read and waiting for delivery. */
+  /** Device reads in flight, fixed (default: DEPTH, deeper for a large read where the device gives more for it).
+   *  Half as many chunks again may be read and waiting for delivery. */
   depth?: number;
+  /** The deeper depth's trial (depth.ts): settings in place of the defaults, or false for none. fileSinkNoTune: the
+   *  commands pass false when the bytes go into a file. On the bed, where the destination file shares the disk the
+   *  image is on, fusedcp with the trial was 18-20 % slower (A/B, 9 and 11 rounds: 577 against 706-710 MB/s): while
+   *  the page cache takes the first writes the consumer waits for the device, so the trial goes deep, and then 32
+   *  reads in flight take the disk time the destination's writeback needs. */
+  tune?: (Partial<TunerSettings> & { atLeast?: number }) | false;
   /** Opens the file through the mount (default fs/promises open, read-only); tests watch the handle with it. */
   openMount?: (file: Buffer) => Promise<FileHandle>;
 }
@@ -291,13 +310,17 @@ export class FileReader {
     if (session.isRecalled(map.lease)) onRecall(map.lease);
     if (session.isClosed) onClose('closed before the first read');
     const expired = () => `lease expired: no answer from the map server within the lease time (${session.leaseMs / 1000} s)`;
-    const segments = segmentsOf(sliceMap(map.extents, start, end - start));
+    const sliced = sliceMap(map.extents, start, end - start);
+    const segments = segmentsOf(sliced);
     const depth = Math.max(1, this.opts.depth ?? DEPTH);
-    /** Chunks read and not yet delivered, at most (each holds a shared buffer): room for reads behind a slow head.
-     *  Half the depth again (at least 2), not twice it: each buffer of the window is fresh memory the first time, and
-     *  faulting in 16 of them (64 MiB) cost 26 ms of CPU at the read's start; on a tmpfs-backed bed, where the
-     *  device is the CPU, a 1 GiB read took 217 ms with a window of 16 and 188-191 with 10 or 12 (medians of 12). */
-    const window = depth + Math.max(2, Math.ceil(depth / 2));
+    /** Chunks read and not yet delivered, beyond the reads in flight (each holds a shared buffer): room for reads
+     *  behind a slow head. Half the base depth (at least 2), not the depth again: each buffer of the window is fresh
+     *  memory the first time, and faulting in 16 of them (64 MiB) cost 26 ms of CPU at the read's start; on a
+     *  tmpfs-backed bed, where the device is the CPU, a 1 GiB read took 217 ms with a window of 16 and 188-191 with
+     *  10 or 12 (medians of 12). */
+    const spare = Math.max(2, Math.ceil(depth / 2));
+    const tuner = await this.tuner(sliced, device, depth, (depth + spare) * CHUNK);
+    if (tuner) largeReads++;
     /** Reads issued and not yet delivered, in file order (each holds a buffer). */
     const queue: Promise<Chunk & { buf?: Buffer; overLimit?: boolean }>[] = [];
     /** Reads not yet completed: at most `depth`. */
@@ -307,7 +330,8 @@ export class FileReader {
     // A read is issued whenever one completes (not only when the head is delivered): a slow head does not leave
     // the device idle while the reads behind it wait for their turn.
     const pump = (): void => {
-      while (!stopped && lost === null && active < depth && queue.length < window) {
+      const inFlight = tuner?.depth ?? depth;
+      while (!stopped && lost === null && active < inFlight && queue.length < inFlight + spare) {
         // No device read starts past the lease deadline (the server may have let a writer in).
         if (!session.leaseValid(map.lease)) {
           lost = expired();
@@ -323,7 +347,10 @@ export class FileReader {
           reading.delete(p);
           pump();
         };
-        p.then(settled, settled);
+        p.then((c) => {
+          if (c.kind === 'direct') tuner?.done(c.data.length);
+          settled();
+        }, settled);
         queue.push(p);
       }
     };
@@ -337,7 +364,9 @@ export class FileReader {
         if (!head) break;
         let chunk: Chunk & { buf?: Buffer; overLimit?: boolean };
         try {
+          const asked = tuner && performance.now();
           chunk = await head;
+          if (asked) tuner.waited(performance.now() - asked);
           queue.shift();
         } catch (err) {
           if (err instanceof LateReadError) {
@@ -366,6 +395,10 @@ export class FileReader {
     } finally {
       stopped = true;
       stopPings();
+      if (tuner) {
+        largeReads--;
+        if (tuner.decision) report.depth = tuner.decision;
+      }
       // Drain reads still in flight after an error so their buffers are not written into later.
       for (const p of queue) {
         const c = await p.catch(() => undefined);
@@ -376,6 +409,36 @@ export class FileReader {
       await answer(lost ? 'RETURN' : 'RELEASE');
     }
     return { reached, lost: reached < end ? lost : null };
+  }
+
+  /** The deeper depth's trial for a read of these extents, if it is large enough and its depth not fixed. */
+  private async tuner(extents: readonly MapExtent[], device: DeviceReader, base: number, settleBytes: number): Promise<DepthTuner | undefined> {
+    const t = this.opts.tune;
+    if (t === false || this.opts.depth !== undefined) return undefined;
+    const bytes = extents.reduce((n, e) => n + (e.state === 'DATA' ? e.length : 0), 0);
+    if (bytes < (t?.atLeast ?? TUNE_AT_LEAST)) return undefined;
+    const queue = device.info.isBlockDevice ? await readQueueFacts(device.info.rdevMajor, device.info.rdevMinor) : undefined;
+    const settings: TunerSettings = {
+      base,
+      deep: deepDepth(queue, CHUNK, base, DEEP_MAX),
+      settleBytes,
+      intervalBytes: 128 * 1024 * 1024,
+      intervalMs: 100,
+      loss: 0.1,
+      maxBusy: 0.4,
+      minWaited: 0.5,
+      now: () => performance.now(),
+      cpu: () => {
+        try {
+          return parseCpuTimes(readFileSync('/proc/stat', 'latin1'));
+        } catch {
+          return undefined;
+        }
+      },
+      alone: () => largeReads === 1,
+      ...t,
+    };
+    return new DepthTuner(settings);
   }
 
   /** One piece: zeros, device bytes (checked against the lease deadline when the read completes), or the mount's

@@ -5,9 +5,10 @@ import { argBytes, displayName } from '../ui/argv.js';
 import type { CommandContext } from './context.js';
 import { FuseClient } from '../client/client.js';
 import { FileReader, type Chunk } from '../client/reader.js';
+import { describeDepth } from '../client/depth.js';
 import { tempName } from '../client/copy.js';
 import { DirectWriter, WriteRestart, type WriteTarget } from '../client/writer.js';
-import { unlinkSync } from 'node:fs';
+import { fstatSync, unlinkSync } from 'node:fs';
 import { chmod, open, rename, stat, unlink } from 'node:fs/promises';
 import { formatError } from '../ui/messages.js';
 import { BulkOutput } from '../ui/output.js';
@@ -28,7 +29,7 @@ export function build(ctx: CommandContext): Command {
     .option('--limit <RATE>', `move at most RATE bytes per second, whichever path; ${RATE_HELP}`)
     .option('--fallback', 'over the map server\'s throttle limit, send the excess through the network mount instead of waiting')
     .option('-q, --quiet', 'do not say on stderr why a file was read through the network')
-    .option('-v, --verbose', 'say on stderr which path each file took')
+    .option('-v, --verbose', 'say on stderr which path each file took, and the read depth a large read settled on')
     .addHelpText('after', '\nExit status: 0 ok, 1 failure, 2 usage, 4 some files failed (a closed pipe stops quietly;\nfiles that failed before it still count).\nSee fusedcat(1).')
     .action(async (files: string[], opts: Opts) => {
       // --limit 0 means no limit, as with rsync --bwlimit=0.
@@ -43,7 +44,10 @@ export function build(ctx: CommandContext): Command {
       const offset = opts.offset === undefined ? undefined : parseSize(opts.offset, '--offset');
       const length = opts.length === undefined ? undefined : parseSize(opts.length, '--length');
       const client = opts.networkOnly ? null : await FuseClient.load();
-      const reader = new FileReader(client, { networkOnly: !!opts.networkOnly, throttle });
+      // Into a file, a large read stays at the base depth: the destination's disk is the slower side, and more reads in
+      // flight only compete with it (reader.ts, fileSinkNoTune).
+      const intoFile = (() => { try { return fstatSync(1).isFile(); } catch { return false; } })();
+      const reader = new FileReader(client, { networkOnly: !!opts.networkOnly, throttle, ...(intoFile ? { tune: false as const } : {}) });
       const out = new BulkOutput();
       // Wait for each write: the chunk's buffer is reused as soon as we return.
       const sink = { write: (chunk: Chunk) => out.write(chunk.data) };
@@ -67,7 +71,7 @@ export function build(ctx: CommandContext): Command {
               lastError = new FusedError('failure', 'changed while being read');
               process.stderr.write(`fusedcat: ${name}: changed while being read (${r.reason}); the output mixes old and new content\n`);
             } else if (r.interrupted && !opts.quiet) process.stderr.write(`fusedcat: ${name}: ${r.reason}; the rest was read through the mount\n`);
-            else if (opts.verbose) process.stderr.write(`fusedcat: ${name}: ${r.path}${r.reason ? ` (${r.reason})` : ''}${paced(throttle)}\n`);
+            else if (opts.verbose) process.stderr.write(`fusedcat: ${name}: ${r.path}${r.reason ? ` (${r.reason})` : ''}${r.depth ? `; ${describeDepth(r.depth)}` : ''}${paced(throttle)}\n`);
             else if (r.fallback && r.reason && !opts.quiet && r.size > 0) {
               process.stderr.write(`fusedcat: ${name}: ${r.path === 'mixed' ? 'partly ' : ''}through the network: ${r.reason}\n`);
             }

@@ -59,3 +59,18 @@ export function splitDev(dev: number | bigint): { major: number; minor: number }
 export async function readIdentity(path: string): Promise<VolumeIdentity | null> {
   return probeSuperblock(await readHead(path, PROBE_BYTES));
 }
+
+/** The request queue of block device major:minor (a partition's is its disk's): how many requests it holds and the
+ *  largest one in bytes; undefined when sysfs does not say (an image file, no sysfs). */
+export async function readQueueFacts(major: number, minor: number, sys = '/sys/dev/block'): Promise<{ requests: number; maxRequestBytes: number } | undefined> {
+  for (const dir of [`${sys}/${major}:${minor}/queue`, `${sys}/${major}:${minor}/../queue`]) {
+    try {
+      const requests = Number((await readFile(`${dir}/nr_requests`, 'latin1')).trim());
+      const maxKb = Number((await readFile(`${dir}/max_sectors_kb`, 'latin1')).trim());
+      if (Number.isSafeInteger(requests) && Number.isSafeInteger(maxKb) && requests > 0 && maxKb > 0) return { requests, maxRequestBytes: maxKb * 1024 };
+    } catch {
+      // not here: a partition's queue is its disk's
+    }
+  }
+  return undefined;
+}
