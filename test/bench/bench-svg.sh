@@ -15,7 +15,7 @@ jq -r '.results[] | [.direction, .method, (.mbps | round), (.ratio * 100 | round
 	{ n++; dir[n] = $1; slot[n] = ++count[$1]; if (count[$1] > nslots) nslots = count[$1]; meth[n] = $2; mbps[n] = $3; ratio[n] = $4; label[n] = $5; if ($3 > max) max = $3
 	  if (!(($2) in seen)) { seen[$2] = 1; order[++nm] = $2; lab[$2] = $5 } }
 	END {
-		color["fio"] = "#6b6b6b"; color["fusedcp"] = "#1f77b4"; color["fusedcat"] = "#9ecae1"; color["sshfs"] = "#ff7f0e"; color["nfs"] = "#2ca02c"
+		color["fio"] = "#6b6b6b"; color["fio32"] = "#b0b0b0"; color["fusedcp"] = "#1f77b4"; color["fusedcat"] = "#9ecae1"; color["sshfs"] = "#ff7f0e"; color["nfs"] = "#2ca02c"
 		bw = 64; gap = 10; ggap = 70; left = 70; top = 60; h = 260
 		# a round top for the axis: 1, 2 or 5 times a power of ten
 		step = 1; while (step * 10 <= max) step *= 10

@@ -127,11 +127,13 @@ echo "bench: $size_mib MiB ($extents extent(s)), $rounds round(s), link $link, b
 # A read by fio starts from the same state as fusedcat's: right after drop_caches (its sync and the programs'
 # reload). Without that, fio's reads that ran first in a round took 0.54-0.57 s and the ones right after fusedcat
 # 0.96 s, while every fusedcat (all after a drop) took 1.16-1.27 s (2026-11-28, disk): the ratio measured the drop.
+# fio_run RW DEVICE OFFSET [DEPTH]: depth 8 unless said (32: the deep depth a large fusedcat read may settle on, a
+# reference beside the limit the ratios are to).
 fio_run() {
-	local rw=$1 dev=$2 offset=$3 j=$BED_DIR/fio.json l0
+	local rw=$1 dev=$2 offset=$3 depth=${4:-8} j=$BED_DIR/fio.json l0
 	[[ $rw != read ]] || drop_caches
 	l0=$(bed_link_bytes)
-	fio --name=limit --filename="$dev" --offset="$offset" --size="$bytes" --direct=1 --rw="$rw" --bs=4M --iodepth=8 \
+	fio --name=limit --filename="$dev" --offset="$offset" --size="$bytes" --direct=1 --rw="$rw" --bs=4M --iodepth="$depth" \
 		--ioengine=libaio --output-format=json >"$j"
 	echo "$(jq ".jobs[0].$rw.runtime / 1000" "$j") $(($(bed_link_bytes) - l0))"
 }
@@ -162,6 +164,8 @@ timed_cat() {
 	lb=$(($(bed_link_bytes) - l0))
 	echo "$t $lb"
 	grep -Eq ": direct($|;)" "$BED_DIR/last.log" || fail "fusedcat did not read direct: $(tail -3 "$BED_DIR/last.log")"
+	# The read depth it settled on (-v), kept for the report.
+	grep -Eo "depth [0-9]+ \(.*\)" "$BED_DIR/last.log" >>"$BED_DIR/cat-depths" || echo "no depth said" >>"$BED_DIR/cat-depths"
 	((lb * 1024 < bytes)) || fail "fusedcat: $lb bytes crossed the link: not the direct path"
 }
 # cat_checked: what fusedcat writes is the file (untimed: sha256 on 2 cores would compete with the reader).
@@ -201,8 +205,8 @@ export BED_DIR FUSED_BIN
 
 cat_checked
 declare -A runs=()
-keys=(read_fio read_fusedcp read_fusedcat read_sshfs write_fio write_fusedcp write_sshfs)
-((nfs)) && keys=(read_fio read_fusedcp read_fusedcat read_sshfs read_nfs write_fio write_fusedcp write_sshfs write_nfs)
+keys=(read_fio read_fio32 read_fusedcp read_fusedcat read_sshfs write_fio write_fusedcp write_sshfs)
+((nfs)) && keys=(read_fio read_fio32 read_fusedcp read_fusedcat read_sshfs read_nfs write_fio write_fusedcp write_sshfs write_nfs)
 for ((r = 1; r <= rounds; r++)); do
 	# Interleaved, so drift in the machine's load hits every contender alike.
 	# fio and fusedcat run back to back, swapping places every round: the figure issue 9 holds fusedcat to is their
@@ -215,6 +219,7 @@ for ((r = 1; r <= rounds; r++)); do
 		runs[read_fusedcat]+="$(timed_cat);"
 		runs[read_fio]+="$(fio_run read "$BED_DEV_B" "$phys");"
 	fi
+	runs[read_fio32]+="$(fio_run read "$BED_DEV_B" "$phys" 32);"
 	runs[read_fusedcp]+="$(timed_read bash -c 'fusedcp_checked "$@"' - .path "$BED_CLI_DIR/$file" "$out");"
 	runs[read_sshfs]+="$(timed_read cp "$BED_CLI_DIR/$file" "$out");"
 	((nfs)) && runs[read_nfs]+="$(timed_read nfs-cp "$BED_NFS_URL/$file" "$out");"
@@ -255,7 +260,7 @@ fi
 # Results. For each contender: median seconds -> MB/s, the ratio to the device's fio in the same direction, and
 # the median link bytes per GiB moved.
 med_field() { tr ';' '\n' <<<"$1" | grep . | awk -v f="$2" '{ print $f }' | median; }
-declare -A label=([fio]='fio on the raw device (the limit)' [fusedcp]='fusedcp, direct path' [fusedcat]='fusedcat >/dev/null, direct' [sshfs]='cp through the sshfs mount' [nfs]='nfs-cp, NFSv3 (ganesha)')
+declare -A label=([fio]='fio on the raw device (the limit)' [fio32]='fio at depth 32 (the deep depth fusedcat may keep)' [fusedcp]='fusedcp, direct path' [fusedcat]='fusedcat >/dev/null, direct' [sshfs]='cp through the sshfs mount' [nfs]='nfs-cp, NFSv3 (ganesha)')
 results='[]'
 for k in "${keys[@]}"; do
 	dir=${k%%_*} how=${k#*_}
@@ -281,17 +286,19 @@ machine=$(jq -n -c --arg k "$(uname -r)" --arg n "$(node --version)" --argjson c
 	--arg g "$(dpkg-query -W -f '${Version}' nfs-ganesha 2>/dev/null || true)" \
 	--arg f "$(fio --version)" --arg load "$(cut -d' ' -f1-3 /proc/loadavg)" \
 	'{kernel: $k, node: $n, nproc: $c, mem_bytes: $m, cpu: $cpu, fio: $f, ganesha: $g, loadavg_end: $load}')
-report=$(jq -n --argjson r "$results" --argjson s "$small" --argjson m "$machine" \
+depths=$(jq -R . <"$BED_DIR/cat-depths" | jq -s -c .)
+report=$(jq -n --argjson r "$results" --argjson s "$small" --argjson m "$machine" --argjson depths "$depths" \
 	--arg cmd "test/bench/bench.sh --size $size_mib --rounds $rounds --link $link --backing $backing --fs $fstype --files $files$( ((nfs)) || echo ' --no-nfs')" \
 	--argjson size "$size_mib" --argjson rounds "$rounds" --arg link "$link" --arg backing "$backing" --arg fs "$fstype" \
 	--argjson extents "$extents" --arg date "$(date -u +%Y-%m-%dT%H:%M:%SZ)" --arg commit "$(git -C "$here" rev-parse --short HEAD 2>/dev/null || echo unknown)" \
 	'{date: $date, commit: $commit, command: $cmd, size_mib: $size, rounds: $rounds, link: $link, backing: $backing, fs: $fs,
-	  file_extents: $extents, machine: $m, results: $r, small_files: $s}')
+	  file_extents: $extents, machine: $m, results: $r, fusedcat_depths: $depths, small_files: $s}')
 
 jq -r '"\(.command)\n\(.size_mib) MiB file in \(.file_extents) extent(s); link \(.link); images on \(.backing); \(.fs); median of \(.rounds)\n"' <<<"$report"
 jq -r '(["", "", "MB/s", "x device", "link bytes/GiB"] | @tsv),
 	(.results[] | [.direction, .label, (.mbps | round), (.ratio * 100 | round / 100), (.link_bytes_per_gib | round)] | @tsv)' <<<"$report" |
 	column -t -s $'\t' -R 3,4,5
+jq -r '"fusedcat -v, round by round: " + (.fusedcat_depths | join("; "))' <<<"$report"
 if ((files)); then
 	echo
 	jq -r '.small_files | (["\(.files) files of \(.kib) KiB", "seconds", "x cp time", "link bytes"] | @tsv),

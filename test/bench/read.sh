@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Read benchmark (not a test): the direct read path against the device's limit, all in one run on the two-node bed.
 # The limit is fio reading the file's own region of the client's device (offset = the file's first physical byte,
-# size = the file; O_DIRECT, libaio, 4 MiB requests, 8 in flight). Against it: `fusedcat FILE >/dev/null` (the
+# size = the file; O_DIRECT, libaio, 4 MiB requests, 8 in flight; and, for reference, the same with 32 in flight, the
+# deep depth a large fusedcat read may keep: `man fusedcat`, READ DEPTH). Against it: `fusedcat FILE >/dev/null` (the
 # whole command, wall time), `fusedcp FILE` to a local file on the machine's disk (whole command, fsync included:
 # fusedcp makes its copy durable before the rename) and `cp` through the sshfs mount. Rounds are interleaved, so
 # drift in the machine's load hits every contender alike; medians are reported, with ratios to fio.
@@ -58,15 +59,17 @@ elapsed() { awk -v a="$1" -v b="$(now)" 'BEGIN { print b - a }'; }
 mbps() { awk -v b="$bytes" -v s="$1" 'BEGIN { printf "%.0f", b / s / 1e6 }'; }
 median() { sort -g | awk '{ a[NR] = $1 } END { print a[int((NR + 1) / 2)] }'; }
 
-# fio over the file's region of the client's device: whole command (wall) on stdout, fio's own clock to fio-times.
+# run_fio [DEPTH]: fio over the file's region of the client's device at DEPTH (8) reads in flight: whole command
+# (wall) on stdout, fio's own clock to fio-times (depth 8) or fio32-times (32, the deep depth fusedcat may keep).
 run_fio() {
-	local t0 t out=$BED_DIR/fio.json
+	local t0 t out=$BED_DIR/fio.json depth=${1:-8} times=$BED_DIR/fio-times
+	((depth == 8)) || times=$BED_DIR/fio$depth-times
 	t0=$(now)
 	fio --name=read --filename="$BED_DEV_B" --offset="$phys" --size="$bytes" --direct=1 --rw=read --bs=4M \
-		--iodepth=8 --ioengine=libaio --output-format=json >"$out"
+		--iodepth="$depth" --ioengine=libaio --output-format=json >"$out"
 	t=$(elapsed "$t0")
 	[[ $(jq '.jobs[0].read.io_bytes' "$out") == "$bytes" ]] || { echo "fio read $(jq '.jobs[0].read.io_bytes' "$out") bytes" >&2; exit 1; }
-	jq '.jobs[0].read.runtime / 1000' "$out" >>"$BED_DIR/fio-times"
+	jq '.jobs[0].read.runtime / 1000' "$out" >>"$times"
 	echo "$t"
 }
 # run_fusedcat [BIN_DIR], run_fusedcp [BIN_DIR]: the commands of BIN_DIR (default this checkout's).
@@ -76,6 +79,7 @@ run_fusedcat() {
 	bed_in_client "$bin/fusedcat" -v "$BED_CLI_DIR/$file" >/dev/null 2>"$BED_DIR/cat.err"
 	t=$(elapsed "$t0")
 	grep -Eq ": direct($|;)" "$BED_DIR/cat.err" || { echo "fusedcat did not read direct: $(cat "$BED_DIR/cat.err")" >&2; exit 1; }
+	[[ $bin != "$FUSED_BIN" ]] || grep -Eo "depth [0-9]+ \(.*\)" "$BED_DIR/cat.err" >>"$BED_DIR/depths" || echo "no depth said" >>"$BED_DIR/depths"
 	echo "$t"
 }
 run_fusedcp() {
@@ -103,6 +107,8 @@ got=$(bed_in_client "$FUSED_BIN/fusedcat" "$BED_CLI_DIR/$file" | sha256sum | cut
 [[ $got == "$want" ]] || { echo "fusedcat output differs from the source" >&2; exit 1; }
 
 : >"$BED_DIR/fio-times"
+: >"$BED_DIR/fio32-times"
+: >"$BED_DIR/depths"
 : >"$BED_DIR/pairs"
 declare -A times
 for ((r = 1; r <= rounds; r++)); do
@@ -117,6 +123,7 @@ for ((r = 1; r <= rounds; r++)); do
 	fi
 	t[fusedcat]=$(run_fusedcat)
 	if ((r % 2 == 0)); then t[fio]=$(run_fio); fi
+	t[fio32]=$(run_fio 32)
 	t[fusedcp]=$(run_fusedcp)
 	if [[ -n ${BASELINE:-} ]] && ((r % 2 == 1)); then
 		t[base_fusedcat]=$(run_fusedcat "$BED_DIR/base-bin")
@@ -128,7 +135,7 @@ for ((r = 1; r <= rounds; r++)); do
 		times[$k]+="${t[$k]} "
 		line+=" $k ${t[$k]}"
 	done
-	echo "$line; fio's own clock $(tail -1 "$BED_DIR/fio-times")" >&2
+	echo "$line; fio's own clock $(tail -1 "$BED_DIR/fio-times"), at depth 32 $(tail -1 "$BED_DIR/fio32-times"); fusedcat: $(tail -1 "$BED_DIR/depths")" >&2
 	# The pair of this round, run back to back (in either order): fio's own clock and the whole fusedcat command.
 	echo "$(tail -1 "$BED_DIR/fio-times") ${t[fusedcat]}" >>"$BED_DIR/pairs"
 done
@@ -140,7 +147,9 @@ for k in "${keys[@]}"; do
 	rate[$k]=$(mbps "$m")
 done
 rate[fio_own]=$(mbps "$(median <"$BED_DIR/fio-times")")
+rate[fio32_own]=$(mbps "$(median <"$BED_DIR/fio32-times")")
 printf '%-52s %8s MB/s\n' "fio read bs=4M iodepth=8 libaio (fio's own clock)" "${rate[fio_own]}" \
+	"  the same at iodepth=32 (fio's own clock)" "${rate[fio32_own]}" \
 	"  the same, whole fio command (wall)" "${rate[fio]}" \
 	"fusedcat FILE >/dev/null (whole command)" "${rate[fusedcat]}" \
 	"fusedcp FILE local-disk-file (whole command, fsync)" "${rate[fusedcp]}" \
@@ -153,8 +162,9 @@ if [[ -n ${BASELINE:-} ]]; then
 		printf "baseline ratio fusedcp(file)/fio:         %.2f\n", p / o
 	}'
 fi
-awk -v o="${rate[fio_own]}" -v w="${rate[fio]}" -v f="${rate[fusedcat]}" -v p="${rate[fusedcp]}" -v c="${rate[cp]}" 'BEGIN {
+awk -v o="${rate[fio_own]}" -v o32="${rate[fio32_own]}" -v w="${rate[fio]}" -v f="${rate[fusedcat]}" -v p="${rate[fusedcp]}" -v c="${rate[cp]}" 'BEGIN {
 	printf "ratio fusedcat/fio (own clock):  %.2f\n", f / o
+	printf "ratio fusedcat/fio at depth 32:  %.2f\n", f / o32
 	printf "ratio fusedcat/fio (whole fio):  %.2f\n", f / w
 	printf "ratio fusedcp(file)/fio:         %.2f\n", p / o
 	printf "ratio fusedcat/cp(network):      %.1f\n", f / c
