@@ -25,7 +25,7 @@ export const DEPTH = 8;
 export const DEEP_MAX = 32;
 /** Reads of at least this many device bytes try a deeper depth (a smaller one ends before the trial can tell). */
 export const TUNE_AT_LEAST = 256 * 1024 * 1024;
-/** Large direct reads under way in this process (fusedcp -j reads several files at once). */
+/** Large direct reads with a depth trial under way in this process (a caller may read several files at once). */
 let largeReads = 0;
 export const DEFAULT_SMALL_FILE = 256 * 1024;
 /** Chunks read ahead through the mount while the sink takes the current one. */
@@ -87,8 +87,8 @@ export interface ReaderOptions {
   /** Device reads in flight, fixed (default: DEPTH, deeper for a large read where the device gives more for it).
    *  Half as many chunks again may be read and waiting for delivery. */
   depth?: number;
-  /** The deeper depth's trial (depth.ts): settings in place of the defaults, or false for none. fileSinkNoTune: the
-   *  commands pass false when the bytes go into a file. On the bed, where the destination file shares the disk the
+  /** The deeper depth's trial (depth.ts): settings in place of the defaults, or false for none. The commands pass
+   *  false when the bytes go into a file. On the bed, where the destination file shares the disk the
    *  image is on, fusedcp with the trial was 18-20 % slower (A/B, 9 and 11 rounds: 577 against 706-710 MB/s): while
    *  the page cache takes the first writes the consumer waits for the device, so the trial goes deep, and then 32
    *  reads in flight take the disk time the destination's writeback needs. */
@@ -325,7 +325,7 @@ export class FileReader {
     if (tuner) largeReads++;
     /** Reads issued and not yet delivered, in file order (each holds a buffer). */
     const queue: Promise<Chunk & { buf?: Buffer; overLimit?: boolean }>[] = [];
-    /** Reads not yet completed: at most `depth`. */
+    /** Reads not yet completed: at most the depth in force. */
     let active = 0;
     /** Set once delivery has ended: no more reads are issued. */
     let stopped = false;

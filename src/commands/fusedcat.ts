@@ -45,7 +45,7 @@ export function build(ctx: CommandContext): Command {
       const length = opts.length === undefined ? undefined : parseSize(opts.length, '--length');
       const client = opts.networkOnly ? null : await FuseClient.load();
       // Into a file, a large read stays at the base depth: the destination's disk is the slower side, and more reads in
-      // flight only compete with it (reader.ts, fileSinkNoTune).
+      // flight only compete with it (ReaderOptions.tune in reader.ts).
       const intoFile = (() => { try { return fstatSync(1).isFile(); } catch { return false; } })();
       const reader = new FileReader(client, { networkOnly: !!opts.networkOnly, throttle, ...(intoFile ? { tune: false as const } : {}) });
       const out = new BulkOutput();

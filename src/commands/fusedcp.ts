@@ -74,7 +74,7 @@ export function build(ctx: CommandContext): Command {
       /** When each file's copy (and so its checksum) was done, for the manifest. */
       const hashedAt = new Map<FileResult, Date>();
       const client = opts.networkOnly ? null : await FuseClient.load();
-      // Copies into files stay at the base depth (reader.ts, fileSinkNoTune).
+      // Copies into files stay at the base depth (ReaderOptions.tune in reader.ts).
       const reader = new FileReader(client, { networkOnly: !!opts.networkOnly, smallFile, throttle, tune: false });
       const writer = new DirectWriter(client, { networkOnly: !!opts.networkOnly, smallFile, throttle });
       const showProgress = opts.progress && !opts.json && !opts.quiet && process.stderr.isTTY === true;
