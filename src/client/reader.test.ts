@@ -375,55 +375,48 @@ function cpuAt(busy: number) {
 /** The trial scaled down to the test file's 8 chunks of data: base 2, deep 4, one chunk to settle, two per interval. */
 const smallTrial = { base: 2, deep: 4, settleBytes: 4 * MiB, intervalBytes: 8 * MiB, intervalMs: 0, atLeast: 0 };
 
-test('a large read on a far device with idle CPUs goes deeper, says so, and delivers the file', async (t) => {
+/** The test file (8 chunks of data) read from a far device whose reads take `ms`, with these reader options and, if
+ *  given, a sink that takes `sinkMs` for each chunk; the result must be the file. */
+async function farRead(t: Parameters<typeof setup>[0], ms: number, opts: Partial<ConstructorParameters<typeof FileReader>[1]>, sinkMs = 0) {
   const { dir, file, session } = await setup(t, 24);
-  const device = new FarDevice(file.image, 30);
-  const reader = new FileReader(source(session, dir), { openDevice: async () => device, tune: { ...smallTrial, cpu: cpuAt(0.1) } });
+  const device = new FarDevice(file.image, ms);
+  const reader = new FileReader(source(session, dir), { openDevice: async () => device, ...opts });
   const { sink, result } = collector(true);
-  const r = await reader.read(Buffer.from(file.path), sink);
+  const slow = sinkMs ? { ...sink, write: async (c: Chunk) => (await sleep(sinkMs), sink.write(c)) } : sink;
+  const r = await reader.read(Buffer.from(file.path), slow);
   assert.equal(r.path, 'direct');
   assert.ok(result().equals(file.bytes));
-  assert.equal(device.most, 4, `${device.most} reads in flight at most`);
+  return { r, most: device.most };
+}
+
+test('a large read on a far device with idle CPUs goes deeper, says so, and delivers the file', async (t) => {
+  const { r, most } = await farRead(t, 30, { tune: { ...smallTrial, cpu: cpuAt(0.1) } });
+  assert.equal(most, 4, `${most} reads in flight at most`);
   assert.equal(r.depth?.depth, 4);
   assert.match(r.depth!.why, /^depth 4 read \d\.\d\dx depth 2$/);
   assert.equal(r.depth!.busy, 0.1);
 });
 
 test('a large read whose CPUs are busy stays at the base depth', async (t) => {
-  const { dir, file, session } = await setup(t, 24);
-  const device = new FarDevice(file.image, 30);
-  const reader = new FileReader(source(session, dir), { openDevice: async () => device, tune: { ...smallTrial, cpu: cpuAt(0.9) } });
-  const { sink, result } = collector(true);
-  const r = await reader.read(Buffer.from(file.path), sink);
-  assert.ok(result().equals(file.bytes));
-  assert.equal(device.most, 2);
+  const { r, most } = await farRead(t, 30, { tune: { ...smallTrial, cpu: cpuAt(0.9) } });
+  assert.equal(most, 2);
   assert.equal(r.depth?.depth, 2);
   assert.match(r.depth!.why, /CPUs were 90 % busy/);
 });
 
 test('a fixed depth, or a read smaller than the trial needs, is not tuned', async (t) => {
-  const { dir, file, session } = await setup(t, 24);
-  for (const opts of [{ depth: 2, tune: { ...smallTrial, cpu: cpuAt(0) } }, { tune: { ...smallTrial, atLeast: 33 * MiB, cpu: cpuAt(0) } }]) {
-    const device = new FarDevice(file.image, 10);
-    const reader = new FileReader(source(session, dir), { openDevice: async () => device, ...opts });
-    const { sink, result } = collector(true);
-    const r = await reader.read(Buffer.from(file.path), sink);
-    assert.ok(result().equals(file.bytes));
-    assert.equal(r.depth, undefined);
-    assert.ok(device.most <= (opts.depth ?? 8), `${device.most} in flight`);
-  }
+  const fixed = await farRead(t, 10, { depth: 2, tune: { ...smallTrial, cpu: cpuAt(0) } });
+  assert.equal(fixed.r.depth, undefined);
+  assert.equal(fixed.most, 2);
+  const small = await farRead(t, 10, { tune: { ...smallTrial, atLeast: 33 * MiB, cpu: cpuAt(0) } });
+  assert.equal(small.r.depth, undefined);
+  assert.ok(small.most <= 8, `${small.most} in flight`);
 });
 
 test('a large read whose consumer is the slower side stays at the base depth: more reads would only compete with it', async (t) => {
-  const { dir, file, session } = await setup(t, 24);
-  const device = new FarDevice(file.image, 5);
   // The base interval lasts 50 ms: its first reads complete at once, before the consumer has asked for them.
-  const reader = new FileReader(source(session, dir), { openDevice: async () => device, tune: { ...smallTrial, intervalMs: 50, cpu: cpuAt(0) } });
-  const { sink, result } = collector(true);
-  const slow = { ...sink, write: async (c: Chunk) => (await sleep(40), sink.write(c)) };
-  const r = await reader.read(Buffer.from(file.path), slow);
-  assert.ok(result().equals(file.bytes));
-  assert.equal(device.most, 2);
+  const { r, most } = await farRead(t, 5, { tune: { ...smallTrial, intervalMs: 50, cpu: cpuAt(0) } }, 40);
+  assert.equal(most, 2);
   assert.equal(r.depth?.depth, 2);
   assert.match(r.depth!.why, /the destination was the slower side: it waited for the device \d+ % of the time/);
 });
