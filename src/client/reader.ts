@@ -87,12 +87,12 @@ export interface ReaderOptions {
   /** Device reads in flight, fixed (default: DEPTH, deeper for a large read where the device gives more for it).
    *  Half as many chunks again may be read and waiting for delivery. */
   depth?: number;
-  /** The deeper depth's trial (depth.ts): settings in place of the defaults, or false for none. The commands pass
-   *  false when the bytes go into a file. On the bed, where the destination file shares the disk the
+  /** The deeper depth's trial (depth.ts): true for it, settings in place of its defaults, or none (the default).
+   *  fusedcat asks for it unless the bytes go into a file, and fusedcp never does. On the bed, where the destination file shares the disk the
    *  image is on, fusedcp with the trial was 18-20 % slower (A/B, 9 and 11 rounds: 577 against 706-710 MB/s): while
    *  the page cache takes the first writes the consumer waits for the device, so the trial goes deep, and then 32
    *  reads in flight take the disk time the destination's writeback needs. */
-  tune?: (Partial<TunerSettings> & { atLeast?: number }) | false;
+  tune?: (Partial<TunerSettings> & { atLeast?: number }) | boolean;
   /** Opens the file through the mount (default fs/promises open, read-only); tests watch the handle with it. */
   openMount?: (file: Buffer) => Promise<FileHandle>;
 }
@@ -415,10 +415,10 @@ export class FileReader {
 
   /** The deeper depth's trial for a read of these extents, if it is large enough and its depth not fixed. */
   private async tuner(extents: readonly MapExtent[], device: DeviceReader, base: number, settleBytes: number): Promise<DepthTuner | undefined> {
-    const t = this.opts.tune;
-    if (t === false || this.opts.depth !== undefined) return undefined;
+    const t = this.opts.tune === true ? {} : this.opts.tune;
+    if (!t || this.opts.depth !== undefined) return undefined;
     const bytes = extents.reduce((n, e) => n + (e.state === 'DATA' ? e.length : 0), 0);
-    if (bytes < (t?.atLeast ?? TUNE_AT_LEAST)) return undefined;
+    if (bytes < (t.atLeast ?? TUNE_AT_LEAST)) return undefined;
     const queue = device.info.isBlockDevice ? await readQueueFacts(device.info.rdevMajor, device.info.rdevMinor) : undefined;
     const settings: TunerSettings = {
       base,

@@ -44,10 +44,10 @@ export function build(ctx: CommandContext): Command {
       const offset = opts.offset === undefined ? undefined : parseSize(opts.offset, '--offset');
       const length = opts.length === undefined ? undefined : parseSize(opts.length, '--length');
       const client = opts.networkOnly ? null : await FuseClient.load();
-      // Into a file, a large read stays at the base depth: the destination's disk is the slower side, and more reads in
-      // flight only compete with it (ReaderOptions.tune in reader.ts).
+      // A large read tries a deeper depth, except into a file: the destination's disk is the slower side, and more
+      // reads in flight only compete with it (ReaderOptions.tune in reader.ts).
       const intoFile = (() => { try { return fstatSync(1).isFile(); } catch { return false; } })();
-      const reader = new FileReader(client, { networkOnly: !!opts.networkOnly, throttle, ...(intoFile ? { tune: false as const } : {}) });
+      const reader = new FileReader(client, { networkOnly: !!opts.networkOnly, throttle, tune: !intoFile });
       const out = new BulkOutput();
       // Wait for each write: the chunk's buffer is reused as soon as we return.
       const sink = { write: (chunk: Chunk) => out.write(chunk.data) };

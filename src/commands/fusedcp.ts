@@ -74,8 +74,7 @@ export function build(ctx: CommandContext): Command {
       /** When each file's copy (and so its checksum) was done, for the manifest. */
       const hashedAt = new Map<FileResult, Date>();
       const client = opts.networkOnly ? null : await FuseClient.load();
-      // Copies into files stay at the base depth (ReaderOptions.tune in reader.ts).
-      const reader = new FileReader(client, { networkOnly: !!opts.networkOnly, smallFile, throttle, tune: false });
+      const reader = new FileReader(client, { networkOnly: !!opts.networkOnly, smallFile, throttle });
       const writer = new DirectWriter(client, { networkOnly: !!opts.networkOnly, smallFile, throttle });
       const showProgress = opts.progress && !opts.json && !opts.quiet && process.stderr.isTTY === true;
       const progress = await Progress.create(showProgress, showProgress ? await totalBytes(sources) : 0);
@@ -187,8 +186,7 @@ async function mhlVerify(ctx: CommandContext, args: string[], opts: Opts): Promi
   const client = opts.networkOnly ? null : await FuseClient.load();
   let results: CheckResult[];
   try {
-    // Several files at once, each hashed: the base depth (a deeper one is for one large read; reader.ts).
-    results = await checkTree(root, new FileReader(client, { networkOnly: !!opts.networkOnly, smallFile, throttle, tune: false }), history, jobs);
+    results = await checkTree(root, new FileReader(client, { networkOnly: !!opts.networkOnly, smallFile, throttle }), history, jobs);
   } finally {
     await client?.close();
   }
