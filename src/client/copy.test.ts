@@ -5,7 +5,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { createHash, randomBytes } from 'node:crypto';
-import { chmod, mkdir, mkdtemp, readFile, readdir, rm, stat, writeFile } from 'node:fs/promises';
+import { chmod, mkdir, mkdtemp, open, readFile, readdir, rm, stat, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Copier, InOrder, LARGE_AT_ONCE, LARGE_FILE, Slots, type FileResult } from './copy.js';
@@ -293,4 +293,47 @@ test('a large new local copy gets its blocks before the first write (fallocate);
       // None left past the end (the file system's own metadata blocks aside: at most 1 MiB).
       assert.ok(st.blocks * 512 <= want + 1024 * 1024, `${st.blocks * 512} bytes allocated for ${want}`);
     }
+  }));
+
+test('a sparse source stays sparse in a local copy: a source that says so is not preallocated, and zeros delivered where blocks were preallocated become holes again', () =>
+  withDir(async (dir) => {
+    const size = LARGE_FILE * 5; // 40 MiB: over the write-behind size, where preallocation starts
+    const MiB = 1024 * 1024;
+    const head = randomBytes(4 * MiB);
+    const tail = randomBytes(4 * MiB);
+    // Two sources of the same bytes: one that says it is sparse (a hole in the middle), one written out in full
+    // (as a network file system that does not report the blocks a file uses would show it).
+    await writeFile(join(dir, 'dense.bin'), Buffer.concat([head, Buffer.alloc(size - 8 * MiB), tail]));
+    const fh = await open(join(dir, 'sparse.bin'), 'w');
+    await fh.write(head, 0, head.length, 0);
+    await fh.write(tail, 0, tail.length, size - 4 * MiB);
+    await fh.close();
+    assert.ok((await stat(join(dir, 'sparse.bin'))).blocks * 512 < size / 2, 'the sparse source has a hole');
+    const allocated: number[] = [];
+    // Delivers the head, the middle as zero chunks (as the reader does for a hole in the map), then the tail.
+    const reader = {
+      async read(_file: Buffer, sink: Sink): Promise<ReadReport> {
+        await sink.write({ offset: 0, data: head, kind: 'network' });
+        const temp = (await readdir(join(dir, 'out'))).find((n) => n.includes('.fused-'))!;
+        allocated.push((await stat(join(dir, 'out', temp))).blocks * 512);
+        for (let at = 4 * MiB; at < size - 4 * MiB; at += 4 * MiB) await sink.write({ offset: at, data: Buffer.alloc(4 * MiB), kind: 'zero' });
+        await sink.write({ offset: size - 4 * MiB, data: tail, kind: 'network' });
+        return { size, path: 'network', reason: null, fallback: false, bytesDirect: 0, bytesZero: size - 8 * MiB, bytesNetwork: 8 * MiB, interrupted: false, changed: false };
+      },
+    } as unknown as FileReader;
+    await mkdir(join(dir, 'out'));
+    for (const name of ['dense.bin', 'sparse.bin']) {
+      const results: FileResult[] = [];
+      const dst = join(dir, 'out', name);
+      await new Copier(reader, OPTS, { file: (r) => results.push(r) }).run([Buffer.from(join(dir, name))], Buffer.from(dst));
+      assert.equal(results[0]!.status, 'copied', name);
+      const got = await readFile(dst);
+      assert.equal(createHash('sha256').update(got).digest('hex'), createHash('sha256').update(await readFile(join(dir, 'dense.bin'))).digest('hex'), name);
+      const st = await stat(dst);
+      // The 8 MiB of data, and no more than 1 MiB besides (the file system's own blocks).
+      assert.ok(st.blocks * 512 <= 9 * MiB, `${name}: ${st.blocks * 512} bytes allocated for 8 MiB of data`);
+    }
+    // The dense-looking source was preallocated (blocks before the second write), the sparse one was not.
+    assert.ok(allocated[0]! >= size, `dense.bin: ${allocated[0]} allocated after the first write`);
+    assert.ok(allocated[1]! < size / 2, `sparse.bin: ${allocated[1]} allocated after the first write`);
   }));

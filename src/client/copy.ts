@@ -286,7 +286,9 @@ export class Copier {
     try {
       target = stream || !this.writer ? MountTarget.over(fh, undefined, kind) : await this.writer.open(path, st.size, fh, overwrite);
       if (kind === 'file' && target instanceof MountTarget && st.size >= WRITE_BEHIND) {
-        await target.preallocate(st.size);
+        // Not for a source that says it is sparse (fewer blocks than its size): its holes stay holes, as cp keeps
+        // them, and a sparse image fits where its data fits.
+        if (st.blocks * 512 >= st.size) await target.preallocate(st.size);
         target = new WriteBehind(target, target.fd);
       }
     } catch (err) {

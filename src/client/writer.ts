@@ -362,14 +362,15 @@ export class MountTarget implements WriteTarget {
   }
 
   /**
-   * A new file of `size` bytes gets its blocks now (fallocate, size kept): in few extents, and a destination
-   * without the room fails at once rather than after most of the copy. A file system that cannot (EOPNOTSUPP:
-   * sshfs, tmpfs before 3.5, ...) is written as before. Only ever for a file this target created.
+   * A new file of `size` bytes gets its blocks now (fallocate): in few extents, and a destination without the room
+   * fails at once rather than after most of the copy. A file system that cannot (EOPNOTSUPP: sshfs, tmpfs before
+   * 3.5, ...) is written as before. Only ever for a file this target created (under its temporary name). Its size
+   * is `size` from now on: ext4 punches no hole past the end, and zeros written as holes must give their blocks back.
    */
   async preallocate(size: number): Promise<void> {
     if (!this.empty || size <= 0) return;
     try {
-      await fallocate(this.fh.fd, { keepSize: true }, 0, size);
+      await fallocate(this.fh.fd, {}, 0, size);
       this.preallocated = size;
     } catch (err) {
       const code = errnoCode(err);
@@ -379,9 +380,13 @@ export class MountTarget implements WriteTarget {
   }
 
   async write(offset: number, data: Buffer, zero: boolean): Promise<boolean> {
-    // Zeros are left as holes (cp --sparse=auto) in a new file; finish sets the size.
+    // Zeros are left as holes (cp --sparse=auto) in a new file; finish sets the size. Where the file was preallocated
+    // (a source that did not look sparse: a network file system may not say), the blocks under them are given back.
     if (this.kind === 'stream') await writeAll(this.fh, data, null);
-    else if (!zero || this.kind === 'overwrite') {
+    else if (zero && this.kind === 'file') {
+      const end = Math.min(offset + data.length, this.preallocated);
+      if (end > offset) await fallocate(this.fh.fd, { punchHole: true }, offset, end - offset).catch(() => {});
+    } else {
       await writeAll(this.fh, data, offset);
       this.writtenEnd = Math.max(this.writtenEnd, offset + data.length);
     }
