@@ -9,7 +9,9 @@ what=${1:-all}; shift || true
 [[ ${FUSED_BUILT:-} == 1 ]] || npm run --silent build
 if [[ $what == unit || $what == all ]]; then
   mapfile -t units < <(find dist -name '*.test.js' | sort)
-  node --test --test-reporter=spec "${units[@]}"
+  # Four files at a time: most unit tests wait on timers (lease deadlines), and node's default on 2 cores is one
+  # at a time (56 s against 21 s here).
+  node --test --test-concurrency=4 --test-reporter=spec "${units[@]}"
 fi
 if [[ $what == bats || $what == all ]]; then
   if [[ $# -gt 0 ]]; then files=("$@"); else mapfile -t files < <(ls test/bats/*.bats | sort); fi
