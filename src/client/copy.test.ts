@@ -315,7 +315,10 @@ test('a sparse source stays sparse in a local copy: a source that says so is not
       async read(_file: Buffer, sink: Sink): Promise<ReadReport> {
         await sink.write({ offset: 0, data: head, kind: 'network' });
         const temp = (await readdir(join(dir, 'out'))).find((n) => n.includes('.fused-'))!;
-        allocated.push((await stat(join(dir, 'out', temp))).blocks * 512);
+        const st = await stat(join(dir, 'out', temp));
+        allocated.push(st.blocks * 512);
+        // The temporary's size is what has been written (a watcher sees the copy progress), preallocated or not.
+        assert.equal(st.size, 4 * MiB);
         for (let at = 4 * MiB; at < size - 4 * MiB; at += 4 * MiB) await sink.write({ offset: at, data: Buffer.alloc(4 * MiB), kind: 'zero' });
         await sink.write({ offset: size - 4 * MiB, data: tail, kind: 'network' });
         return { size, path: 'network', reason: null, fallback: false, bytesDirect: 0, bytesZero: size - 8 * MiB, bytesNetwork: 8 * MiB, interrupted: false, changed: false };

@@ -362,15 +362,14 @@ export class MountTarget implements WriteTarget {
   }
 
   /**
-   * A new file of `size` bytes gets its blocks now (fallocate): in few extents, and a destination without the room
-   * fails at once rather than after most of the copy. A file system that cannot (EOPNOTSUPP: sshfs, tmpfs before
-   * 3.5, ...) is written as before. Only ever for a file this target created (under its temporary name). Its size
-   * is `size` from now on: ext4 punches no hole past the end, and zeros written as holes must give their blocks back.
+   * A new file of `size` bytes gets its blocks now (fallocate, size kept): in few extents, and a destination
+   * without the room fails at once rather than after most of the copy. A file system that cannot (EOPNOTSUPP:
+   * sshfs, tmpfs before 3.5, ...) is written as before. Only ever for a file this target created.
    */
   async preallocate(size: number): Promise<void> {
     if (!this.empty || size <= 0) return;
     try {
-      await fallocate(this.fh.fd, {}, 0, size);
+      await fallocate(this.fh.fd, { keepSize: true }, 0, size);
       this.preallocated = size;
     } catch (err) {
       const code = errnoCode(err);
@@ -385,7 +384,13 @@ export class MountTarget implements WriteTarget {
     if (this.kind === 'stream') await writeAll(this.fh, data, null);
     else if (zero && this.kind === 'file') {
       const end = Math.min(offset + data.length, this.preallocated);
-      if (end > offset) await fallocate(this.fh.fd, { punchHole: true }, offset, end - offset).catch(() => {});
+      if (end > offset) {
+        // ext4 punches no hole past the file's end: the size follows the copy to the end of these zeros first
+        // (fallocate over blocks it has: it only ever grows the size, whatever else is being written).
+        await fallocate(this.fh.fd, {}, offset, end - offset)
+          .then(() => fallocate(this.fh.fd, { punchHole: true }, offset, end - offset))
+          .catch(() => {});
+      }
     } else {
       await writeAll(this.fh, data, offset);
       this.writtenEnd = Math.max(this.writtenEnd, offset + data.length);
