@@ -121,9 +121,10 @@ export class Connection implements LeaseHolder {
     return this.server.opts.log;
   }
 
+  /** The idle time starts again: the one timer is moved, not replaced (a new timer for each request is garbage). */
   private touch(): void {
-    clearTimeout(this.idleTimer);
-    this.idleTimer = setTimeout(() => this.bye('idle'), this.server.opts.idleTimeoutMs);
+    if (this.idleTimer) this.idleTimer.refresh();
+    else this.idleTimer = setTimeout(() => this.bye('idle'), this.server.opts.idleTimeoutMs);
   }
 
   /** The node's name once it has authenticated. */

@@ -463,3 +463,27 @@ test('rekey refuses once the last map is gone (its work still running)', async (
   });
   assert.equal(t.fileCount, 0);
 });
+
+test('each lingering lease goes its own linger time after its last map: not with an older one, nor later', async () => {
+  const k = new FakeKernel();
+  const linger = 400;
+  const t = new LeaseTable({
+    leaseTimeMs: T, marginMs: MARGIN, recallQueueMs: 100, maxFiles: 4, log: () => {}, kernel: k, lingerMs: linger, maxLingering: 4, cacheBytes: 1024,
+  });
+  const a = mapAndRelease(t, '2:7', 27); // lingers until 400
+  await sleep(linger / 4);
+  mapAndRelease(t, '2:8', 28); // until 500
+  await sleep(linger / 4);
+  // A is mapped and released again at 200: its linger starts over, behind B's (until 600).
+  const again = t.acquireFile('2:7', 37);
+  assert.ok(again.ok && again.file === a);
+  const holder = new FakeHolder('c');
+  const lease = t.grant(holder, a);
+  assert.equal(t.release(holder, lease.id), true);
+  assert.equal(t.isLingering(a), true);
+  await sleep(linger * 0.875); // 550
+  assert.deepEqual(k.closed, [37, 28], 'B went at its time; A, mapped again since, did not go at its first');
+  await sleep(linger / 4 + 50); // 700
+  assert.deepEqual(k.closed, [37, 28, 27], 'A went at the end of its second linger');
+  assert.equal(t.fileCount, 0);
+});
