@@ -8,7 +8,7 @@ import { createHash, randomBytes } from 'node:crypto';
 import { chmod, mkdir, mkdtemp, open, readFile, readdir, rm, stat, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { Copier, InOrder, LARGE_AT_ONCE, LARGE_FILE, Slots, type FileResult } from './copy.js';
+import { Copier, DestinationError, InOrder, LARGE_AT_ONCE, LARGE_FILE, Slots, type FileResult } from './copy.js';
 import type { FileReader, ReadReport, Sink } from './reader.js';
 
 const OPTS = { recursive: false, preserve: false, noClobber: false, force: false, verify: false };
@@ -339,4 +339,34 @@ test('a sparse source stays sparse in a local copy: a source that says so is not
     // The dense-looking source was preallocated (blocks before the second write), the sparse one was not.
     assert.ok(allocated[0]! >= size, `dense.bin: ${allocated[0]} allocated after the first write`);
     assert.ok(allocated[1]! < size / 2, `sparse.bin: ${allocated[1]} allocated after the first write`);
+  }));
+
+test('a copy that cannot be created fails about its destination, before any byte is read: missing directory, a name ending in a slash', () =>
+  withDir(async (dir) => {
+    const src = join(dir, 'src.bin');
+    await writeFile(src, 'x'.repeat(22));
+    await writeFile(join(dir, 'file'), 'y');
+    let reads = 0;
+    const reader = {
+      async read(): Promise<ReadReport> {
+        reads++;
+        throw new Error('not to be read');
+      },
+    } as unknown as FileReader;
+    for (const [dst, reason] of [
+      [join(dir, 'missing', 'dst.bin'), 'no such file or directory'],
+      [join(dir, 'missing') + '/', 'not a directory'],
+      [join(dir, 'file') + '/', 'not a directory'],
+    ] as const) {
+      const results: FileResult[] = [];
+      await new Copier(reader, OPTS, { file: (r) => results.push(r) }).run([Buffer.from(src)], Buffer.from(dst));
+      assert.equal(results.length, 1);
+      assert.equal(results[0]!.status, 'failed');
+      const err = results[0]!.error;
+      assert.ok(err instanceof DestinationError, dst);
+      assert.equal(err.subject, dst);
+      assert.equal(err.message, `cannot create the copy: ${reason}`);
+    }
+    assert.equal(reads, 0);
+    assert.deepEqual((await readdir(dir)).sort(), ['file', 'src.bin']);
   }));

@@ -61,6 +61,14 @@ export class PreserveError extends FusedError {
   }
 }
 
+/** The copy could not be created where it goes (its directory missing or not a directory, not writable, a
+ *  read-only file system): about the destination, as cp reports it, not about the source. */
+export class DestinationError extends FusedError {
+  constructor(cause: unknown, destination: string) {
+    super('failure', `cannot create the copy: ${describeError(cause)}`, destination);
+  }
+}
+
 export interface CopyEvents {
   /** Called after each file (copied, skipped or failed). */
   file(result: FileResult): void;
@@ -246,6 +254,9 @@ export class Copier {
   private async copyFile(src: Buffer, dst: Buffer, st: Stats, linked: Stats | undefined): Promise<Omit<FileResult, 'seconds'>> {
     const existing = linked?.isSymbolicLink() ? await stat(dst).catch(() => undefined) : linked;
     if (existing && existing.dev === st.dev && existing.ino === st.ino) throw new FusedError('failure', 'source and destination are the same file');
+    // A name ending in a slash that is not a directory (it would be one, were it there): refused before any byte is
+    // copied, rather than at the rename.
+    if (dst[dst.length - 1] === SLASH) throw new DestinationError(Object.assign(new Error('ENOTDIR: not a directory'), { code: 'ENOTDIR' }), dst.toString());
     // Devices and pipes (/dev/null, a FIFO) are written in order where they stand: there is nothing to rename.
     const stream = existing !== undefined && !existing.isFile();
     // --inplace: an existing file keeps its inode (hard links, owner, ACLs, xattrs); its bytes are replaced.
@@ -265,7 +276,7 @@ export class Copier {
     } catch (err) {
       if (!this.opts.force || stream) {
         forget(path);
-        throw err;
+        throw new DestinationError(err, dst.toString());
       }
       // -f: a destination directory we cannot write into cannot be helped; anything else, remove and retry (a
       // file that could not be overwritten in place is then written anew, under a temporary name).
@@ -278,7 +289,7 @@ export class Copier {
       const retry = path;
       fh = await open(path, 'wx', this.createMode(st)).catch((e: unknown) => {
         forget(retry);
-        throw e;
+        throw new DestinationError(e, dst.toString());
       });
     }
     const kind = stream ? 'stream' : overwrite ? 'overwrite' : 'file';

@@ -6,7 +6,7 @@ import { EXIT_CODES, FusedError, reasonOf } from '../errors.js';
 import { argBytes, displayName } from '../ui/argv.js';
 import type { CommandContext } from './context.js';
 import { FuseClient } from '../client/client.js';
-import { Copier, DEFAULT_JOBS, PreserveError, type FileResult } from '../client/copy.js';
+import { Copier, DEFAULT_JOBS, DestinationError, PreserveError, type FileResult } from '../client/copy.js';
 import { baseBytes, joinBytes } from '../client/paths.js';
 import { HASH_TYPES, type HashType } from '../client/hash.js';
 import { MHL_FOLDER, addGeneration, checkTree, creatorNow, readHistory, unrecordable, type CheckResult, type ManifestEntry } from '../client/mhl.js';
@@ -229,8 +229,9 @@ const MAX_JOBS = 256;
 function tell(r: FileResult, opts: Opts): void {
   const src = displayName(r.source);
   if (r.status === 'failed') {
-    // A copy kept without its attributes is reported as cp does: about the destination.
-    if (r.error instanceof PreserveError) process.stderr.write(`fusedcp: ${displayName(r.destination)}: ${r.error.message}\n`);
+    // A copy kept without its attributes, or one that could not be created, is reported as cp does: about the
+    // destination.
+    if (r.error instanceof PreserveError || r.error instanceof DestinationError) process.stderr.write(`fusedcp: ${displayName(r.destination)}: ${r.error.message}\n`);
     else process.stderr.write(`fusedcp: ${src}: ${reasonOf(r.error)}\n`);
     return;
   }

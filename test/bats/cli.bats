@@ -49,6 +49,21 @@ cat_to() {
 	run -2 --separate-stderr "$FUSED_BIN/fusedctl" serve --volume 'bad name=/tmp'
 }
 
+@test "a copy that cannot be created is reported about its destination, as cp does: exit 1, nothing left behind" {
+	run -1 --separate-stderr "$FUSED_BIN/fusedcp" /etc/hostname "$BED_DIR/no-such-dir/x"
+	assert_equal "$stderr" "fusedcp: $BED_DIR/no-such-dir/x: cannot create the copy: no such file or directory"
+	# A name ending in a slash that is no directory: refused before the copy, not at its rename.
+	run -1 --separate-stderr "$FUSED_BIN/fusedcp" "$BED_CLI_DIR/clip.bin" "$BED_DIR/not-a-dir/"
+	assert_equal "$stderr" "fusedcp: $BED_DIR/not-a-dir/: cannot create the copy: not a directory"
+	run -1 --separate-stderr "$FUSED_BIN/fusedcp" --json /etc/hostname /proc/x
+	run -0 jq -r '.[0] | [.status, .error] | @tsv' <<<"$output"
+	assert_output "$(printf 'failed\t/proc/x: cannot create the copy: no such file or directory')"
+	assert [ ! -e "$BED_DIR/no-such-dir" ]
+	assert [ ! -e "$BED_DIR/not-a-dir" ]
+	run -0 find "$BED_DIR" -maxdepth 1 -name '.*.fused-*'
+	assert_output ''
+}
+
 @test "some files failing and others working exits 4; all failing exits 1" {
 	run -4 --separate-stderr bed_in_client "$FUSED_BIN/fusedmap" "$BED_CLI_DIR/clip.bin" "$BED_CLI_DIR/missing"
 	assert_equal "${stderr_lines[0]}" "fusedmap: $BED_CLI_DIR/missing: no such file or directory"
