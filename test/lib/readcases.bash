@@ -29,7 +29,8 @@ rc_sha() {
 
 # rc_sha_direct FILE: sha256 of a file read with O_DIRECT where its file system allows (else as rc_sha does). For a
 # file whose every byte went through this node's page cache (never for one written on the device behind it): the
-# hole of the 4.5 GiB sparse case costs 8-10 s of zeroed page-cache pages when read through the cache, 0 this way.
+# hole of the 4.5 GiB sparse case costs 8-10 s of zeroed page-cache pages when read through the cache, about 1 s
+# this way.
 rc_sha_direct() {
 	if dd if="$1" iflag=direct bs=4M count=0 status=none 2>/dev/null; then
 		dd if="$1" iflag=direct bs=4M status=none | rc_sha
