@@ -528,10 +528,10 @@ function mapError(err: unknown, maxExtents: number): Reply {
 /** How often a file that changes between the two fstats around FIEMAP is mapped again before it is NETWORK. */
 const MAP_ATTEMPTS = 3;
 
-/** The file facts a map reply carries, from one fstat. */
-/** A map reply under a lease: one object literal with the same fields in the same order every time, so that every
- *  reply has the same hidden class. (Built with an object spread, V8 made new hidden classes for each reply: about
- *  six a map at 10,000 maps/s, all of them garbage in the old space, which brought a mark-compact every 0.85 s.) */
+/** A map reply under a lease, with the file facts it carries from one fstat: one object literal with the same
+ *  fields in the same order every time, so that every reply has the same hidden class. (Built with an object spread,
+ *  V8 made new hidden classes for each reply: about six a map at 10,000 maps/s, all of them garbage in the old
+ *  space, which brought a mark-compact every 0.85 s.) */
 function answerOf(st: BigIntStats, blockSize: number, leaseId: string, extents: WireExtent[], encoded?: MapAnswer['encoded'], networkReason?: string): MapAnswer & { leaseId: string } {
   return {
     size: Number(st.size),
